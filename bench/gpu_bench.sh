@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Training and decoding benchmarks on one CUDA GPU; JSON results go to $OUT (default runs/gpu_bench).
+#
+#   bash bench/gpu_bench.sh                  # from the repo root
+#
+# Written for this workplace's H100/H200 image: its python3 already holds a CUDA torch,
+# transformers, accelerate, sentencepiece, safetensors and scikit-learn, and no registry is
+# reachable there. marisa-trie and faiss-cpu are not in the image: carry them as wheels in .whl/
+# (carry: [".whl"]); made here with
+#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 -d .whl marisa-trie==1.4.1 faiss-cpu==1.15.1
+# On a machine with a registry and no torch, the script pip-installs torch (Linux wheels on PyPI
+# are CUDA builds) and the missing packages instead.
+set -euo pipefail
+
+OUT=${OUT:-runs/gpu_bench}
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+VENV=${VENV:-/tmp/dsi-gpu-venv}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
+log() { echo "[gpu_bench $(date +%T)] $*" >&2; }
+
+# A fresh venv that also sees the image's packages: a venv made from a venv's python sees only
+# the base interpreter's site-packages, so the image's site-packages are added by a .pth file.
+image_site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+rm -rf "$VENV"
+if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+    "$PY" -m venv --without-pip "$VENV"
+fi
+venv_site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$image_site" >"$venv_site/_image_site.pth"
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" --version >/dev/null 2>&1 || PIP=("$PY" -m pip --python "$VENV/bin/python")
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+if ! python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    log "no CUDA torch in the image: installing torch from the registry"
+    "${PIP[@]}" install -q torch
+fi
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "${PIP[@]}" install -q --no-index --no-deps .whl/*.whl
+fi
+# The package itself, without letting pip replace the image's torch or transformers.
+"${PIP[@]}" install -q --no-deps --no-build-isolation -e . \
+    || { log "editable install failed; using PYTHONPATH"; export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; }
+missing=$(python - <<'EOF'
+import importlib.util
+need = {"marisa_trie": "marisa-trie", "faiss": "faiss-cpu", "accelerate": "accelerate",
+        "transformers": "transformers", "sentencepiece": "sentencepiece",
+        "safetensors": "safetensors", "sklearn": "scikit-learn", "tqdm": "tqdm"}
+print(" ".join(p for m, p in need.items() if importlib.util.find_spec(m) is None))
+EOF
+)
+if [ -n "$missing" ]; then
+    log "installing from the registry: $missing"
+    "${PIP[@]}" install -q $missing
+fi
+
+python - >"$OUT/environment.json" <<'EOF'
+import json, platform, torch, transformers, accelerate
+print(json.dumps({
+    "python": platform.python_version(), "torch": torch.__version__,
+    "cuda": torch.version.cuda, "transformers": transformers.__version__,
+    "accelerate": accelerate.__version__,
+    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+}, indent=1))
+EOF
+cat "$OUT/environment.json" >&2
+
+status=0
+run() {  # run NAME COMMAND...: stdout to $OUT/NAME.json, stderr to $OUT/NAME.log
+    local name=$1
+    shift
+    log "$name: $*"
+    if "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"; then
+        cat "$OUT/$name.json"
+    else
+        log "$name failed; see $OUT/$name.log"
+        tail -n 20 "$OUT/$name.log" >&2
+        status=1
+    fi
+}
+
+run train_default python bench/train_bench.py --device "$DEVICE" --size default \
+    --steps 200 --warmup 20 --repeats 3 --threads 8
+run train_t5small python bench/train_bench.py --device "$DEVICE" --size t5-small \
+    --steps 100 --warmup 10 --repeats 3 --threads 8
+
+if [ -d ../shared/data/scifact ]; then
+    run decode_scifact python bench/decode_bench.py --device "$DEVICE" --threads 8 \
+        --data ../shared/data/scifact
+else
+    # Only the repo travels to the GPU machine: a random corpus the size of SciFact, and a
+    # larger one to see how decoding scales with the number of docids.
+    run decode_synthetic5k python bench/decode_bench.py --device "$DEVICE" --threads 8 \
+        --synthetic 5000
+    run decode_synthetic100k python bench/decode_bench.py --device "$DEVICE" --threads 8 \
+        --synthetic 100000 --beams 10 20 --batches 32 128 --queries 256
+fi
+exit $status

@@ -1,0 +1,288 @@
+"""N-gram identifiers (SEAL): any substring of a document identifies it.
+
+Training data is made at the *text* level, over whitespace-separated words, so that spans are
+word-aligned and tokenize the same way alone as inside the document; the model side tokenizes
+``(source_text, target_text)`` pairs with its own tokenizer and builds the n-gram index over
+``tokenize(title + " " + text)`` of each document, so titles and spans are corpus n-grams.
+
+* :func:`supervised_pairs`: query -> the relevant document's title, and query -> spans of 3-10
+  words of it. A span starts at a word position drawn with probability proportional to
+  ``exp(overlap / temperature)``, where ``overlap`` counts the query's content words among the
+  three words from that position (SEAL samples spans by their overlap with the query).
+* :func:`unsupervised_pairs`: a random span of a document -> another span of it, and title ->
+  span (SEAL's unsupervised "document-to-ngram" data, which teaches what each document holds).
+* :func:`seal_score`: SEAL's intersective scoring of the n-grams that constrained beam search
+  generated, over an index (``trie.fmindex.NgramIndex`` or anything with the same methods).
+
+All functions are deterministic for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+# A small English stopword list: overlap on "the" or "of" says nothing about relevance.
+_STOPWORD_TEXT = """
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from
+further had has have having he her here hers herself him himself his how i if in into is
+it its itself just me more most my myself no nor not now of off on once only or other our
+ours ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours yourself
+yourselves
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def _terms(text: str) -> set[str]:
+    """Lower-cased content words of ``text`` (punctuation stripped, stopwords dropped)."""
+    return {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
+
+
+def _norm(word: str) -> str:
+    return "".join(_WORD.findall(word.lower()))
+
+
+def _span(words: list[str], rng: random.Random, min_words: int, max_words: int) -> tuple[int, int]:
+    """A random ``[start, end)`` of ``min_words..max_words`` words (shorter if the text is)."""
+    length = min(len(words), rng.randint(min_words, max_words))
+    start = rng.randrange(len(words) - length + 1)
+    return start, start + length
+
+
+def _check_lengths(min_words: int, max_words: int) -> None:
+    if not 1 <= min_words <= max_words:
+        raise ValueError(
+            f"span lengths must satisfy 1 <= min_words <= max_words, got {min_words}..{max_words}"
+        )
+
+
+def query_spans(
+    query: str,
+    text: str,
+    *,
+    num_spans: int = 3,
+    min_words: int = 3,
+    max_words: int = 10,
+    temperature: float = 1.0,
+    rng: random.Random,
+) -> list[str]:
+    """Up to ``num_spans`` distinct word spans of ``text`` chosen by overlap with ``query``.
+
+    Start positions on stopwords are never drawn; when no window overlaps the query the
+    document's first span is the (single) target, as in SEAL.
+    """
+    _check_lengths(min_words, max_words)
+    words = text.split()
+    if not words or num_spans < 1:
+        return []
+    terms = _terms(query)
+    normed = [_norm(w) for w in words]
+    starts, weights = [], []
+    for i, word in enumerate(normed):
+        if not word or word in STOPWORDS:
+            continue
+        overlap = sum(1 for w in set(normed[i : i + 3]) if w in terms)
+        if overlap:
+            starts.append(i)
+            weights.append(math.exp(overlap / temperature))
+    if not starts:
+        return [" ".join(words[: rng.randint(min_words, max_words)])]
+    spans: list[str] = []
+    # A few extra draws so duplicates (same start and length) still leave num_spans targets.
+    for _ in range(4 * num_spans):
+        start = rng.choices(starts, weights=weights)[0]
+        span = " ".join(words[start : start + rng.randint(min_words, max_words)])
+        if span not in spans:
+            spans.append(span)
+            if len(spans) == num_spans:
+                break
+    return spans
+
+
+def supervised_pairs(
+    examples: Iterable[tuple[str, str, str]],
+    *,
+    spans_per_query: int = 3,
+    min_words: int = 3,
+    max_words: int = 10,
+    temperature: float = 1.0,
+    include_title: bool = True,
+    seed: int = 0,
+) -> list[tuple[str, str]]:
+    """``(query, target)`` pairs from ``(query, title, text)`` of each relevant document.
+
+    Targets are the title (if ``include_title`` and non-empty) and :func:`query_spans`.
+    """
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    for query, title, text in examples:
+        query = query.strip()
+        if include_title and title.strip():
+            pairs.append((query, " ".join(title.split())))
+        for span in query_spans(
+            query,
+            text,
+            num_spans=spans_per_query,
+            min_words=min_words,
+            max_words=max_words,
+            temperature=temperature,
+            rng=rng,
+        ):
+            pairs.append((query, span))
+    return pairs
+
+
+def unsupervised_pairs(
+    documents: Iterable[tuple[str, str]],
+    *,
+    pairs_per_doc: int = 3,
+    source_words: tuple[int, int] = (10, 30),
+    min_words: int = 3,
+    max_words: int = 10,
+    include_title: bool = True,
+    seed: int = 0,
+) -> list[tuple[str, str]]:
+    """``(source, target)`` pairs from ``(title, text)`` documents, no queries needed.
+
+    Per document: ``pairs_per_doc`` pairs of a source span (``source_words`` words) -> a target
+    span (``min_words..max_words``) that does not overlap it when the text is long enough,
+    plus, if ``include_title``, title -> one random span.
+    """
+    _check_lengths(min_words, max_words)
+    _check_lengths(*source_words)
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    for title, text in documents:
+        words = text.split()
+        if not words:
+            continue
+        title = " ".join(title.split())
+        if include_title and title:
+            a, b = _span(words, rng, min_words, max_words)
+            pairs.append((title, " ".join(words[a:b])))
+        for _ in range(pairs_per_doc):
+            s0, s1 = _span(words, rng, *source_words)
+            for _attempt in range(8):
+                t0, t1 = _span(words, rng, min_words, max_words)
+                if t1 <= s0 or t0 >= s1:
+                    break
+            pairs.append((" ".join(words[s0:s1]), " ".join(words[t0:t1])))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------- scoring
+
+
+class NgramCounts(Protocol):
+    """What :func:`seal_score` needs from an n-gram index (``trie.fmindex.NgramIndex``)."""
+
+    @property
+    def total_tokens(self) -> int: ...
+
+    def count(self, ngram: Sequence[int]) -> int: ...
+
+    def occurrences(self, ngram: Sequence[int]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def ngram_weight(logprob: float, count: int, total: int, smoothing: float = 0.0) -> float:
+    """SEAL's frequency-corrected n-gram score, before the power ``alpha``.
+
+    ``w = max(0, log[P(n|q) (1 - P(n)) / (P(n) (1 - P(n|q)))])`` with ``P(n|q) = exp(logprob)``
+    and ``P(n) = (count + smoothing) / (total + smoothing)``: an n-gram scores when the model
+    likes it more than its corpus frequency predicts.
+    """
+    if count <= 0 or total <= 0:
+        return 0.0
+    lp = min(float(logprob), -1e-10)  # P(n|q) must stay below 1 for the log-odds
+    prior = (count + smoothing) / (total + smoothing)
+    if prior >= 1.0:
+        return 0.0
+    value = lp + math.log1p(-prior) - math.log(prior) - math.log(-math.expm1(lp))
+    return max(value, 0.0)
+
+
+def seal_score(
+    ngrams_with_logprobs: Iterable[tuple[Sequence[int], float]],
+    index: NgramCounts,
+    *,
+    alpha: float = 2.0,
+    beta: float = 0.8,
+    smoothing: float = 5.0,
+    max_occurrences: int = 1500,
+    k: int | None = None,
+) -> list[tuple[int, float]]:
+    """Rank documents by SEAL's intersective score of the generated n-grams.
+
+    ``ngrams_with_logprobs`` are token-id n-grams (no decoder start / EOS) with their log
+    probability given the query (sum of token log-probs, i.e. no length normalisation).
+
+    1. Each distinct n-gram (best log-prob kept) gets ``w(n)^alpha`` (:func:`ngram_weight`);
+       n-grams absent from the corpus, with ``w = 0``, or occurring more than
+       ``max_occurrences`` times (their ``w`` is negligible, and listing them is costly) drop out.
+    2. N-grams are taken from best to worst. An occurrence counts for its document only if it
+       overlaps no corpus position already claimed by a better n-gram (so of two overlapping
+       n-grams, e.g. one inside the other, only the best-scored counts), and it then claims its
+       positions. Each n-gram counts at most once per document.
+    3. A document's score is the sum of its counted n-grams' scores, each multiplied by SEAL's
+       coverage factor ``1 - beta + beta * |new tokens| / |tokens|``, where new tokens are the
+       n-gram's token ids not in the better n-grams already counted for that document
+       (``beta=0`` turns it off).
+
+    Defaults are SEAL's (``alpha=2, beta=0.8, smoothing=5``); ``alpha=1, beta=0, smoothing=0``
+    is the bare formula. Returns ``(doc_index, score)`` best first (ties: lower index first),
+    only documents containing at least one scored n-gram, cut to ``k`` if given.
+    """
+    best: dict[tuple[int, ...], float] = {}
+    for ngram, logprob in ngrams_with_logprobs:
+        key = tuple(int(t) for t in ngram)
+        if key and (key not in best or logprob > best[key]):
+            best[key] = float(logprob)
+    total = int(index.total_tokens)
+    scored = []
+    for key, logprob in best.items():
+        count = int(index.count(key))
+        if count == 0 or count > max_occurrences:
+            continue
+        weight = ngram_weight(logprob, count, total, smoothing) ** alpha
+        if weight > 0.0:
+            scored.append((weight, key))
+    # Best first; longer n-grams break ties, then the ids, so the order is deterministic.
+    scored.sort(key=lambda item: (-item[0], -len(item[1]), item[1]))
+
+    claimed: set[int] = set()
+    found: dict[int, list[tuple[float, tuple[int, ...]]]] = {}
+    for weight, key in scored:
+        docs, positions = index.occurrences(key)
+        length = len(key)
+        counted: set[int] = set()
+        for doc, pos in zip(docs.tolist(), positions.tolist()):
+            span = range(pos, pos + length)
+            if any(p in claimed for p in span):
+                continue
+            claimed.update(span)
+            if doc not in counted:
+                counted.add(doc)
+                found.setdefault(doc, []).append((weight, key))
+
+    results = []
+    for doc, items in found.items():
+        seen: set[int] = set()
+        total_score = 0.0
+        for weight, key in items:  # already best first
+            tokens = set(key)
+            factor = 1.0 - beta + beta * len(tokens - seen) / len(tokens)
+            total_score += weight * factor
+            seen |= tokens
+        results.append((doc, total_score))
+    results.sort(key=lambda item: (-item[1], item[0]))
+    return results if k is None else results[:k]

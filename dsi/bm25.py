@@ -1,0 +1,68 @@
+"""BM25 baseline on ``bm25s``: English stopwords, Snowball English stemming, title + text."""
+
+from __future__ import annotations
+
+import bm25s
+import Stemmer
+
+from dsi.data import Corpus
+
+
+class BM25Retriever:
+    """Lexical retriever; ``index`` a :class:`Corpus`, then ``search`` plain-text queries."""
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene") -> None:
+        self.k1, self.b, self.method = k1, b, method
+        self._stemmer = Stemmer.Stemmer("english")
+        self._model: bm25s.BM25 | None = None
+        self.doc_ids: list[str] = []
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.doc_ids)
+
+    def _tokenize(self, texts: list[str], return_ids: bool) -> object:
+        return bm25s.tokenize(
+            texts,
+            stopwords="en",
+            stemmer=self._stemmer,
+            return_ids=return_ids,
+            show_progress=False,
+        )
+
+    def index(self, corpus: Corpus) -> BM25Retriever:
+        """Build the index over ``title + " " + text`` of every document; returns ``self``."""
+        if len(corpus) == 0:
+            raise ValueError("cannot build a BM25 index over an empty corpus")
+        model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        model.index(self._tokenize(corpus.full_texts(), return_ids=True), show_progress=False)
+        self._model, self.doc_ids = model, list(corpus.doc_ids)
+        return self
+
+    def search(self, queries: list[str], k: int = 10) -> list[list[tuple[str, float]]]:
+        """Top ``k`` ``(doc_id, score)`` per query, best first.
+
+        Only documents sharing a term with the query are returned, so a query whose terms are
+        all stopwords or unseen gets an empty list.
+        """
+        if self._model is None:
+            raise RuntimeError("BM25Retriever.search called before index")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        vocab = self._model.vocab_dict
+        tokens = [
+            [t for t in query if t and t in vocab]
+            for query in self._tokenize(list(queries), return_ids=False)
+        ]
+        results: list[list[tuple[str, float]]] = [[] for _ in tokens]
+        live = [i for i, query in enumerate(tokens) if query]
+        if not live:
+            return results
+        docs, scores = self._model.retrieve(
+            [tokens[i] for i in live], k=min(k, self.num_docs), show_progress=False
+        )
+        for row, i in enumerate(live):
+            results[i] = [
+                (self.doc_ids[int(d)], float(s)) for d, s in zip(docs[row], scores[row]) if s > 0
+            ]
+        return results

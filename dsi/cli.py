@@ -1,0 +1,278 @@
+"""The ``dsi`` command line: index a corpus, search it, evaluate it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("dsi")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from dsi.data import DataError
+    from dsi.index import IndexLoadError
+
+    try:
+        return args.func(args)
+    except (DataError, IndexLoadError, ValueError, FileNotFoundError) as exc:
+        print(f"dsi: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dsi: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsi", description=__doc__)
+    from dsi import __version__
+
+    parser.add_argument("--version", action="version", version=f"dsi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="build an index directory from a corpus")
+    p.add_argument("--corpus", required=True, help="BEIR folder, .jsonl or .tsv file")
+    p.add_argument("--output", required=True, help="index directory to write")
+    p.add_argument("--docids", default=None, help="atomic | naive | semantic (default: semantic)")
+    p.add_argument("--model", default=None, help="local directory or hub name of a T5 checkpoint")
+    p.add_argument("--config", default=None, help="JSON file of IndexConfig settings")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. train.batch_size=32 or docid_options.k=8 (repeatable)",
+    )
+    p.add_argument("--queries", default=None, help="training queries (jsonl/tsv)")
+    p.add_argument("--qrels", default=None, help="training judgements for --queries")
+    p.add_argument(
+        "--train-split",
+        default="train",
+        help="for a BEIR folder: the qrels split whose queries train retrieval, if it exists",
+    )
+    p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
+    p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    p.add_argument("--max-steps", type=int, default=None, help="training step budget")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="search an index; prints one JSON line per query")
+    p.add_argument("--index", required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument(
+        "--queries", default=None, help="file of queries (jsonl/tsv) instead of arguments"
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("query", nargs="*")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("eval", help="evaluate an index on queries with judgements")
+    p.add_argument("--index", required=True)
+    p.add_argument("--queries", required=True)
+    p.add_argument("--qrels", required=True)
+    p.add_argument("-k", type=int, default=100, help="documents retrieved per query")
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--bm25", action="store_true", help="also evaluate BM25 on the same queries")
+    p.add_argument("--run-file", default=None, help="TREC run file to write")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+    return parser
+
+
+# --------------------------------------------------------------------------- index
+def _cmd_index(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from dsi.config import IndexConfig
+    from dsi.data import load_corpus, load_qrels, load_queries
+    from dsi.index import GenerativeIndex, TrainingQueries
+
+    config = _read_config(args)
+    output = Path(args.output)
+    corpus = load_corpus(args.corpus)
+    log.info("Loaded %d documents from %s.", len(corpus.doc_ids), args.corpus)
+    training = None
+    if not args.no_train_queries:
+        queries_path, qrels_path = args.queries, args.qrels
+        folder = Path(args.corpus)
+        if queries_path is None and folder.is_dir():
+            split = folder / "qrels" / f"{args.train_split}.tsv"
+            if split.is_file() and (folder / "queries.jsonl").is_file():
+                queries_path, qrels_path = folder / "queries.jsonl", split
+        if (queries_path is None) != (qrels_path is None):
+            raise ValueError("--queries and --qrels go together: give both or neither.")
+        if queries_path is not None:
+            training = TrainingQueries(load_queries(queries_path), load_qrels(qrels_path))
+            log.info("Training retrieval on %d queries from %s.", len(training.qrels), qrels_path)
+    assert isinstance(config, IndexConfig)
+    work_dir = output.parent / f".{output.name}.work"
+    started = time.monotonic()
+    # Under `accelerate launch` every process runs this; PartialState says which one we are.
+    state = PartialState()
+    if state.num_processes > 1:
+        _prepare_work_dir(state, corpus, config, training, work_dir)
+    index = GenerativeIndex.build(corpus, config, training, work_dir=work_dir)
+    if not state.is_main_process:
+        return 0  # only the main process writes the index and reports
+    index.save(output)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    stats = index.lineage[-1]
+    print(
+        json.dumps(
+            {
+                "index": str(output),
+                "documents": len(index.docids),
+                "docids": index.docids.scheme,
+                "training": stats["training"],
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+    )
+    return 0
+
+
+def _prepare_work_dir(state, corpus, config, training, work_dir: Path) -> None:
+    """Fit the docids and the tokenizer in the main process, then let the others read them.
+
+    ``GenerativeIndex.build`` caches both in ``work_dir``; without this, every process would fit
+    its own (possibly different) ones and write the same files while another reads them.
+    """
+    from dsi import index as build
+
+    with state.main_process_first():
+        build._claim_work_dir(work_dir, build._fingerprint(corpus, config, training))
+        texts = corpus.full_texts()
+        docids = build._cached_docids(work_dir, config, corpus, texts)
+        build._make_model(config, texts, training, docids, work_dir)
+
+
+def _read_config(args: argparse.Namespace):
+    from dsi.config import IndexConfig
+
+    data: dict[str, Any] = IndexConfig().to_dict()
+    if args.config:
+        _merge(data, json.loads(Path(args.config).read_text()))
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}.")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"--set {key}: {part} is not a group of settings.")
+        target[leaf] = value
+    if args.docids:
+        data["docids"] = args.docids
+    if args.model:
+        data["model"] = args.model
+    if args.max_minutes is not None:
+        data["train"]["max_minutes"] = args.max_minutes
+    if args.max_steps is not None:
+        data["train"]["max_steps"] = args.max_steps
+        if args.max_minutes is None:
+            data["train"]["max_minutes"] = None
+    return IndexConfig.from_dict(data)
+
+
+def _merge(base: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+# -------------------------------------------------------------------------- search
+def _cmd_search(args: argparse.Namespace) -> int:
+    from dsi.data import load_queries
+    from dsi.retriever import Retriever
+
+    if args.queries:
+        items = list(load_queries(args.queries).items())
+    else:
+        items = [(None, q) for q in args.query]
+    if not items:
+        raise ValueError("Give queries as arguments or with --queries FILE.")
+    retriever = Retriever.load(args.index, device=args.device)
+    results = retriever.search(
+        [q for _, q in items], k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
+    )
+    for (qid, text), hits in zip(items, results, strict=True):
+        record: dict[str, Any] = {"query": text}
+        if qid is not None:
+            record = {"query_id": qid, **record}
+        record["hits"] = [{"doc_id": h.doc_id, "score": round(h.score, 5)} for h in hits]
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+# ---------------------------------------------------------------------------- eval
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from dsi.data import load_qrels, load_queries
+    from dsi.metrics import evaluate_run, write_trec_run
+    from dsi.retriever import Retriever
+
+    queries = load_queries(args.queries)
+    qrels = load_qrels(args.qrels)
+    judged = [qid for qid in queries if qid in qrels]
+    if not judged:
+        raise ValueError(f"None of the queries in {args.queries} has judgements in {args.qrels}.")
+    texts = [queries[qid] for qid in judged]
+    retriever = Retriever.load(args.index, device=args.device)
+    run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
+
+    started = time.monotonic()
+    results = retriever.search(
+        texts, k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
+    )
+    seconds = time.monotonic() - started
+    run = {
+        qid: [(h.doc_id, h.score) for h in hits] for qid, hits in zip(judged, results, strict=True)
+    }
+    write_trec_run(run, run_file, tag="dsi")
+    report: dict[str, Any] = {
+        "queries": len(judged),
+        "k": args.k,
+        "dsi": evaluate_run(run, qrels),
+        "dsi_queries_per_second": round(len(judged) / seconds, 2),
+        "run_file": str(run_file),
+    }
+    if args.bm25:
+        from dsi.bm25 import BM25Retriever
+
+        bm25 = BM25Retriever()
+        bm25.index(retriever.index.corpus)
+        bm25_run = dict(zip(judged, bm25.search(texts, k=args.k), strict=True))
+        bm25_file = run_file.with_name(run_file.stem + ".bm25.trec")
+        write_trec_run(bm25_run, bm25_file, tag="bm25")
+        report["bm25"] = evaluate_run(bm25_run, qrels)
+        report["bm25_run_file"] = str(bm25_file)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""Load corpora, queries and relevance judgments, validating every line.
+
+Plain Python on purpose: files are streamed line by line (a million documents fit comfortably),
+and no ``datasets`` dependency is needed. Supported layouts:
+
+- a BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``;
+- JSONL: one object per line, id under ``_id``, ``id`` or ``doc_id``, text under ``text`` (or
+  ``contents``, as pyserini writes it), optional ``title``; other keys are ignored;
+- TSV: ``id<TAB>text`` or ``id<TAB>title<TAB>text``, with an optional header line;
+- qrels: BEIR TSV ``query-id corpus-id score`` (optional header) or TREC ``qid 0 docid grade``.
+
+Every problem raises :class:`DataError` with one sentence naming the file and the 1-based line.
+Blank lines at the end of a file are ignored; a blank line followed by more data is an error.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_DOC_ID_KEYS = ("_id", "id", "doc_id")
+_DOC_TEXT_KEYS = ("text", "contents")
+_QUERY_ID_KEYS = ("_id", "id", "query_id", "qid")
+_QUERY_TEXT_KEYS = ("text", "query")
+_ID_HEADERS = {"_id", "id", "doc_id", "docid", "pid", "corpus-id", "qid", "query-id", "query_id"}
+_TEXT_HEADERS = {"text", "contents", "body", "passage", "query"}
+_QRELS_HEADER_IDS = {"query-id", "query_id", "qid", "query"}
+_WHITESPACE = re.compile(r"\s")
+_BLANK = " \t\r\f\v"  # a blank line holds only ASCII whitespace
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+class DataError(ValueError):
+    """A corpus, query or qrels file is malformed; the message names the file and line."""
+
+
+@dataclass
+class Corpus:
+    """Documents in file order; ``source`` says where they came from."""
+
+    doc_ids: list[str]
+    titles: list[str]
+    texts: list[str]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not len(self.doc_ids) == len(self.titles) == len(self.texts):
+            raise ValueError(
+                f"corpus {self.source!r} has {len(self.doc_ids)} ids, {len(self.titles)} titles "
+                f"and {len(self.texts)} texts; they must be equally long"
+            )
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def full_texts(self) -> list[str]:
+        """``title + " " + text`` per document (just the text when the title is empty)."""
+        return [f"{t} {x}" if t else x for t, x in zip(self.titles, self.texts)]
+
+    def positions(self) -> dict[str, int]:
+        """Map each doc id to its index in this corpus."""
+        return {doc_id: i for i, doc_id in enumerate(self.doc_ids)}
+
+    def subset(self, doc_ids: Iterable[str]) -> Corpus:
+        """The documents named by ``doc_ids``, in that order."""
+        where = self.positions()
+        picked: list[int] = []
+        seen: set[str] = set()
+        for doc_id in doc_ids:
+            if doc_id not in where:
+                raise DataError(f"{self.source}: subset asks for unknown doc id {doc_id!r}")
+            if doc_id in seen:
+                raise DataError(f"{self.source}: subset asks for doc id {doc_id!r} twice")
+            seen.add(doc_id)
+            picked.append(where[doc_id])
+        return Corpus(
+            doc_ids=[self.doc_ids[i] for i in picked],
+            titles=[self.titles[i] for i in picked],
+            texts=[self.texts[i] for i in picked],
+            source=f"{self.source} (subset of {len(picked)})",
+        )
+
+    @classmethod
+    def concat(cls, corpora: Iterable[Corpus]) -> Corpus:
+        """Join corpora end to end; a doc id present in two of them is an error."""
+        doc_ids: list[str] = []
+        titles: list[str] = []
+        texts: list[str] = []
+        sources: list[str] = []
+        owner: dict[str, str] = {}
+        for corpus in corpora:
+            for doc_id in corpus.doc_ids:
+                if doc_id in owner:
+                    raise DataError(
+                        f"doc id {doc_id!r} appears in both {owner[doc_id]} and {corpus.source}"
+                    )
+                owner[doc_id] = corpus.source
+            doc_ids.extend(corpus.doc_ids)
+            titles.extend(corpus.titles)
+            texts.extend(corpus.texts)
+            sources.append(corpus.source)
+        return cls(doc_ids, titles, texts, source=" + ".join(sources))
+
+
+# ---------------------------------------------------------------------------------------------
+# Line reading shared by all loaders
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, text without line ending)`` for every non-blank line.
+
+    Bytes are decoded per line so an encoding error is reported with its line number.
+    """
+    blank: int | None = None
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                if blank is not None:
+                    raise _blank_error(path, blank) from None
+                raise DataError(
+                    f"{path} line {number}: invalid UTF-8 byte 0x{raw[exc.start]:02x} "
+                    f"at byte {exc.start + 1}"
+                ) from None
+            if not line.strip(_BLANK):
+                blank = blank or number
+                continue
+            if blank is not None:
+                raise _blank_error(path, blank)
+            yield number, line
+
+
+def _blank_error(path: Path, number: int) -> DataError:
+    return DataError(f"{path} line {number}: blank line in the middle of the file")
+
+
+def _check_id(value: str, path: Path, number: int, what: str) -> str:
+    if not value.strip():
+        raise DataError(f"{path} line {number}: empty {what}")
+    if _WHITESPACE.search(value):
+        raise DataError(f"{path} line {number}: {what} {value!r} contains whitespace")
+    return value
+
+
+def _check_unicode(value: str, key: str, path: Path, number: int) -> None:
+    # json.loads accepts lone UTF-16 surrogates (\ud800); they cannot be written back as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(
+            f"{path} line {number}: field '{key}' contains an unpaired surrogate escape"
+        ) from None
+
+
+def _parse_object(line: str, path: Path, number: int) -> dict:
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise DataError(f"{path} line {number}: malformed JSON ({detail})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} line {number}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def _get_string(
+    obj: dict, keys: tuple[str, ...], path: Path, number: int, line: str, required: bool = True
+) -> tuple[str, str] | None:
+    for key in keys:
+        if key in obj:
+            value = obj[key]
+            if not isinstance(value, str):
+                raise DataError(
+                    f"{path} line {number}: field '{key}' must be a string, "
+                    f"not {type(value).__name__}"
+                )
+            if "\\u" in line:
+                _check_unicode(value, key, path, number)
+            return key, value
+    if required:
+        names = " or ".join(f"'{k}'" for k in keys)
+        raise DataError(f"{path} line {number}: missing {names} field")
+    return None
+
+
+def _register(seen: dict[str, int], key: str, path: Path, number: int, what: str) -> None:
+    first = seen.setdefault(key, number)
+    if first != number:
+        raise DataError(f"{path} line {number}: duplicate {what} {key!r} (first on line {first})")
+
+
+def _tsv_header(fields: list[str]) -> bool:
+    """True for a header such as ``id<TAB>title<TAB>text``: an id name, one text name, a title."""
+    names = [f.strip().lower() for f in fields]
+    rest = names[1:]
+    return (
+        len(names) in (2, 3)
+        and names[0] in _ID_HEADERS
+        and sum(n in _TEXT_HEADERS for n in rest) == 1
+        and all(n in _TEXT_HEADERS or n == "title" for n in rest)
+    )
+
+
+def _resolve(path: str | Path, member: str, kind: str) -> tuple[Path, str]:
+    """Return (file, format) for a BEIR folder or a .jsonl/.tsv file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        inner = path / member
+        if not inner.is_file():
+            raise DataError(f"{path}: folder has no {member} (expected the BEIR layout)")
+        return inner, "jsonl"
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".tsv"):
+        raise DataError(
+            f"{path}: unknown {kind} format {suffix or '(no extension)'!r} "
+            f"(expected a BEIR folder, .jsonl or .tsv)"
+        )
+    return path, suffix[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus
+
+
+def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
+    """Load documents from a BEIR folder, a ``.jsonl`` or a ``.tsv`` file.
+
+    A document whose text is empty is an error unless ``skip_empty`` is set, in which case it is
+    dropped with a logged warning (BEIR Cranfield has two such documents).
+    """
+    file, fmt = _resolve(path, "corpus.jsonl", "corpus")
+    doc_ids: list[str] = []
+    titles: list[str] = []
+    texts: list[str] = []
+    seen: dict[str, int] = {}
+    skipped = 0
+    rows = _corpus_jsonl(file) if fmt == "jsonl" else _corpus_tsv(file)
+    for number, doc_id, title, text in rows:
+        _register(seen, doc_id, file, number, "doc id")
+        if title and not title.strip():
+            raise DataError(f"{file} line {number}: title of {doc_id!r} is only whitespace")
+        if not text.strip():
+            if skip_empty:
+                skipped += 1
+                continue
+            raise DataError(
+                f"{file} line {number}: document {doc_id!r} has empty text "
+                f"(pass skip_empty=True to drop such documents)"
+            )
+        doc_ids.append(doc_id)
+        titles.append(title)
+        texts.append(text)
+    if skipped:
+        logger.warning("%s: skipped %d documents with empty text", file, skipped)
+    if not doc_ids:
+        raise DataError(f"{file}: no documents found")
+    return Corpus(doc_ids, titles, texts, source=str(file))
+
+
+def _corpus_jsonl(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    for number, line in _lines(path):
+        obj = _parse_object(line, path, number)
+        _, doc_id = _get_string(obj, _DOC_ID_KEYS, path, number, line)
+        _check_id(doc_id, path, number, "doc id")
+        _, text = _get_string(obj, _DOC_TEXT_KEYS, path, number, line)
+        found = _get_string(obj, ("title",), path, number, line, required=False)
+        yield number, doc_id, (found[1] if found else ""), text
+
+
+def _corpus_tsv(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    columns: tuple[int, int | None, int] | None = None  # (id, title, text) column indices
+    width = 0
+    first = 0
+    for number, line in _lines(path):
+        fields = line.split("\t")
+        if columns is None:
+            first = number
+            if _tsv_header(fields):
+                names = [f.strip().lower() for f in fields]
+                text_col = next(i for i, n in enumerate(names) if i and n in _TEXT_HEADERS)
+                title_col = names.index("title") if "title" in names else None
+                columns, width = (0, title_col, text_col), len(fields)
+                continue
+            if len(fields) not in (2, 3):
+                raise DataError(
+                    f"{path} line {number}: expected 2 or 3 tab-separated columns "
+                    f"(id, [title,] text), found {len(fields)}"
+                )
+            width = len(fields)
+            columns = (0, 1, 2) if width == 3 else (0, None, 1)
+        if len(fields) != width:
+            raise DataError(
+                f"{path} line {number}: expected {width} tab-separated columns "
+                f"as on line {first}, found {len(fields)}"
+            )
+        id_col, title_col, text_col = columns
+        doc_id = _check_id(fields[id_col], path, number, "doc id")
+        title = fields[title_col] if title_col is not None else ""
+        yield number, doc_id, title, fields[text_col]
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries and qrels
+
+
+def load_queries(path: str | Path) -> dict[str, str]:
+    """Load ``qid -> text`` from a BEIR folder (``queries.jsonl``), ``.jsonl`` or ``.tsv``."""
+    file, fmt = _resolve(path, "queries.jsonl", "queries")
+    queries: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    rows = _queries_jsonl(file) if fmt == "jsonl" else _queries_tsv(file)
+    for number, qid, text in rows:
+        _register(seen, qid, file, number, "query id")
+        if not text.strip():
+            raise DataError(f"{file} line {number}: query {qid!r} has empty text")
+        queries[qid] = text
+    if not queries:
+        raise DataError(f"{file}: no queries found")
+    return queries
+
+
+def _queries_jsonl(path: Path) -> Iterator[tuple[int, str, str]]:
+    for number, line in _lines(path):
+        obj = _parse_object(line, path, number)
+        _, qid = _get_string(obj, _QUERY_ID_KEYS, path, number, line)
+        _check_id(qid, path, number, "query id")
+        _, text = _get_string(obj, _QUERY_TEXT_KEYS, path, number, line)
+        yield number, qid, text
+
+
+def _queries_tsv(path: Path) -> Iterator[tuple[int, str, str]]:
+    for number, line in _lines(path):
+        fields = line.split("\t")
+        if number == 1 and len(fields) == 2 and _tsv_header(fields):
+            continue
+        if len(fields) != 2:
+            raise DataError(
+                f"{path} line {number}: expected 2 tab-separated columns (id, text), "
+                f"found {len(fields)}"
+            )
+        yield number, _check_id(fields[0], path, number, "query id"), fields[1]
+
+
+def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """Load ``qid -> {doc_id: grade}`` from BEIR TSV or TREC qrels (format read off line one)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass a qrels file such as qrels/test.tsv")
+    qrels: dict[str, dict[str, int]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    width = 0
+    for number, line in _lines(path):
+        fields = line.split()
+        if width == 0:
+            if _qrels_header(number, fields):
+                continue
+            if len(fields) not in (3, 4):
+                raise DataError(
+                    f"{path} line {number}: expected 3 columns (query-id corpus-id score) or "
+                    f"4 columns (qid iter docid grade), found {len(fields)}"
+                )
+            width = len(fields)
+        if len(fields) != width:
+            raise DataError(
+                f"{path} line {number}: expected {width} columns like the first line, "
+                f"found {len(fields)}"
+            )
+        qid, doc_id, grade = fields[0], fields[-2], fields[-1]
+        if not _INTEGER.fullmatch(grade):
+            raise DataError(f"{path} line {number}: grade {grade!r} is not an integer")
+        first = seen.setdefault((qid, doc_id), number)
+        if first != number:
+            raise DataError(
+                f"{path} line {number}: duplicate judgment for query {qid!r} and doc {doc_id!r} "
+                f"(first on line {first})"
+            )
+        qrels.setdefault(qid, {})[doc_id] = int(grade)
+    if not qrels:
+        raise DataError(f"{path}: no judgments found")
+    return qrels
+
+
+def _qrels_header(number: int, fields: list[str]) -> bool:
+    """True for a BEIR header line such as ``query-id corpus-id score``."""
+    return (
+        number == 1
+        and len(fields) == 3
+        and fields[0].lower() in _QRELS_HEADER_IDS
+        and not _INTEGER.fullmatch(fields[2])
+    )
+
+
+def beir_split_paths(folder: str | Path, split: str) -> tuple[Path, Path]:
+    """Return ``(queries.jsonl, qrels/<split>.tsv)`` of a BEIR folder, checking both exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    queries = folder / "queries.jsonl"
+    if not queries.is_file():
+        raise DataError(f"{folder}: folder has no queries.jsonl (expected the BEIR layout)")
+    qrels = folder / "qrels" / f"{split}.tsv"
+    if not qrels.is_file():
+        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise DataError(
+            f"{folder}: no qrels for split {split!r} (available: {', '.join(available) or 'none'})"
+        )
+    return queries, qrels

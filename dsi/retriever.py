@@ -1,0 +1,141 @@
+"""Query -> ranked docids by constrained beam search over the index's docid trie."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessorList
+
+from dsi.index import GenerativeIndex
+from trie.processor import TrieLogitsProcessor
+
+log = logging.getLogger(__name__)
+
+
+# transformers fills the slots of beams that found no hypothesis with a score of -1e9.
+_EMPTY_SLOT = -1e8
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved document: its id and the model's log-probability of its docid."""
+
+    doc_id: str
+    score: float
+
+
+class DecodingError(RuntimeError):
+    """Constrained decoding produced something that is not a docid of the index."""
+
+
+class Retriever:
+    """Searches a :class:`GenerativeIndex` in batches; ``Retriever.load(dir)`` opens a saved one."""
+
+    def __init__(
+        self,
+        index: GenerativeIndex,
+        device: str | torch.device | None = None,
+        num_beams: int | None = None,
+        length_penalty: float = 0.0,
+    ) -> None:
+        self.index = index
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = index.model.to(self.device).eval()
+        self.num_beams = num_beams or index.config.num_beams
+        # 0.0 ranks by the summed log-probability, i.e. the probability of the whole docid.
+        self.length_penalty = length_penalty
+        cfg = self.model.config
+        self._eos = cfg.eos_token_id
+        self._pad = cfg.pad_token_id
+        self._processor = TrieLogitsProcessor(
+            index.trie,
+            decoder_start_token_id=cfg.decoder_start_token_id,
+            eos_token_id=cfg.eos_token_id,
+            pad_token_id=cfg.pad_token_id,
+        )
+        self._max_new_tokens = max(map(len, index.docids.sequences)) + 1
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> Retriever:
+        return cls(GenerativeIndex.load(directory), device=device, **kwargs)
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.index.docids)
+
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> list[list[Hit]]:
+        """For each query, up to ``k`` distinct documents, best first."""
+        if isinstance(queries, str):
+            raise TypeError("search() takes a list of queries; wrap a single query in a list.")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        bad = [i for i, q in enumerate(queries) if not isinstance(q, str)]
+        if bad:
+            raise TypeError(f"Query {bad[0]} is a {type(queries[bad[0]]).__name__}, not a string.")
+        k = min(k, self.num_docs)
+        beams = max(num_beams or self.num_beams, k)
+        results: list[list[Hit]] = []
+        for start in range(0, len(queries), batch_size):
+            results += self._search_batch(list(queries[start : start + batch_size]), k, beams)
+        return results
+
+    @torch.inference_mode()
+    def _search_batch(self, queries: list[str], k: int, beams: int) -> list[list[Hit]]:
+        max_len = self.index.config.train.max_source_length
+        enc = self.index.tokenizer(
+            queries, max_length=max_len, truncation=True, padding=True, return_tensors="pt"
+        ).to(self.device)
+        out = self.model.generate(
+            **enc,
+            num_beams=beams,
+            num_return_sequences=beams,
+            max_new_tokens=self._max_new_tokens,
+            logits_processor=LogitsProcessorList([self._processor]),
+            length_penalty=self.length_penalty,
+            do_sample=False,
+            early_stopping=True,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        sequences = out.sequences[:, 1:].tolist()
+        scores = out.sequences_scores.tolist()
+        results = []
+        for row in range(len(queries)):
+            hits: list[Hit] = []
+            seen: set[str] = set()
+            for j in range(row * beams, (row + 1) * beams):
+                score = scores[j]
+                if not math.isfinite(score) or score <= _EMPTY_SLOT:
+                    continue  # fewer valid docids than beams: transformers fills the slot
+                doc_id = self._to_doc_id(sequences[j])
+                if doc_id is None:
+                    raise DecodingError(
+                        f"Decoding produced {sequences[j]} with score {score:.3f}, "
+                        "which is not a docid of this index."
+                    )
+                if doc_id not in seen:
+                    seen.add(doc_id)
+                    hits.append(Hit(doc_id, score))
+            hits.sort(key=lambda h: h.score, reverse=True)
+            results.append(hits[:k])
+        return results
+
+    def _to_doc_id(self, tokens: list[int]) -> str | None:
+        if self._eos not in tokens:
+            return None
+        body = tokens[: tokens.index(self._eos)]
+        offset = self.index.docid_offset
+        if any(t < offset for t in body):
+            return None
+        return self.index.docids.lookup([t - offset for t in body])

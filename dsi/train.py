@@ -1,0 +1,245 @@
+"""Training with accelerate: one multi-task run over indexing and retrieval examples.
+
+Checkpoints are plain safetensors + JSON (no pickle), written atomically, so a killed run resumes
+from the last one with the same data order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, load_model, save_file, save_model
+from tqdm.auto import tqdm
+
+from dsi.config import TrainConfig
+from dsi.examples import ExampleSet
+from dsi.io import atomic_write_text, publish_dir, published, staging_dir
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    examples: int
+    seconds: float
+    examples_per_second: float
+    epochs_completed: int
+    final_loss: float | None
+    stopped_by: str
+    resumed_from_step: int
+
+
+@dataclass
+class _Position:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    seconds: float = 0.0
+    examples: int = 0
+
+
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, world: int
+) -> list[list[int]]:
+    """The batches of one epoch, identical on every process and on resume.
+
+    Examples are shuffled, then sorted by length inside windows of 50 batches so that a batch
+    holds similar lengths (less padding), then the batches are shuffled again.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    for start in range(0, len(order), window):
+        order[start : start + window] = sorted(
+            order[start : start + window], key=lengths.__getitem__
+        )
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    usable = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
+    return batches[:usable]
+
+
+def collate(examples: ExampleSet, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    src = [examples.sources[i] for i in indices]
+    tgt = [examples.targets[i] for i in indices]
+    src_len, tgt_len = max(map(len, src)), max(map(len, tgt))
+    input_ids = torch.full((len(src), src_len), pad_id, dtype=torch.long)
+    labels = torch.full((len(tgt), tgt_len), -100, dtype=torch.long)
+    for row, (s, t) in enumerate(zip(src, tgt, strict=True)):
+        input_ids[row, : len(s)] = torch.tensor(s)
+        labels[row, : len(t)] = torch.tensor(t)
+    return {"input_ids": input_ids, "attention_mask": input_ids.ne(pad_id).long(), "labels": labels}
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up, then linear decay to 10% of the peak as the budget is used up."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    return config.learning_rate * warm * (1.0 - 0.9 * min(1.0, progress))
+
+
+def train(
+    model: torch.nn.Module,
+    examples: ExampleSet,
+    config: TrainConfig,
+    checkpoint_dir: Path | None = None,
+    pad_id: int = 0,
+    accelerator: Accelerator | None = None,
+    progress_bar: bool = True,
+) -> TrainStats:
+    """Train ``model`` on ``examples`` until an epoch, step or time budget runs out."""
+    if len(examples) == 0:
+        raise ValueError("There are no training examples: the corpus produced no inputs.")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    accelerator = accelerator or Accelerator()
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    pos = _Position()
+    if checkpoint_dir is not None and (published(checkpoint_dir) / "state.json").exists():
+        pos = _load_checkpoint(published(checkpoint_dir), model, optimizer)
+        log.info("Resuming training from step %d (epoch %d).", pos.step, pos.epoch)
+    resumed_from = pos.step
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    lengths = [len(s) + len(t) for s, t in zip(examples.sources, examples.targets, strict=True)]
+    steps_per_epoch = max(
+        1, len(epoch_batches(lengths, config.batch_size, config.seed, 0, world)) // world
+    )
+    budget_steps = config.max_steps or config.max_epochs * steps_per_epoch
+    budget_seconds = config.max_minutes * 60 if config.max_minutes else math.inf
+    bar = tqdm(
+        total=budget_steps if config.max_steps or budget_seconds == math.inf else None,
+        initial=pos.step,
+        desc="training",
+        unit="step",
+        disable=not (progress_bar and accelerator.is_main_process),
+        dynamic_ncols=True,
+    )
+    last_checkpoint = time.monotonic()
+    started = time.monotonic() - pos.seconds
+    loss_value: float | None = None
+    stopped_by = "epochs"
+    while pos.epoch < config.max_epochs:
+        batches = epoch_batches(lengths, config.batch_size, config.seed, pos.epoch, world)
+        mine = batches[rank::world]
+        while pos.batch_in_epoch < len(mine):
+            elapsed = _agreed(accelerator, time.monotonic() - started)
+            progress = max(pos.step / budget_steps, elapsed / budget_seconds)
+            if pos.step >= budget_steps:
+                stopped_by = "steps"
+                break
+            if elapsed >= budget_seconds:
+                stopped_by = "time"
+                break
+            batch = collate(examples, mine[pos.batch_in_epoch], pad_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, pos.step, progress)
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = float(loss.detach())
+            pos.step += 1
+            pos.batch_in_epoch += 1
+            pos.examples += len(mine[pos.batch_in_epoch - 1]) * world
+            pos.seconds = time.monotonic() - started
+            bar.update(1)
+            if pos.step % 10 == 0:
+                bar.set_postfix(
+                    loss=f"{loss_value:.3f}",
+                    epoch=pos.epoch,
+                    ex_s=f"{pos.examples / max(pos.seconds, 1e-9):.0f}",
+                )
+            due = time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60
+            if checkpoint_dir is not None and _agreed(accelerator, float(due)) > 0:
+                _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos)
+                last_checkpoint = time.monotonic()
+        else:
+            pos.epoch += 1
+            pos.batch_in_epoch = 0
+            continue
+        break
+    bar.close()
+    pos.seconds = time.monotonic() - started
+    if checkpoint_dir is not None:
+        _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos)
+    stats = TrainStats(
+        steps=pos.step,
+        examples=pos.examples,
+        seconds=round(pos.seconds, 2),
+        examples_per_second=round(pos.examples / max(pos.seconds, 1e-9), 2),
+        epochs_completed=pos.epoch,
+        final_loss=loss_value,
+        stopped_by=stopped_by,
+        resumed_from_step=resumed_from,
+    )
+    log.info("Training finished: %s", stats)
+    accelerator.wait_for_everyone()
+    return stats
+
+
+def _agreed(accelerator: Accelerator, value: float) -> float:
+    """The maximum of ``value`` over processes, so that all of them stop and decay together."""
+    if accelerator.num_processes == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.gather(tensor).max())
+
+
+def _save_checkpoint(accelerator, directory: Path, model, optimizer, pos: _Position) -> None:
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    stage = staging_dir(directory)
+    save_model(accelerator.unwrap_model(model), str(stage / "model.safetensors"))
+    state = optimizer.state_dict()
+    tensors = {
+        f"{index}.{name}": value.detach().cpu().contiguous()
+        for index, slots in state["state"].items()
+        for name, value in slots.items()
+    }
+    save_file(tensors, str(stage / "optimizer.safetensors"))
+    meta = {
+        "version": CHECKPOINT_VERSION,
+        "position": asdict(pos),
+        "param_groups": state["param_groups"],
+        "torch_rng": torch.get_rng_state().tolist(),
+    }
+    atomic_write_text(stage / "state.json", json.dumps(meta))
+    publish_dir(stage, directory)
+
+
+def _load_checkpoint(directory: Path, model, optimizer) -> _Position:
+    meta = json.loads((directory / "state.json").read_text())
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"Checkpoint {directory} has version {meta.get('version')}, this library reads "
+            f"version {CHECKPOINT_VERSION}; delete it to start training afresh."
+        )
+    load_model(model, str(directory / "model.safetensors"))
+    flat = load_file(str(directory / "optimizer.safetensors"))
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        index, name = key.split(".", 1)
+        slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    return _Position(**meta["position"])

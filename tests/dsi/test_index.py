@@ -1,0 +1,113 @@
+"""Build -> search -> save -> load -> search on tiny random corpora, for every docid scheme."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsi.index import GenerativeIndex, IndexLoadError
+from dsi.retriever import Retriever
+from tests.conftest import random_corpus, tiny_config
+
+SCHEMES = ["atomic", "naive", "semantic"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@settings(
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 10_000), n_docs=st.integers(2, 14))
+def test_search_returns_corpus_docs_and_survives_save_load(tmp_path_factory, scheme, seed, n_docs):
+    rng = random.Random(seed)
+    corpus = random_corpus(rng, n_docs, id_style="plain" if scheme != "naive" else "odd")
+    index = GenerativeIndex.build(corpus, tiny_config(scheme, steps=4), progress_bar=False)
+    queries = [corpus.texts[i] for i in range(len(corpus.doc_ids))] + ["", "unrelated words"]
+    k = rng.randint(1, n_docs + 3)
+    before = Retriever(index, device="cpu").search(queries, k=k, batch_size=4)
+    known = set(corpus.doc_ids)
+    for hits in before:
+        assert 1 <= len(hits) <= min(k, n_docs)
+        assert {h.doc_id for h in hits} <= known
+        assert len({h.doc_id for h in hits}) == len(hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    directory = tmp_path_factory.mktemp("index") / "idx"
+    index.save(directory)
+    after = Retriever.load(directory, device="cpu").search(queries, k=k, batch_size=4)
+    assert [[h.doc_id for h in hits] for hits in after] == [
+        [h.doc_id for h in hits] for hits in before
+    ]
+    for a, b in zip(after, before, strict=True):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def saved_index(tmp_path_factory):
+    corpus = random_corpus(random.Random(3), 8)
+    directory = tmp_path_factory.mktemp("saved") / "idx"
+    GenerativeIndex.build(corpus, tiny_config("atomic", steps=2), progress_bar=False).save(
+        directory
+    )
+    return directory
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_wrong_format_version_is_refused(saved_index, tmp_path):
+    directory = _copy(saved_index, tmp_path / "idx")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError, match="format version 99.*reads format version 1"):
+        GenerativeIndex.load(directory)
+
+
+def test_corrupted_file_fails_its_checksum(saved_index, tmp_path):
+    directory = _copy(saved_index, tmp_path / "idx")
+    weights = directory / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IndexLoadError, match="model.safetensors does not match its checksum"):
+        GenerativeIndex.load(directory)
+
+
+def test_missing_and_truncated_files_are_named(saved_index, tmp_path):
+    directory = _copy(saved_index, tmp_path / "a")
+    (directory / "trie.marisa").unlink()
+    with pytest.raises(IndexLoadError, match="missing its file trie.marisa"):
+        GenerativeIndex.load(directory)
+    directory = _copy(saved_index, tmp_path / "b")
+    docids = directory / "docids.jsonl"
+    docids.write_bytes(docids.read_bytes()[:10])
+    with pytest.raises(IndexLoadError, match="docids.jsonl does not match its checksum"):
+        GenerativeIndex.load(directory)
+    with pytest.raises(IndexLoadError, match="no index directory"):
+        GenerativeIndex.load(tmp_path / "nowhere")
+
+
+def test_save_replaces_an_existing_index_completely(saved_index, tmp_path):
+    directory = _copy(saved_index, tmp_path / "idx")
+    corpus = random_corpus(random.Random(5), 5)
+    GenerativeIndex.build(corpus, tiny_config("atomic", steps=1), progress_bar=False).save(
+        directory
+    )
+    loaded = GenerativeIndex.load(directory)
+    assert loaded.docids.doc_ids == corpus.doc_ids
+    assert not list(tmp_path.glob(".idx*")), "no staging or backup folder is left behind"
+
+
+def test_search_rejects_bad_arguments(saved_index):
+    retriever = Retriever.load(saved_index, device="cpu")
+    with pytest.raises(TypeError, match="list of queries"):
+        retriever.search("a single string", k=3)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        retriever.search(["q"], k=0)
