@@ -141,7 +141,7 @@ def simulate_decode(proc, batch: int, beams: int, vocab: int, steps: int, seed: 
     times, seen = [], []
     for _ in range(steps):
         logp = torch.randn(batch * beams, vocab, generator=gen).log_softmax(-1)
-        seen.append((ids.clone(), logp))
+        seen.append((ids.clone(), logp.clone()))
         t0 = time.perf_counter()
         masked = proc(ids, logp)
         times.append(time.perf_counter() - t0)
@@ -166,6 +166,8 @@ def bench_processor(scheme: str, n: int, vocab: int, steps: int = 5) -> dict:
     proc = TrieLogitsProcessor(trie, START, EOS, PAD)
     cold, seen = simulate_decode(proc, batch, beams, vocab, steps, seed=0)
     warm, _ = simulate_decode(proc, batch, beams, vocab, steps, seed=0)
+    proc_inplace = TrieLogitsProcessor(trie, START, EOS, PAD, inplace=True)
+    warm_inplace, _ = simulate_decode(proc_inplace, batch, beams, vocab, steps, seed=0)
     peer = PrefixConstrainedLogitsProcessor(
         genre_prefix_allowed_tokens_fn(build_genre_trie(seqs), START, fallback=[PAD]),
         beams,
@@ -196,6 +198,8 @@ def bench_processor(scheme: str, n: int, vocab: int, steps: int = 5) -> dict:
         "ms_per_step_cached": ms(warm),
         "ms_total_cold": round(sum(cold) * 1e3, 2),
         "ms_total_cached": round(sum(warm) * 1e3, 2),
+        "ms_per_step_cached_inplace": ms(warm_inplace),
+        "ms_total_cached_inplace": round(sum(warm_inplace) * 1e3, 2),
         "genre_peer_ms_per_step": ms(peer_times),
         "genre_peer_ms_total": round(sum(peer_times) * 1e3, 2),
         "full_like_ms_reference": round(fill_ms, 3),

@@ -265,7 +265,7 @@ def seal_score(
         docs, positions = index.occurrences(key)
         length = len(key)
         counted: set[int] = set()
-        for doc, pos in zip(docs.tolist(), positions.tolist()):
+        for doc, pos in zip(docs.tolist(), positions.tolist(), strict=True):
             span = range(pos, pos + length)
             if any(p in claimed for p in span):
                 continue

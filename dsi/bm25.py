@@ -63,6 +63,8 @@ class BM25Retriever:
         )
         for row, i in enumerate(live):
             results[i] = [
-                (self.doc_ids[int(d)], float(s)) for d, s in zip(docs[row], scores[row]) if s > 0
+                (self.doc_ids[int(d)], float(s))
+                for d, s in zip(docs[row], scores[row], strict=True)
+                if s > 0
             ]
         return results

@@ -1,4 +1,4 @@
-"""The ``dsi`` command line: index a corpus, search it, evaluate it."""
+"""The ``dsi`` command line: index a corpus, add documents to an index, search it, evaluate it."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build an index directory from a corpus")
     p.add_argument("--corpus", required=True, help="BEIR folder, .jsonl or .tsv file")
     p.add_argument("--output", required=True, help="index directory to write")
-    p.add_argument("--docids", default=None, help="atomic | naive | semantic (default: semantic)")
+    p.add_argument(
+        "--docids", default=None, help="atomic | naive | semantic | ngram (default: semantic)"
+    )
     p.add_argument("--model", default=None, help="local directory or hub name of a T5 checkpoint")
     p.add_argument("--config", default=None, help="JSON file of IndexConfig settings")
     p.add_argument(
@@ -63,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         help="for a BEIR folder: the qrels split whose queries train retrieval, if it exists",
     )
     p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
+    p.add_argument(
+        "--skip-empty", action="store_true", help="leave out documents whose text is empty"
+    )
     p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     p.add_argument("--max-steps", type=int, default=None, help="training step budget")
     p.add_argument("--quiet", action="store_true")
@@ -93,20 +98,87 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("add", help="add new documents to an index (continual indexing)")
+    p.add_argument("--index", required=True, help="index directory to extend")
+    p.add_argument("--corpus", required=True, help="the new documents: BEIR folder, .jsonl or .tsv")
+    p.add_argument("--output", default=None, help="index directory to write (default: --index)")
+    p.add_argument("--queries", default=None, help="training queries of the new documents")
+    p.add_argument("--qrels", default=None, help="training judgements for --queries")
+    p.add_argument(
+        "--train-split",
+        default="train",
+        help="for a BEIR folder: the qrels split whose queries train retrieval, if it exists",
+    )
+    p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
+    p.add_argument(
+        "--replay",
+        default="documents",
+        choices=["none", "queries", "generative", "documents"],
+        help="what of the indexed documents is rehearsed while learning the new ones",
+    )
+    p.add_argument(
+        "--replay-ratio", type=float, default=1.0, help="replayed examples per new example"
+    )
+    p.add_argument("--sam", action="store_true", help="sharpness-aware minimisation")
+    p.add_argument("--sam-rho", type=float, default=0.05)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an AddConfig setting, e.g. replay_docs=500 or train.learning_rate=1e-3",
+    )
+    p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    p.add_argument("--max-steps", type=int, default=None, help="training step budget")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_add)
+
+    p = sub.add_parser("serve", help="serve an index over HTTP (needs the serve extra)")
+    p.add_argument("--index", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for decoding")
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="search batch size (default 32)")
+    p.add_argument(
+        "--max-batch", type=int, default=None, help="most queries in one decode (default 32)"
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=None,
+        help="how long a request waits for others to batch with (default 5)",
+    )
+    p.add_argument(
+        "--max-queries", type=int, default=None, help="most queries per request (default 64)"
+    )
+    p.add_argument("--max-query-chars", type=int, default=None, help="longest query (default 2000)")
+    p.add_argument("--max-k", type=int, default=None, help="largest k (default 100)")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=None, help="largest body (default 1048576)"
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=None,
+        help="queued queries before requests get a 503 (default 1024)",
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 
 # --------------------------------------------------------------------------- index
 def _cmd_index(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from dsi.config import IndexConfig
     from dsi.data import load_corpus, load_qrels, load_queries
     from dsi.index import GenerativeIndex, TrainingQueries
 
     config = _read_config(args)
     output = Path(args.output)
-    corpus = load_corpus(args.corpus)
+    corpus = load_corpus(args.corpus, skip_empty=args.skip_empty)
     log.info("Loaded %d documents from %s.", len(corpus.doc_ids), args.corpus)
     training = None
     if not args.no_train_queries:
@@ -125,10 +197,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
     work_dir = output.parent / f".{output.name}.work"
     started = time.monotonic()
     # Under `accelerate launch` every process runs this; PartialState says which one we are.
-    state = PartialState()
+    state = _process_state()
+    builder: Any = GenerativeIndex
+    prepare = _prepare_work_dir
+    if config.docids == "ngram":  # SEAL: n-gram identifiers, a model without docid symbols
+        from dsi import seal
+
+        builder, prepare = seal.NgramGenerativeIndex, seal.prepare_work_dir
     if state.num_processes > 1:
-        _prepare_work_dir(state, corpus, config, training, work_dir)
-    index = GenerativeIndex.build(corpus, config, training, work_dir=work_dir)
+        prepare(state, corpus, config, training, work_dir)
+    index = builder.build(corpus, config, training, work_dir=work_dir)
     if not state.is_main_process:
         return 0  # only the main process writes the index and reports
     index.save(output)
@@ -138,14 +216,33 @@ def _cmd_index(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "index": str(output),
-                "documents": len(index.docids),
-                "docids": index.docids.scheme,
+                "documents": len(index.corpus.doc_ids),
+                "docids": config.docids,
                 "training": stats["training"],
                 "seconds": round(time.monotonic() - started, 1),
             }
         )
     )
     return 0
+
+
+def _process_state():
+    """accelerate's view of this process among those launched together.
+
+    accelerate forms a process group on the CPU (gloo) only when asked for the CPU, and its
+    ``launch --cpu`` starts several processes only through mpirun. So processes launched by
+    torchrun or ``accelerate launch --multi_gpu`` on a machine without CUDA (or with
+    ``ACCELERATE_USE_CPU=1``) are told to use the CPU; otherwise each would train alone.
+    """
+    import os
+
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (launched and not torch.cuda.is_available())
+    return PartialState(cpu=cpu)
 
 
 def _prepare_work_dir(state, corpus, config, training, work_dir: Path) -> None:
@@ -203,6 +300,87 @@ def _merge(base: dict, update: dict) -> None:
             _merge(base[key], value)
         else:
             base[key] = value
+
+
+# ---------------------------------------------------------------------------- add
+def _cmd_add(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from dsi.config import AddConfig
+    from dsi.data import load_corpus
+    from dsi.index import GenerativeIndex
+
+    if PartialState().num_processes > 1:
+        raise ValueError("dsi add runs in a single process; start it without accelerate launch.")
+    settings: dict[str, Any] = {"train": {}}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}.")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        group, dot, leaf = key.partition(".")
+        if dot and group != "train":
+            raise ValueError(f"--set {key}: only train.* settings are grouped.")
+        if dot:
+            settings["train"][leaf] = value
+        else:
+            settings[key] = value
+    settings.update(replay=args.replay, replay_ratio=args.replay_ratio, sam=args.sam)
+    settings.update(sam_rho=args.sam_rho, max_steps=args.max_steps, max_minutes=args.max_minutes)
+    try:
+        config = AddConfig(**settings)
+    except TypeError as exc:
+        raise ValueError(f"--set names an unknown AddConfig setting ({exc}).") from exc
+
+    source = Path(args.index)
+    output = Path(args.output) if args.output else source
+    corpus = load_corpus(args.corpus)
+    log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
+    training = _add_training_queries(args)
+    # The old index is only read here; it is replaced (or --output written) once complete.
+    index = GenerativeIndex.load(source)
+    work_dir = output.parent / f".{output.name}.add.work"
+    started = time.monotonic()
+    entry = index.add(corpus, training, config, work_dir=work_dir)
+    index.save(output)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "index": str(output),
+                "added": entry["documents"],
+                "documents": entry["total_documents"],
+                "new_symbols": entry["new_symbols"],
+                "replay": entry["replay"],
+                "training": entry["training"],
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+    )
+    return 0
+
+
+def _add_training_queries(args: argparse.Namespace):
+    """The training queries of ``dsi add``: --queries/--qrels, or the BEIR folder's split."""
+    from dsi.data import load_qrels, load_queries
+    from dsi.index import TrainingQueries
+
+    if args.no_train_queries:
+        return None
+    queries_path, qrels_path = args.queries, args.qrels
+    folder = Path(args.corpus)
+    if queries_path is None and folder.is_dir():
+        split = folder / "qrels" / f"{args.train_split}.tsv"
+        if split.is_file() and (folder / "queries.jsonl").is_file():
+            queries_path, qrels_path = folder / "queries.jsonl", split
+    if (queries_path is None) != (qrels_path is None):
+        raise ValueError("--queries and --qrels go together: give both or neither.")
+    if queries_path is None:
+        return None
+    return TrainingQueries(load_queries(queries_path), load_qrels(qrels_path))
 
 
 # -------------------------------------------------------------------------- search
@@ -272,6 +450,46 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         report["bm25_run_file"] = str(bm25_file)
     print(json.dumps(report, indent=2))
     return 0
+
+
+# --------------------------------------------------------------------------- serve
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:  # the serve extra is optional: the core install has no FastAPI
+        import uvicorn  # noqa: F401
+
+        from dsi.server import ServerSettings, serve
+    except ImportError as exc:
+        missing = exc.name or "FastAPI/uvicorn"
+        print(
+            f"dsi: error: dsi serve needs FastAPI and uvicorn, and {missing} is not installed; "
+            "install them with: pip install 'dsi[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    from dsi.retriever import Retriever
+
+    names = ("batch_size", "max_batch", "max_wait_ms", "max_queries", "max_query_chars", "max_k")
+    names += ("max_body_bytes", "max_pending")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    settings = ServerSettings(index_path=str(args.index), **given)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    retriever = Retriever.load(args.index, device=args.device, num_beams=args.num_beams)
+    log.info("Serving %d documents from %s.", retriever.num_docs, args.index)
+    try:
+        started = serve(
+            retriever,
+            settings,
+            host=args.host,
+            port=args.port,
+            log_level="warning" if args.quiet else "info",
+        )
+    except OSError as exc:
+        print(f"dsi: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if started else 1
 
 
 if __name__ == "__main__":

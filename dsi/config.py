@@ -44,6 +44,34 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 13
     num_threads: int | None = None
+    # Sharpness-aware minimisation: two forward/backward passes per update (see dsi.sam).
+    sam: bool = False
+    sam_rho: float = 0.05
+
+
+def _generator_model() -> ModelConfig:
+    return ModelConfig(
+        d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=2, num_decoder_layers=2
+    )
+
+
+def _generator_train() -> TrainConfig:
+    return TrainConfig(max_source_length=128, warmup_steps=100, max_epochs=30, max_minutes=5.0)
+
+
+@dataclass
+class GeneratorConfig:
+    """The query generator (``dsi.pseudo_queries``): a small T5 sharing the index's tokenizer."""
+
+    model_config: ModelConfig = field(default_factory=_generator_model)
+    # ``train.max_source_length`` bounds the document text the generator reads.
+    train: TrainConfig = field(default_factory=_generator_train)
+    max_query_length: int = 32
+    # Unsupervised (document without one sentence -> that sentence) pairs per document.
+    sentence_pairs_per_doc: int = 2
+    # Each training query is repeated this many times per epoch.
+    query_repeats: int = 2
+    top_k: int = 10
 
 
 @dataclass
@@ -59,6 +87,12 @@ class IndexConfig:
     model_config: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     num_beams: int = 10
+    # Generated queries per document added as extra (query -> docid) examples (DSI-QG style).
+    pseudo_queries: int = 0
+    # Train and keep a query generator in the index (for generative replay when adding).
+    # It is trained whenever pseudo_queries > 0 as well, and then kept too.
+    query_generator: bool = False
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,6 +105,12 @@ class IndexConfig:
         for key, kind in nested.items():
             if key in data and isinstance(data[key], dict):
                 data[key] = _build(kind, data[key], key)
+        if isinstance(data.get("generator"), dict):
+            generator = dict(data["generator"])
+            for key, kind in nested.items():
+                if key in generator and isinstance(generator[key], dict):
+                    generator[key] = _build(kind, generator[key], f"generator.{key}")
+            data["generator"] = _build(GeneratorConfig, generator, "generator")
         return _build(cls, data, "config")
 
     def save(self, path: Path) -> None:
@@ -89,3 +129,68 @@ def _build(kind: type, data: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ValueError(f"{where} has unknown settings {unknown}; known ones are {sorted(names)}.")
     return kind(**data)
+
+
+REPLAY_STRATEGIES = ("none", "queries", "generative", "documents")
+
+
+@dataclass
+class AddConfig:
+    """How ``GenerativeIndex.add`` teaches the model new documents without forgetting old ones.
+
+    replay: what is mixed in from the documents already indexed --
+      "none" (plain fine-tuning), "queries" (their real training queries), "generative"
+      (queries generated for them by the index's query generator, DSI++'s generative memory),
+      "documents" (their indexing views).
+    """
+
+    replay: str = "documents"
+    # Replay examples per new example, drawn afresh from the replay pool every epoch.
+    replay_ratio: float = 1.0
+    # Generative replay: queries generated per old document, and how many old documents get
+    # them (None: all of them).
+    generated_per_doc: int = 2
+    replay_docs: int | None = None
+    sam: bool = False
+    sam_rho: float = 0.05
+    # Budget of the continued training; None keeps the index's own TrainConfig value.
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    max_epochs: int | None = None
+    # Any other TrainConfig settings to override, e.g. {"learning_rate": 1e-3}.
+    train: dict[str, Any] = field(default_factory=dict)
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.replay not in REPLAY_STRATEGIES:
+            raise ValueError(
+                f"replay must be one of {list(REPLAY_STRATEGIES)}, got {self.replay!r}."
+            )
+        if self.replay_ratio < 0:
+            raise ValueError(f"replay_ratio must be at least 0, got {self.replay_ratio}.")
+        if self.generated_per_doc < 1:
+            raise ValueError(f"generated_per_doc must be at least 1, got {self.generated_per_doc}.")
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(self.train) - names)
+        if unknown:
+            raise ValueError(
+                f"train has unknown settings {unknown}; known ones are {sorted(names)}."
+            )
+
+    def train_config(self, base: TrainConfig) -> TrainConfig:
+        """``base`` with this config's budget, SAM and overrides applied."""
+        changes: dict[str, Any] = dict(self.train)
+        changes.update(sam=self.sam, sam_rho=self.sam_rho, seed=self.seed)
+        if self.max_steps is not None:
+            changes["max_steps"] = self.max_steps
+            # A step budget alone should not be cut short by the index's time budget.
+            if self.max_minutes is None and "max_minutes" not in self.train:
+                changes["max_minutes"] = None
+        if self.max_minutes is not None:
+            changes["max_minutes"] = self.max_minutes
+        if self.max_epochs is not None:
+            changes["max_epochs"] = self.max_epochs
+        return dataclasses.replace(base, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -62,7 +62,7 @@ class Corpus:
 
     def full_texts(self) -> list[str]:
         """``title + " " + text`` per document (just the text when the title is empty)."""
-        return [f"{t} {x}" if t else x for t, x in zip(self.titles, self.texts)]
+        return [f"{t} {x}" if t else x for t, x in zip(self.titles, self.texts, strict=True)]
 
     def positions(self) -> dict[str, int]:
         """Map each doc id to its index in this corpus."""
@@ -257,7 +257,7 @@ def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
                 continue
             raise DataError(
                 f"{file} line {number}: document {doc_id!r} has empty text "
-                f"(pass skip_empty=True to drop such documents)"
+                f"(skip such documents with skip_empty=True, or --skip-empty on the command line)"
             )
         doc_ids.append(doc_id)
         titles.append(title)

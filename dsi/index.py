@@ -8,6 +8,11 @@ Directory layout (format version 1)::
     docids.jsonl      doc id -> docid symbol indices (+ docid_vocab.json, scheme data)
     trie.marisa       prefix trie over docid token sequences, marisa's own format
     documents.jsonl   the indexed documents, so evaluation, replay and additions need no corpus path
+    training_queries.jsonl  (optional) the training queries as {"query", "doc_id"} lines, for replay
+    query_generator/  (optional) a query generator (dsi.pseudo_queries) for generative replay
+
+``GenerativeIndex.add`` teaches an index new documents (continual indexing, as in DSI++) and
+records each addition in the manifest's lineage.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import platform
+import random
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -28,11 +36,19 @@ import torch
 
 import dsi
 from docid.base import DocidMap, fit_docids
-from dsi.config import IndexConfig
+from dsi.config import AddConfig, GeneratorConfig, IndexConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, retrieval_examples
 from dsi.io import atomic_write_text, publish_dir, published, sha256_file, staging_dir
-from dsi.model import build_model, load_model, load_tokenizer, num_parameters, train_tokenizer
+from dsi.model import (
+    build_model,
+    grow_vocabulary,
+    load_model,
+    load_tokenizer,
+    num_parameters,
+    train_tokenizer,
+)
+from dsi.pseudo_queries import QueryGenerator
 from dsi.train import train
 from trie.prefix import PrefixTrie
 
@@ -40,6 +56,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = "dsi-index"
 FORMAT_VERSION = 1
+TRAINING_QUERIES_FILE = "training_queries.jsonl"
+GENERATOR_DIR = "query_generator"
+# sha256 of the manifest's other contents; manifests written before it existed have none.
+MANIFEST_DIGEST = "manifest_sha256"
 
 
 class IndexLoadError(ValueError):
@@ -77,6 +97,9 @@ class GenerativeIndex:
     docid_offset: int
     corpus: Corpus
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    # (query text, doc id) of every training query learned, kept for replay when adding.
+    training_pairs: list[tuple[str, str]] = field(default_factory=list)
+    query_generator: QueryGenerator | None = None
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -110,22 +133,43 @@ class GenerativeIndex:
 
         doc_tokens = tokenizer(texts, add_special_tokens=False)["input_ids"]
         examples = indexing_examples(doc_tokens, targets, config.train, eos, seed=config.train.seed)
-        if training_queries is not None:
-            position = {d: i for i, d in enumerate(corpus.doc_ids)}
-            pairs = training_queries.pairs(set(position))
-            if pairs:
-                query_tokens = tokenizer([q for q, _ in pairs], add_special_tokens=False)[
-                    "input_ids"
-                ]
-                examples.extend(
-                    retrieval_examples(
-                        query_tokens,
-                        [targets[position[d]] for _, d in pairs],
-                        config.train,
-                        eos,
-                        config.train.query_repeats,
-                    )
+        position = {d: i for i, d in enumerate(corpus.doc_ids)}
+        pairs = [] if training_queries is None else training_queries.pairs(set(position))
+        if pairs:
+            query_tokens = tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
+            examples.extend(
+                retrieval_examples(
+                    query_tokens,
+                    [targets[position[d]] for _, d in pairs],
+                    config.train,
+                    eos,
+                    config.train.query_repeats,
                 )
+            )
+        generator = None
+        if config.query_generator or config.pseudo_queries > 0:
+            generator = _cached_generator(
+                work_dir,
+                tokenizer,
+                texts,
+                [(position[d], q) for q, d in pairs],
+                config.generator,
+                progress_bar=progress_bar,
+            )
+        if config.pseudo_queries > 0:
+            assert generator is not None
+            generated = _cached_queries(
+                work_dir, "pseudo_queries.json", generator, texts, config.pseudo_queries
+            )
+            examples.extend(
+                _query_examples(
+                    tokenizer,
+                    [(q, targets[i]) for i, qs in enumerate(generated) for q in qs],
+                    config.train,
+                    eos,
+                    task="pseudo",
+                )
+            )
         log.info(
             "Training a %.1fM-parameter T5 on %d examples (%d documents).",
             num_parameters(model) / 1e6,
@@ -150,11 +194,235 @@ class GenerativeIndex:
                 "training_queries": 0 if training_queries is None else len(training_queries.qrels),
                 "examples": _count_tasks(examples),
                 "training": asdict(stats),
+                "optimizer_updates": stats.optimizer_updates,
+                "query_generator": None if generator is None else generator.stats,
                 "seconds": round(time.monotonic() - started, 1),
                 "at": _now(),
             }
         ]
-        return cls(config, tokenizer, model, docids, trie, offset, corpus, lineage)
+        return cls(
+            config, tokenizer, model, docids, trie, offset, corpus, lineage, pairs, generator
+        )
+
+    # ----------------------------------------------------------------- adding
+    def add(
+        self,
+        corpus: Corpus,
+        training_queries: TrainingQueries | None = None,
+        config: AddConfig | None = None,
+        progress_bar: bool = True,
+        work_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """Index the new documents of ``corpus`` and return the lineage entry of this addition.
+
+        Existing docids never change; new ones come from the docid scheme (semantic: the nearest
+        leaf of the existing tree; atomic: new symbols; naive: the ids' characters), the model's
+        vocabulary grows by any new symbols, and training continues with a fresh optimizer on
+        the new documents (and their training queries) mixed with replay of old documents
+        (``AddConfig.replay``). ``work_dir`` keeps docids, generated queries and training
+        checkpoints so that an interrupted addition resumes. If training fails, discard this
+        object (its model may be half-trained); a saved index directory is never touched.
+        """
+        config = config or AddConfig()
+        started = time.monotonic()
+        if len(corpus.doc_ids) == 0:
+            raise ValueError("The corpus to add is empty: there is nothing to index.")
+        seen: set[str] = set()
+        for doc_id in corpus.doc_ids:
+            if doc_id in self.docids:
+                raise ValueError(
+                    f"Document {doc_id!r} is already in the index; "
+                    "an added corpus must hold new documents only."
+                )
+            if doc_id in seen:
+                raise ValueError(f"Document {doc_id!r} appears twice in the corpus to add.")
+            seen.add(doc_id)
+        if config.replay == "queries" and not self.training_pairs:
+            raise ValueError(
+                "Replay of training queries needs the queries of the indexed documents, and this "
+                "index has none; use replay 'generative' or 'documents'."
+            )
+        if work_dir is not None:
+            work_dir = Path(work_dir)
+            _claim_work_dir(work_dir, self._add_fingerprint(corpus, training_queries, config))
+        train_config = config.train_config(self.config.train)
+        texts = corpus.full_texts()
+
+        docids = self._added_docids(corpus.doc_ids, texts, work_dir)
+        before = len(self.docids)
+        new_symbols = len(docids.symbols) - len(self.docids.symbols)
+        grow_vocabulary(self.model, self.docid_offset + len(docids.symbols))
+        eos = self.model.config.eos_token_id
+        targets = [self._target(seq) for seq in docids.sequences[before:]]
+
+        doc_tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        examples = indexing_examples(doc_tokens, targets, train_config, eos, seed=config.seed)
+        position = corpus.positions()
+        pairs = [] if training_queries is None else training_queries.pairs(set(position))
+        if pairs:
+            examples.extend(
+                _query_examples(
+                    self.tokenizer,
+                    [(q, targets[position[d]]) for q, d in pairs],
+                    train_config,
+                    eos,
+                    task="retrieve",
+                    repeats=train_config.query_repeats,
+                )
+            )
+        pool, generator_trained = self._replay_pool(config, train_config, work_dir, progress_bar)
+        per_epoch = math.ceil(config.replay_ratio * len(examples)) if len(pool) else 0
+        log.info(
+            "Adding %d documents: %d new examples and %d replayed per epoch (%s replay, pool %d).",
+            len(corpus.doc_ids),
+            len(examples),
+            per_epoch,
+            config.replay,
+            len(pool),
+        )
+        stats = train(
+            self.model,
+            examples,
+            train_config,
+            checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
+            pad_id=self.model.config.pad_token_id,
+            progress_bar=progress_bar,
+            replay=pool,
+            replay_per_epoch=per_epoch,
+        )
+        self.model = self.model.cpu().eval()
+
+        # Commit: nothing below can fail halfway.
+        self.docids = docids
+        self.trie = PrefixTrie.from_sequences([self._target(seq) for seq in docids.sequences])
+        self.corpus = Corpus.concat([self.corpus, corpus])
+        self.training_pairs = self.training_pairs + pairs
+        entry = {
+            "event": "add",
+            "order": sum(1 for e in self.lineage if e.get("event") == "add") + 1,
+            "corpus": corpus.source,
+            "documents": len(corpus.doc_ids),
+            "total_documents": len(docids),
+            "first_doc_id": corpus.doc_ids[0],
+            "last_doc_id": corpus.doc_ids[-1],
+            "new_symbols": new_symbols,
+            "training_queries": len(pairs),
+            "settings": config.to_dict(),
+            "examples": _count_tasks(examples),
+            "replay": {
+                "strategy": config.replay,
+                "per_epoch": per_epoch,
+                "pool": _count_tasks(pool),
+                "generator_trained": generator_trained,
+            },
+            "training": asdict(stats),
+            "optimizer_updates": stats.optimizer_updates,
+            "seconds": round(time.monotonic() - started, 1),
+            "at": _now(),
+        }
+        self.lineage.append(entry)
+        return entry
+
+    def _target(self, seq: tuple[int, ...]) -> list[int]:
+        return [self.docid_offset + s for s in seq] + [self.model.config.eos_token_id]
+
+    def _added_docids(
+        self, doc_ids: list[str], texts: list[str], work_dir: Path | None
+    ) -> DocidMap:
+        """A copy of the docid map with the new documents added (cached in ``work_dir``)."""
+        expected = len(self.docids) + len(doc_ids)
+        cache = None if work_dir is None else work_dir / "docids"
+        if cache is not None and (cache / "docids.jsonl").exists():
+            cached = DocidMap.load(cache)
+            if (
+                len(cached) == expected
+                and cached.doc_ids[: len(self.docids)] == self.docids.doc_ids
+            ):
+                return cached
+        with tempfile.TemporaryDirectory(prefix="dsi-docids-") as tmp:
+            # A copy through the map's own files: the index's map stays as it is until commit.
+            self.docids.save(Path(tmp))
+            docids = DocidMap.load(Path(tmp))
+        docids.add(doc_ids, texts)
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+            docids.save(cache)
+        return docids
+
+    def _replay_pool(
+        self,
+        config: AddConfig,
+        train_config: Any,
+        work_dir: Path | None,
+        progress_bar: bool,
+    ) -> tuple[ExampleSet, bool]:
+        """Examples of the documents already indexed to mix in; and whether a generator was trained."""
+        pool = ExampleSet([], [], [])
+        if config.replay == "none":
+            return pool, False
+        eos = self.model.config.eos_token_id
+        old = list(self.corpus.doc_ids)
+        rng = random.Random(config.seed)
+        if config.replay_docs is not None and config.replay_docs < len(old):
+            old = sorted(rng.sample(old, config.replay_docs), key=self.corpus.positions().get)
+        if config.replay == "queries":
+            wanted = set(old)
+            pairs = [(q, d) for q, d in self.training_pairs if d in wanted and d in self.docids]
+            examples = [(q, self._target(self.docids.sequence(d))) for q, d in pairs]
+            return _query_examples(
+                self.tokenizer, examples, train_config, eos, "replay-query"
+            ), False
+        texts = self.corpus.subset(old).full_texts()
+        targets = [self._target(self.docids.sequence(d)) for d in old]
+        if config.replay == "documents":
+            tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            pool = indexing_examples(tokens, targets, train_config, eos, seed=config.seed)
+            pool.tasks = ["replay-index"] * len(pool)
+            return pool, False
+        # Generative memory: queries generated for old documents stand in for real ones.
+        trained = False
+        if self.query_generator is None:
+            all_texts = self.corpus.full_texts()
+            position = self.corpus.positions()
+            pairs = [(position[d], q) for q, d in self.training_pairs if d in position]
+            self.query_generator = _cached_generator(
+                work_dir,
+                self.tokenizer,
+                all_texts,
+                pairs,
+                self.config.generator,
+                progress_bar=progress_bar,
+            )
+            trained = True
+        generated = _cached_queries(
+            work_dir,
+            "replay_queries.json",
+            self.query_generator,
+            texts,
+            config.generated_per_doc,
+            seed=config.seed,
+        )
+        examples = [(q, targets[i]) for i, qs in enumerate(generated) for q in qs]
+        return (
+            _query_examples(self.tokenizer, examples, train_config, eos, "replay-generated"),
+            trained,
+        )
+
+    def _add_fingerprint(
+        self, corpus: Corpus, queries: TrainingQueries | None, config: AddConfig
+    ) -> str:
+        settings = config.to_dict()
+        for key in ("max_minutes", "max_steps", "max_epochs"):
+            settings.pop(key)
+        for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
+            settings["train"].pop(key, None)
+        state = {"lineage": self.lineage, "documents": len(self.docids), "settings": settings}
+        digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode())
+        for doc_id, title, text in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True):
+            digest.update(f"{doc_id}\x00{title}\x00{text}\x01".encode())
+        if queries is not None:
+            digest.update(json.dumps([queries.queries, queries.qrels], sort_keys=True).encode())
+        return digest.hexdigest()
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
@@ -168,6 +436,10 @@ class GenerativeIndex:
             self.docids.save(stage)
             self.trie.save(stage / "trie.marisa")
             save_documents(self.corpus, stage / "documents.jsonl")
+            if self.training_pairs:
+                save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
+            if self.query_generator is not None:
+                self.query_generator.save(stage / GENERATOR_DIR)
             files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
             manifest = {
                 "format": FORMAT,
@@ -183,7 +455,7 @@ class GenerativeIndex:
                 "lineage": self.lineage,
                 "checksums": {name: sha256_file(stage / name) for name in files},
             }
-            atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+            write_manifest(stage / "manifest.json", manifest)
             publish_dir(stage, directory)
         except BaseException:
             import shutil
@@ -197,15 +469,12 @@ class GenerativeIndex:
         """Load an index directory, checking its format version, files and checksums."""
         directory = _resolve_index_dir(Path(directory))
         manifest = read_manifest(directory)
-        if verify:
-            for name, expected in manifest["checksums"].items():
-                path = directory / name
-                if not path.is_file():
-                    raise IndexLoadError(f"Index {directory} is missing its file {name}.")
-                if sha256_file(path) != expected:
-                    raise IndexLoadError(
-                        f"Index {directory} is corrupted: {name} does not match its checksum."
-                    )
+        if manifest.get("docid_scheme") == "ngram":
+            raise IndexLoadError(
+                f"Index {directory} holds n-gram identifiers; open it with dsi.seal or "
+                "dsi.retriever.Retriever.load."
+            )
+        verify_checksums(directory, manifest, hashes=verify)
         try:
             config = IndexConfig.load(directory / "config.json")
             tokenizer = load_tokenizer(directory / "model")
@@ -217,6 +486,10 @@ class GenerativeIndex:
             docids = DocidMap.load(directory)
             trie = PrefixTrie.load(directory / "trie.marisa")
             corpus = load_corpus(directory / "documents.jsonl")
+            pairs = load_training_pairs(directory / TRAINING_QUERIES_FILE)
+            generator = None
+            if (directory / GENERATOR_DIR).is_dir():
+                generator = QueryGenerator.load(directory / GENERATOR_DIR, tokenizer)
         except IndexLoadError:
             raise
         except Exception as exc:  # one sentence naming the index, whatever broke underneath
@@ -232,7 +505,64 @@ class GenerativeIndex:
                 f"Index {directory} is inconsistent: {len(docids.symbols)} docid symbols from "
                 f"token {offset} do not fit the model's vocabulary of {model.config.vocab_size}."
             )
-        return cls(config, tokenizer, model, docids, trie, offset, corpus, manifest["lineage"])
+        # A wrong offset would decode every docid to a neighbour's: check a few against the trie.
+        eos = model.config.eos_token_id
+        for i in sorted({0, len(docids) // 2, len(docids) - 1} if len(docids) else set()):
+            if [offset + s for s in docids.sequences[i]] + [eos] not in trie:
+                raise IndexLoadError(
+                    f"Index {directory} is inconsistent: the docid of {docids.doc_ids[i]!r} at "
+                    f"token offset {offset} is not in its trie."
+                )
+        return cls(
+            config,
+            tokenizer,
+            model,
+            docids,
+            trie,
+            offset,
+            corpus,
+            manifest["lineage"],
+            pairs,
+            generator,
+        )
+
+
+def verify_checksums(directory: Path, manifest: Mapping[str, Any], hashes: bool = True) -> None:
+    """Check that every file the manifest lists exists and (``hashes``) matches its sha256.
+
+    With ``hashes``, a file the manifest does not list (hidden files aside) is refused too: it
+    would be read unverified.
+    """
+    checksums = manifest["checksums"]
+    for name, expected in checksums.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            raise IndexLoadError(f"Index {directory} is missing its file {name}.")
+        if hashes and sha256_file(path) != expected:
+            raise IndexLoadError(
+                f"Index {directory} is corrupted: {name} does not match its checksum."
+            )
+    if hashes:
+        for path in sorted(Path(directory).rglob("*")):
+            relative = path.relative_to(directory)
+            name = relative.as_posix()
+            hidden = any(part.startswith(".") for part in relative.parts)
+            if path.is_file() and not hidden and name != "manifest.json" and name not in checksums:
+                raise IndexLoadError(
+                    f"Index {directory} has a file {name} that its manifest does not list."
+                )
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` atomically, sealed with the sha256 of its own contents."""
+    sealed = {**manifest, MANIFEST_DIGEST: _manifest_digest(manifest)}
+    atomic_write_text(path, json.dumps(sealed, indent=2) + "\n")
+
+
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    body = {key: value for key, value in manifest.items() if key != MANIFEST_DIGEST}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -246,6 +576,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexLoadError(f"Index manifest {path} is not valid JSON ({exc}).") from exc
+    sealed = isinstance(manifest, dict) and MANIFEST_DIGEST in manifest
+    if sealed and manifest[MANIFEST_DIGEST] != _manifest_digest(manifest):
+        raise IndexLoadError(
+            f"Index manifest {path} is corrupted: its contents do not match its own checksum."
+        )
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexLoadError(f"{path} is not a dsi index manifest.")
     version = manifest.get("format_version")
@@ -257,7 +592,31 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     missing = {"num_docs", "docid_offset", "checksums", "lineage"} - set(manifest)
     if missing:
         raise IndexLoadError(f"Index manifest {path} lacks the keys {sorted(missing)}.")
+    _check_manifest_types(manifest, path)
     return manifest
+
+
+def _check_manifest_types(manifest: dict[str, Any], path: Path) -> None:
+    """Refuse a manifest whose values have the wrong type (older manifests carry no digest)."""
+    for key in ("num_docs", "docid_offset"):
+        value = manifest[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise IndexLoadError(
+                f"Index manifest {path} is corrupted: {key} is {value!r}, not a count."
+            )
+    checksums = manifest["checksums"]
+    if not isinstance(checksums, dict) or not checksums:
+        raise IndexLoadError(
+            f"Index manifest {path} is corrupted: checksums is not a table of the index's files."
+        )
+    for name, digest in checksums.items():
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not isinstance(digest, str):
+            raise IndexLoadError(
+                f"Index manifest {path} is corrupted: its checksum entry {name!r} is invalid."
+            )
+    if not isinstance(manifest["lineage"], list):
+        raise IndexLoadError(f"Index manifest {path} is corrupted: lineage is not a list.")
 
 
 def _resolve_index_dir(directory: Path) -> Path:
@@ -278,6 +637,96 @@ def save_documents(corpus: Corpus, path: Path) -> None:
         for d, t, x in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True)
     )
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def save_training_pairs(pairs: list[tuple[str, str]], path: Path) -> None:
+    """Write (query text, doc id) pairs as ``{"query", "doc_id"}`` JSON lines."""
+    lines = (json.dumps({"query": q, "doc_id": d}, ensure_ascii=False) for q, d in pairs)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def load_training_pairs(path: Path) -> list[tuple[str, str]]:
+    """Read ``save_training_pairs`` output; a missing file means no training queries."""
+    if not path.is_file():
+        return []
+    pairs = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                pairs.append((str(record["query"]), str(record["doc_id"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise IndexLoadError(
+                    f"{path} line {number} is not a training query ({exc})."
+                ) from exc
+    return pairs
+
+
+def _query_examples(
+    tokenizer,
+    pairs: list[tuple[str, list[int]]],
+    config,
+    eos: int,
+    task: str,
+    repeats: int = 1,
+) -> ExampleSet:
+    """(query text, docid target) pairs as retrieval examples labelled ``task``."""
+    if not pairs:
+        return ExampleSet([], [], [])
+    tokens = tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
+    out = retrieval_examples(tokens, [t for _, t in pairs], config, eos, repeats)
+    out.tasks = [task] * len(out)
+    return out
+
+
+def _cached_generator(
+    work_dir: Path | None,
+    tokenizer,
+    texts: list[str],
+    pairs: list[tuple[int, str]],
+    config: GeneratorConfig,
+    progress_bar: bool = True,
+) -> QueryGenerator:
+    """Train a query generator, or load the one an interrupted run already trained."""
+    saved = None if work_dir is None else work_dir / "generator"
+    if saved is not None and (saved / "generator.json").exists():
+        return QueryGenerator.load(saved, tokenizer)
+    generator = QueryGenerator.fit(
+        tokenizer,
+        texts,
+        pairs,
+        config,
+        checkpoint_dir=None if work_dir is None else work_dir / "generator_checkpoint",
+        progress_bar=progress_bar,
+    )
+    if saved is not None:
+        stage = staging_dir(saved)
+        generator.save(stage)
+        publish_dir(stage, saved)
+    return generator
+
+
+def _cached_queries(
+    work_dir: Path | None,
+    name: str,
+    generator: QueryGenerator,
+    texts: list[str],
+    n: int,
+    seed: int = 0,
+) -> list[list[str]]:
+    """``n`` generated queries per text (cached in ``work_dir`` as JSON)."""
+    path = None if work_dir is None else work_dir / name
+    if path is not None and path.exists():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if len(cached) == len(texts):
+            return cached
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generated = generator.generate(texts, n, seed=seed, device=device)
+    if path is not None:
+        atomic_write_text(path, json.dumps(generated, ensure_ascii=False))
+    return generated
 
 
 def _make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path | None):
@@ -316,6 +765,7 @@ def _fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQueries |
     # The budget may change between an interrupted run and its resumption.
     for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
         settings["train"].pop(key)
+        settings["generator"]["train"].pop(key)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for doc_id, title, text in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True):
         digest.update(f"{doc_id}\x00{title}\x00{text}\x01".encode())

@@ -69,6 +69,12 @@ def load_tokenizer(name_or_dir: str | Path) -> PreTrainedTokenizerBase:
 
 def build_model(config: ModelConfig, text_vocab_size: int, num_docid_symbols: int):
     """A randomly initialised T5 whose vocabulary is the text vocabulary plus the docid symbols."""
+    if config.num_layers != config.num_decoder_layers:
+        # transformers 5 generation fails in the decoder cache when the depths differ.
+        raise ValueError(
+            f"model_config.num_layers ({config.num_layers}) and num_decoder_layers "
+            f"({config.num_decoder_layers}) must be equal."
+        )
     t5 = T5Config(
         vocab_size=text_vocab_size + num_docid_symbols,
         d_model=config.d_model,

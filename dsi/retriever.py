@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessorList
 
-from dsi.index import GenerativeIndex
+from dsi.index import GenerativeIndex, read_manifest
+from dsi.io import published
 from trie.processor import TrieLogitsProcessor
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,19 @@ class Retriever:
             decoder_start_token_id=cfg.decoder_start_token_id,
             eos_token_id=cfg.eos_token_id,
             pad_token_id=cfg.pad_token_id,
+            # Beam search never reads the raw scores again, so masking them in place is safe.
+            inplace=True,
         )
         self._max_new_tokens = max(map(len, index.docids.sequences)) + 1
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> Retriever:
+        """Open a saved index; an n-gram (SEAL) index gets a :class:`dsi.seal.NgramRetriever`."""
+        manifest = read_manifest(published(Path(directory)))
+        if manifest.get("docid_scheme") == "ngram":
+            from dsi.seal import NgramRetriever
+
+            return NgramRetriever.load(directory, device=device, **kwargs)
         return cls(GenerativeIndex.load(directory), device=device, **kwargs)
 
     @property

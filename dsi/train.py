@@ -1,5 +1,8 @@
 """Training with accelerate: one multi-task run over indexing and retrieval examples.
 
+Optionally a replay pool is mixed in (a fresh sample of it every epoch, for continual indexing)
+and updates use sharpness-aware minimisation (``TrainConfig.sam``, see ``dsi.sam``).
+
 Checkpoints are plain safetensors + JSON (no pickle), written atomically, so a killed run resumes
 from the last one with the same data order.
 """
@@ -22,6 +25,7 @@ from tqdm.auto import tqdm
 from dsi.config import TrainConfig
 from dsi.examples import ExampleSet
 from dsi.io import atomic_write_text, publish_dir, published, staging_dir
+from dsi.sam import SAM
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ class TrainStats:
     final_loss: float | None
     stopped_by: str
     resumed_from_step: int
+    # Steps are optimizer updates; SAM makes each update cost two forward/backward passes.
+    optimizer_updates: int
+    forward_backward_passes: int
 
 
 @dataclass
@@ -47,18 +54,25 @@ class _Position:
     batch_in_epoch: int = 0
     seconds: float = 0.0
     examples: int = 0
+    passes: int = 0
 
 
 def epoch_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, world: int
+    lengths: list[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    world: int,
+    indices: list[int] | None = None,
 ) -> list[list[int]]:
     """The batches of one epoch, identical on every process and on resume.
 
-    Examples are shuffled, then sorted by length inside windows of 50 batches so that a batch
-    holds similar lengths (less padding), then the batches are shuffled again.
+    Examples (all of them, or ``indices``) are shuffled, then sorted by length inside windows of
+    50 batches so that a batch holds similar lengths (less padding), then the batches are
+    shuffled again.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
+    order = list(range(len(lengths))) if indices is None else list(indices)
     rng.shuffle(order)
     window = batch_size * 50
     for start in range(0, len(order), window):
@@ -69,6 +83,16 @@ def epoch_batches(
     rng.shuffle(batches)
     usable = len(batches) - len(batches) % world if len(batches) >= world else len(batches)
     return batches[:usable]
+
+
+def replay_sample(pool_size: int, count: int, seed: int, epoch: int) -> list[int]:
+    """``count`` indices into a replay pool for one epoch: without repetition while it lasts."""
+    if pool_size == 0 or count <= 0:
+        return []
+    rng = random.Random(seed * 7_919 + epoch * 104_729 + 1)
+    whole, rest = divmod(count, pool_size)
+    picked = list(range(pool_size)) * whole + rng.sample(range(pool_size), rest)
+    return sorted(picked)
 
 
 def collate(examples: ExampleSet, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -97,10 +121,32 @@ def train(
     pad_id: int = 0,
     accelerator: Accelerator | None = None,
     progress_bar: bool = True,
+    replay: ExampleSet | None = None,
+    replay_per_epoch: int = 0,
 ) -> TrainStats:
-    """Train ``model`` on ``examples`` until an epoch, step or time budget runs out."""
+    """Train ``model`` on ``examples`` until an epoch, step or time budget runs out.
+
+    With ``replay``, every epoch also holds ``replay_per_epoch`` examples drawn from it afresh
+    (the same draw on every process and on resume).
+    """
     if len(examples) == 0:
         raise ValueError("There are no training examples: the corpus produced no inputs.")
+    fresh = len(examples)
+    if replay is not None and len(replay) and replay_per_epoch > 0:
+        examples = ExampleSet(
+            examples.sources + replay.sources,
+            examples.targets + replay.targets,
+            examples.tasks + replay.tasks,
+        )
+    else:
+        replay, replay_per_epoch = None, 0
+
+    def epoch_indices(epoch: int) -> list[int] | None:
+        if replay is None:
+            return None
+        drawn = replay_sample(len(replay), replay_per_epoch, config.seed, epoch)
+        return list(range(fresh)) + [fresh + j for j in drawn]
+
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     accelerator = accelerator or Accelerator()
@@ -114,12 +160,15 @@ def train(
         log.info("Resuming training from step %d (epoch %d).", pos.step, pos.epoch)
     resumed_from = pos.step
     model, optimizer = accelerator.prepare(model, optimizer)
+    sam = SAM(optimizer, rho=config.sam_rho) if config.sam else None
     model.train()
 
     world, rank = accelerator.num_processes, accelerator.process_index
     lengths = [len(s) + len(t) for s, t in zip(examples.sources, examples.targets, strict=True)]
     steps_per_epoch = max(
-        1, len(epoch_batches(lengths, config.batch_size, config.seed, 0, world)) // world
+        1,
+        len(epoch_batches(lengths, config.batch_size, config.seed, 0, world, epoch_indices(0)))
+        // world,
     )
     budget_steps = config.max_steps or config.max_epochs * steps_per_epoch
     budget_seconds = config.max_minutes * 60 if config.max_minutes else math.inf
@@ -134,9 +183,14 @@ def train(
     last_checkpoint = time.monotonic()
     started = time.monotonic() - pos.seconds
     loss_value: float | None = None
+    # Read back only when shown: float() on every step would wait for the GPU and stop the host
+    # from queueing the next step while the device works.
+    last_loss: torch.Tensor | None = None
     stopped_by = "epochs"
     while pos.epoch < config.max_epochs:
-        batches = epoch_batches(lengths, config.batch_size, config.seed, pos.epoch, world)
+        batches = epoch_batches(
+            lengths, config.batch_size, config.seed, pos.epoch, world, epoch_indices(pos.epoch)
+        )
         mine = batches[rank::world]
         while pos.batch_in_epoch < len(mine):
             elapsed = _agreed(accelerator, time.monotonic() - started)
@@ -153,16 +207,28 @@ def train(
                 group["lr"] = learning_rate(config, pos.step, progress)
             loss = model(**batch).loss
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = float(loss.detach())
+            pos.passes += 1
+            if sam is not None:
+                # Second pass at the sharpest nearby weights; its gradient makes the update.
+                sam.first_step()
+                accelerator.backward(model(**batch).loss)
+                pos.passes += 1
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                sam.second_step()
+            else:
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            last_loss = loss.detach()
             pos.step += 1
             pos.batch_in_epoch += 1
-            pos.examples += len(mine[pos.batch_in_epoch - 1]) * world
+            # This step's batches on every process (the same list everywhere, dealt round-robin).
+            done = pos.batch_in_epoch - 1
+            pos.examples += sum(map(len, batches[done * world : (done + 1) * world]))
             pos.seconds = time.monotonic() - started
             bar.update(1)
-            if pos.step % 10 == 0:
+            if pos.step % 10 == 0 and not bar.disable:
+                loss_value = float(last_loss)
                 bar.set_postfix(
                     loss=f"{loss_value:.3f}",
                     epoch=pos.epoch,
@@ -178,6 +244,8 @@ def train(
             continue
         break
     bar.close()
+    if last_loss is not None:
+        loss_value = float(last_loss)
     pos.seconds = time.monotonic() - started
     if checkpoint_dir is not None:
         _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos)
@@ -190,6 +258,8 @@ def train(
         final_loss=loss_value,
         stopped_by=stopped_by,
         resumed_from_step=resumed_from,
+        optimizer_updates=pos.step,
+        forward_backward_passes=pos.passes,
     )
     log.info("Training finished: %s", stats)
     accelerator.wait_for_everyone()

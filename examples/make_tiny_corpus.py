@@ -169,7 +169,9 @@ Query = Callable[[random.Random], str]
 def towns(rng: random.Random) -> list[tuple[Doc, Query]]:
     names = unique_names(rng, TOWN_ENDS, 60)
     out = []
-    for name, (material, obj) in zip(names, pick_combos(rng, MATERIALS, OBJECTS, count=60)):
+    for name, (material, obj) in zip(
+        names, pick_combos(rng, MATERIALS, OBJECTS, count=60), strict=True
+    ):
         region, river = rng.choice(REGIONS), rng.choice(RIVERS)
         size = rng.choice(["small", "busy", "quiet", "walled", "hillside", "harbour"])
         extra = rng.choice(TOWN_EXTRAS).format(
@@ -201,7 +203,7 @@ def species(rng: random.Random) -> list[tuple[Doc, Query]]:
     names = unique_names(rng, NAME_ENDS, 60)
     out = []
     traits = sorted({(k, c, f) for k, fs in FEATURES.items() for f in fs for c in COLOURS})
-    for name, (kind, colour, feature) in zip(names, rng.sample(traits, 60)):
+    for name, (kind, colour, feature) in zip(names, rng.sample(traits, 60), strict=True):
         habitat = rng.choice(WET if kind in AQUATIC else DRY + WET)
         diet = rng.choice(DIETS)
         article = "a " if feature in SINGULAR and feature not in ("fur", "skin") else ""
@@ -227,7 +229,9 @@ def inventions(rng: random.Random) -> list[tuple[Doc, Query]]:
     out = []
     purposes = sorted((v, g) for v, goods in PURPOSES.items() for g in goods)
     combos = rng.sample(purposes, 50)
-    for (verb, goods), surname in zip(combos, (rng.choice(SURNAMES) for _ in range(50))):
+    for (verb, goods), surname in zip(
+        combos, (rng.choice(SURNAMES) for _ in range(50)), strict=True
+    ):
         device = rng.choice(DEVICES)
         first = rng.choice(PREFIXES) + rng.choice(NAME_ENDS)
         year, power = rng.randrange(1520, 1890), rng.choice(POWERS)
@@ -278,7 +282,7 @@ def festivals(rng: random.Random, town_names: list[str]) -> list[tuple[Doc, Quer
     activities = ACTIVITIES[:]
     rng.shuffle(activities)
     out = []
-    for name, activity in zip(names, activities):
+    for name, activity in zip(names, activities, strict=True):
         town, month = rng.choice(town_names), rng.choice(MONTHS)
         text = (
             f"{name} is a festival held in {town} every {month}. People celebrate it by {activity}."

@@ -14,35 +14,48 @@ Implementation: a suffix array (``pydivsufsort`` over the token stream) plus num
 start with an n-gram form one contiguous block ``[lo, hi)`` of the suffix array, and inside that
 block the token right after the n-gram, ``tokens[sa[i] + len(ngram)]``, is sorted. So the next
 tokens are the run-length encoding of a gathered slice, each run is the block of the longer
-n-gram (cached, so decoding an n-gram one token at a time narrows in O(1) per step), and a block
-nobody has seen is narrowed by binary search. Document ids come from ``np.searchsorted`` of the
+n-gram (cached, so extending an n-gram by one token costs one ``searchsorted`` over its parent's
+next tokens), and a block nobody has seen is narrowed by binary search. Next-token answers are
+kept in an LRU cache; those of huge blocks (frequent 1-2 token prefixes, the costly ones) are
+pinned outside it. Document ids come from ``np.searchsorted`` of the
 positions against the document start offsets.
 
-Why a suffix array and not the PyPI ``fm-index`` package (Rust; measured, see
-``bench/fmindex_bench.py``). Its ``FMIndex`` works on Python ``str``, so token ids were mapped
-to code points; it has ``count`` and ``locate`` but no way to list the symbols that extend a
-pattern, so next-token lookup has to locate every occurrence and read the token after each
-one from a separate token array. Numbers from ``python bench/fmindex_bench.py`` on this project's
-2-core CI-size machine (100 random corpus n-grams of 1-8 tokens per batch; "decode" = 100 beams
-extended token by token for 10 steps with a cold cache; times in ms per batch of 100):
+Why a suffix array and not the PyPI ``fm-index`` package (Rust), measured with
+``python bench/fmindex_bench.py`` on the project's 2-core machine. ``fm-index``'s ``FMIndex``
+works on ``str`` (token ids mapped to code points); it has ``count`` and ``locate`` but no way to
+list the symbols that extend a pattern, so its next-token lookup must locate every occurrence
+and read the following token from a separate token array. Times are ms per batch of 100
+queries, cold cache unless "warm": next-token for 100 corpus n-grams of 1-8 tokens; decode =
+100 beams copying corpus text, one lookup per beam per step for 10 steps; documents (locate)
+and count for 100 n-grams of 2-6 tokens. RSS = resident memory added by the index (build peak).
 
-============================  ==========  ========  ========================================
-corpus                        backend     build s   RSS MiB   next-tok  decode  locate  count
-============================  ==========  ========  ========================================
-SciFact, sp-unigram 8k,
-  1.68M tokens, 5183 docs      suffix-arr   0.6        13       6.3      29     2.9     1.0
-                              fm-index     2.3        30     126       565    115      1.1
-Zipf(1.1) synthetic, vocab
-  32k, 25.0M tokens, 100k docs suffix-arr  10.9       196      12       97      4.8     1.4
-                              fm-index    86         396    2190     25000*  1700      1.6
-============================  ==========  ========  ========================================
+SciFact, title+text, sentencepiece unigram 8k: 1.70M tokens, 5,183 documents
 
-(* decode for fm-index on the synthetic corpus was extrapolated from the first steps; see the
-bench output.) The suffix array builds faster, uses half the memory and answers the decoding
-queries 20-200x faster, because ``fm-index``'s ``locate`` is the bottleneck for both next-token
-lookup and document lookup; only ``count`` is comparable. Memory is ``tokens`` (uint16 when ids
-fit, else uint32) + ``sa`` (int32 below 2**31 tokens) + one int64 per document: about 6 bytes a
-token for a 32k vocabulary. ``load(..., mmap=True)`` maps the arrays instead of reading them.
+=============  =======  ==========  ===========  =======  =========  =====
+backend        build s  RSS MiB     next (warm)  decode   documents  count
+=============  =======  ==========  ===========  =======  =========  =====
+suffix array   0.49     26 (39)     4.0 (0.09)   29       2.6        1.8
+fm-index       0.64     32 (93)     1405 (0.02)  5103     51         0.22
+=============  =======  ==========  ===========  =======  =========  =====
+
+Synthetic Zipf(1.1) ids, vocabulary 32k: 25.0M tokens (100 MB as uint32), 99,898 documents
+
+=============  =======  ==========  ===========  =======  =========  =====
+backend        build s  RSS MiB     next (warm)  decode   documents  count
+=============  =======  ==========  ===========  =======  =========  =====
+suffix array   6.2      165 (357)   58 (0.10)    145      16         2.2
+fm-index       15.2     246 (1196)  ~2.5e6 [1]   >2.3e5   23781      0.36
+=============  =======  ==========  ===========  =======  =========  =====
+
+[1] extrapolated from 9 queries; decode did not finish its first step in 226 s. A single
+frequent token occurs millions of times, and ``locate`` materialises every position.
+
+The suffix array wins everywhere but ``count`` (fm-index is ~8x faster there, both are
+microseconds per n-gram): it builds faster, takes less memory, and answers the queries that
+constrained decoding and scoring make 20-350x (SciFact) to >1,000x (25M tokens) faster, so the
+library does not depend on ``fm-index``. Memory is ``tokens`` (uint16 when ids fit, else uint32) + ``sa``
+(int32 below 2**31 tokens) + one int64 per document: ~6 bytes a token for a 32k vocabulary;
+the build peaks near 16 bytes a token. ``load(..., mmap=True)`` maps the arrays instead.
 
 Files written by ``save``: ``ngram_index.json`` (format, version, sizes, dtypes, separator) and
 plain numeric ``tokens.npy``, ``sa.npy``, ``doc_starts.npy``; no pickle.

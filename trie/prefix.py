@@ -17,7 +17,7 @@ Key encoding: each token id ``t`` (0 <= t < 2**31) becomes a prefix-free code of
 characters, so a key is the concatenation of its tokens' codes. The last character of a code is
 ``chr(0x40 + t % 64)`` (0x40..0x7F); the quotient ``t // 64``, if non-zero, is written before it
 in base 63, most significant digit first, digit ``d`` as ``chr(0x01 + d)`` (0x01..0x3F). NUL is
-never used (marisa-trie's Python keys stop at NUL) and every character is one UTF-8 byte; ids
+never used (marisa-trie's Python API mishandles NUL in keys) and every character is one UTF-8 byte; ids
 below 64 take 1 byte, below 4,032 two, below 254,016 three, below 16,003,008 four, below
 1,008,189,504 five, else six.
 
@@ -33,7 +33,7 @@ import json
 import os
 import sys
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import marisa_trie
@@ -103,6 +103,44 @@ def _unpack(value: bytes) -> np.ndarray:
     return arr
 
 
+def _internal_nodes(
+    uniq: list[tuple[int, ...]], enc: Callable[[int], str]
+) -> Iterator[tuple[str, bytes]]:
+    """(key, packed value) of every node with children, plus the root, from sorted sequences.
+
+    Sorted input lets one stack of open nodes (root at depth 0) emit every internal node
+    exactly once with its children already in ascending order.
+    """
+    single: dict[tuple[int, bool], bytes] = {}  # most nodes have one child: pack each once
+    stack: list[list] = [["", [], False]]  # [key, children, terminal]
+    prev: tuple[int, ...] = ()
+    for seq in uniq:
+        lcp = 0
+        limit = min(len(prev), len(seq))
+        while lcp < limit and prev[lcp] == seq[lcp]:
+            lcp += 1
+        while len(stack) > lcp + 1:
+            key, children, terminal = stack.pop()
+            if len(children) == 1:
+                ident = (children[0], terminal)
+                value = single.get(ident)
+                if value is None:
+                    value = single[ident] = _pack(children, terminal)
+                yield key, value
+            elif children:
+                yield key, _pack(children, terminal)
+        for tok in seq[lcp:]:
+            top = stack[-1]
+            top[1].append(tok)
+            stack.append([top[0] + enc(tok), [], False])
+        stack[-1][2] = True
+        prev = seq
+    while stack:
+        key, children, terminal = stack.pop()
+        if children or not stack:  # the root is always stored
+            yield key, _pack(children, terminal)
+
+
 def _as_tuple(seq: Sequence[int]) -> tuple[int, ...]:
     if isinstance(seq, np.ndarray):
         return tuple(seq.tolist())
@@ -138,46 +176,28 @@ class PrefixTrie:
                 raise TypeError(f"token ids must be integers, got {t!r}.")
             if not 0 <= t <= MAX_TOKEN:
                 raise ValueError(f"token id {t} is outside the supported range [0, 2**31).")
-        enc = {t: encode_token(int(t)) for t in tokens}
-
-        keys: list[str] = []
-        values: list[bytes] = []
-        # Sorted input lets one stack of open nodes (root at depth 0) emit every internal node
-        # exactly once with its children already in ascending order.
-        stack: list[list] = [["", [], False]]  # [key, children, terminal]
-        prev: tuple[int, ...] = ()
-        for seq in uniq:
-            lcp = 0
-            limit = min(len(prev), len(seq))
-            while lcp < limit and prev[lcp] == seq[lcp]:
-                lcp += 1
-            while len(stack) > lcp + 1:
-                key, children, terminal = stack.pop()
-                if children:
-                    keys.append(key)
-                    values.append(_pack(children, terminal))
-            for tok in seq[lcp:]:
-                top = stack[-1]
-                top[1].append(tok)
-                stack.append([top[0] + enc[tok], [], False])
-            stack[-1][2] = True
-            prev = seq
-        while stack:
-            key, children, terminal = stack.pop()
-            if children or not stack:  # the root is always stored
-                keys.append(key)
-                values.append(_pack(children, terminal))
-
+        # Few distinct tokens (semantic ids): encode each once. Many (atomic ids): each token
+        # appears about once, so a table would only cost memory.
+        if len(tokens) <= 1 << 16:
+            enc = {t: encode_token(int(t)) for t in tokens}.__getitem__
+        else:
+            enc = encode_token
         header = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "num_sequences": len(uniq),
-            "num_nodes": len(keys),
+            "num_nodes": 0,
             "max_token": int(max(tokens)) if tokens else -1,
         }
-        keys.append(HEADER_KEY)
-        values.append(json.dumps(header, sort_keys=True).encode())
-        return cls(marisa_trie.BytesTrie(zip(keys, values)), header, cache_size)
+
+        def entries() -> Iterator[tuple[str, bytes]]:
+            # Streamed into marisa so no list of all keys and values is ever held.
+            for entry in _internal_nodes(uniq, enc):
+                header["num_nodes"] += 1
+                yield entry
+            yield HEADER_KEY, json.dumps(header, sort_keys=True).encode()
+
+        return cls(marisa_trie.BytesTrie(entries()), header, cache_size)
 
     def save(self, path: Path | str) -> None:
         """Write the marisa file (header included) atomically: temp file + os.replace."""
@@ -195,7 +215,7 @@ class PrefixTrie:
         """Read a file written by :meth:`save`; ``mmap=True`` maps it instead of reading it."""
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"trie file {path} does not exist.")
+            raise ValueError(f"trie file {path} does not exist or is not a file.")
         trie = marisa_trie.BytesTrie()
         try:
             trie.mmap(str(path)) if mmap else trie.load(str(path))

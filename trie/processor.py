@@ -21,6 +21,11 @@ class TrieLogitsProcessor(LogitsProcessor):
     Rows whose prefix contains EOS (finished rows that transformers pads) may only emit pad/EOS.
     Rows whose prefix is not in the trie get every token masked (a dead beam); they are counted
     in :attr:`dead_rows` (cumulative) and :attr:`last_dead_rows` (last call).
+
+    ``inplace=True`` overwrites ``scores`` instead of allocating a new matrix (several times
+    faster on CPU, where a fresh batch x vocab tensor page-faults on every step). Beam search
+    hands processors fresh log-probs, so it is safe there; greedy search with
+    ``output_logits=True`` would see its stored raw logits masked.
     """
 
     def __init__(
@@ -29,11 +34,14 @@ class TrieLogitsProcessor(LogitsProcessor):
         decoder_start_token_id: int,
         eos_token_id: int,
         pad_token_id: int,
+        *,
+        inplace: bool = False,
     ) -> None:
         self.trie = trie
         self.decoder_start_token_id = int(decoder_start_token_id)
         self.eos_token_id = int(eos_token_id)
         self.pad_token_id = int(pad_token_id)
+        self.inplace = inplace
         finished = np.array(sorted({self.eos_token_id, self.pad_token_id}), dtype=np.int64)
         finished.flags.writeable = False
         self._finished = finished
@@ -74,17 +82,21 @@ class TrieLogitsProcessor(LogitsProcessor):
         total = int(row_lens.sum())
         neg_inf = float("-inf")
         if total == 0:
-            return torch.full_like(scores, neg_inf)
+            return scores.fill_(neg_inf) if self.inplace else torch.full_like(scores, neg_inf)
         device = scores.device
         if total <= n * vocab * _DENSE_SHARE:
             rows = np.repeat(np.arange(n, dtype=np.int64), row_lens)
             cols = np.concatenate([allowed[i] for i in inv.tolist()])
             idx = torch.from_numpy(np.stack((rows, cols))).to(device)
-            out = torch.full_like(scores, neg_inf)
-            out[idx[0], idx[1]] = scores[idx[0], idx[1]]
+            kept = scores[idx[0], idx[1]]
+            out = scores.fill_(neg_inf) if self.inplace else torch.full_like(scores, neg_inf)
+            out[idx[0], idx[1]] = kept
             return out
         rows = np.repeat(np.arange(len(allowed), dtype=np.int64), lens)
         idx = torch.from_numpy(np.stack((rows, np.concatenate(allowed)))).to(device)
         keep = torch.zeros((len(allowed), vocab), dtype=torch.bool, device=device)
         keep[idx[0], idx[1]] = True
-        return torch.where(keep[torch.from_numpy(inv).to(device)], scores, neg_inf)
+        keep = keep[torch.from_numpy(inv).to(device)]
+        if self.inplace:
+            return scores.masked_fill_(keep.logical_not_(), neg_inf)
+        return torch.where(keep, scores, neg_inf)

@@ -42,11 +42,11 @@ def check(index: NgramIndex, docs: list[list[int]], ngram: tuple[int, ...]) -> N
     count, follow, found, where = brute(docs, ngram)
     assert index.count(ngram) == count
     ids, counts = index.next_tokens(ngram)
-    assert dict(zip(ids.tolist(), counts.tolist())) == dict(follow)
+    assert dict(zip(ids.tolist(), counts.tolist(), strict=True)) == dict(follow)
     assert list(ids) == sorted(ids)
     assert index.documents(ngram).tolist() == found
     d, p = index.occurrences(ngram)
-    assert list(zip(d.tolist(), p.tolist())) == where
+    assert list(zip(d.tolist(), p.tolist(), strict=True)) == where
 
 
 docs_strategy = st.lists(

@@ -102,7 +102,7 @@ def test_t5_generates_only_corpus_ngrams_and_scoring_finds_them(seed: int):
     assert len(sequences) == 15
     for q in range(3):
         found = []
-        for seq, score in zip(sequences[5 * q : 5 * q + 5], scores[5 * q : 5 * q + 5]):
+        for seq, score in zip(sequences[5 * q : 5 * q + 5], scores[5 * q : 5 * q + 5], strict=True):
             ngram = cut(seq)
             assert ngram, "EOS must not be allowed before the first token"
             assert PAD not in ngram

@@ -152,6 +152,12 @@ def test_load_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"not a trie at all")
     with pytest.raises(ValueError, match="not a marisa-trie file"):
         PrefixTrie.load(junk)
+    empty = tmp_path / "empty.marisa"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a marisa-trie file"):
+        PrefixTrie.load(empty)
+    with pytest.raises(ValueError, match="does not exist"):
+        PrefixTrie.load(tmp_path)  # a directory
     foreign = tmp_path / "foreign.marisa"
     marisa_trie.BytesTrie([("a", b"b")]).save(str(foreign))
     with pytest.raises(ValueError, match="not a dsi prefix trie"):

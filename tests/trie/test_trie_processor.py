@@ -42,14 +42,17 @@ def allowed_set(scores_row: torch.Tensor) -> set[int]:
     return set(torch.isfinite(scores_row).nonzero().flatten().tolist())
 
 
-def test_mask_rows() -> None:
+@pytest.mark.parametrize("inplace", [False, True])
+def test_mask_rows(inplace: bool) -> None:
     trie = PrefixTrie.from_sequences([(5, 6, EOS), (5, 7, EOS), (9, EOS)])
-    proc = TrieLogitsProcessor(trie, START, EOS, PAD)
+    proc = TrieLogitsProcessor(trie, START, EOS, PAD, inplace=inplace)
     prefixes = [[], [5], [5, 6], [9, EOS, PAD], [8], [5, 7]]
     expected = [{5, 9}, {6, 7}, {EOS}, {PAD, EOS}, set(), {EOS}]
-    for p, exp in zip(prefixes, expected):
+    for p, exp in zip(prefixes, expected, strict=True):
         scores = torch.randn(2, VOCAB)
-        out = proc(torch.tensor([[START, *p]] * 2), scores)
+        given = scores.clone()
+        out = proc(torch.tensor([[START, *p]] * 2), given)
+        assert (out is given) == inplace
         for r in range(2):
             assert allowed_set(out[r]) == exp
             keep = sorted(exp)
@@ -59,22 +62,25 @@ def test_mask_rows() -> None:
     assert proc.dead_rows == proc.calls == 0
 
 
-def test_mixed_batch_sparse_and_dense_paths() -> None:
+@pytest.mark.parametrize("inplace", [False, True])
+def test_mixed_batch_sparse_and_dense_paths(inplace: bool) -> None:
     wide = set(range(2, VOCAB))
     seqs = [(t, EOS) for t in wide] + [(2, t, EOS) for t in wide]
-    proc = TrieLogitsProcessor(PrefixTrie.from_sequences(seqs), START, EOS, PAD)
+    proc = TrieLogitsProcessor(PrefixTrie.from_sequences(seqs), START, EOS, PAD, inplace=inplace)
     # Most of the vocabulary is allowed here: the dense (one row per distinct prefix) path.
     ids = torch.tensor([[START, 2], [START, 5], [START, 2], [START, PAD]])
     scores = torch.randn(4, VOCAB)
-    out = proc(ids, scores)
+    out = proc(ids, scores.clone())
     assert [allowed_set(r) for r in out] == [wide | {EOS}, {EOS}, wide | {EOS}, set()]
     assert proc.last_dead_rows == 1
     assert torch.equal(out[0, 1:], scores[0, 1:]) and torch.equal(out[2, 1:], scores[2, 1:])
     # Few tokens allowed: the sparse (row, col) pair path.
     ids = torch.tensor([[START, 2, 7], [START, 5, EOS], [START, 2, 9], [START, 3, EOS]])
-    out = proc(ids, scores)
+    out = proc(ids, scores.clone())
     assert [allowed_set(r) for r in out] == [{EOS}, {PAD, EOS}, {EOS}, {PAD, EOS}]
     assert proc.last_dead_rows == 0 and proc.dead_rows == 1
+    out = proc(torch.tensor([[START, 9, 9]]), scores[:1].clone())  # nothing allowed at all
+    assert allowed_set(out[0]) == set() and proc.dead_rows == 2
 
 
 def test_vocab_too_small() -> None:
@@ -100,15 +106,15 @@ def generate(model, proc, n_queries: int, length: int, beams: int = 5) -> torch.
     return out
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_generate_only_trie_sequences(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "inplace"), [(0, False), (1, True), (2, False)])
+def test_generate_only_trie_sequences(seed: int, inplace: bool) -> None:
     rng = random.Random(seed)
     length = 4
     seqs = docids(rng, 25, length)
     trie = PrefixTrie.from_sequences(seqs)
-    proc = TrieLogitsProcessor(trie, START, EOS, PAD)
+    proc = TrieLogitsProcessor(trie, START, EOS, PAD, inplace=inplace)
     out = generate(tiny_t5(seed), proc, n_queries=3, length=length)
-    for row, score in zip(out.sequences.tolist(), out.sequences_scores.tolist()):
+    for row, score in zip(out.sequences.tolist(), out.sequences_scores.tolist(), strict=True):
         assert cut(row) in trie, row
         assert math.isfinite(score)
     assert proc.calls > 0
@@ -136,7 +142,9 @@ def test_generate_fewer_docids_than_beams() -> None:
     scores = out.sequences_scores.tolist()
     assert all(r in seqs for r in rows)
     for q in range(2):
-        ranked = sorted(zip(scores[q * 5 : q * 5 + 5], rows[q * 5 : q * 5 + 5]), reverse=True)
+        ranked = sorted(
+            zip(scores[q * 5 : q * 5 + 5], rows[q * 5 : q * 5 + 5], strict=True), reverse=True
+        )
         assert {r for _, r in ranked[:3]} == seqs and all(sc > -1e3 for sc, _ in ranked[:3])
 
 
@@ -148,7 +156,7 @@ def test_property_generate(seed: int) -> None:
     seqs = docids(rng, rng.randint(10, 30), length)
     proc = TrieLogitsProcessor(PrefixTrie.from_sequences(seqs), START, EOS, PAD)
     out = generate(MODEL, proc, n_queries=2, length=length)
-    for row, score in zip(out.sequences.tolist(), out.sequences_scores.tolist()):
+    for row, score in zip(out.sequences.tolist(), out.sequences_scores.tolist(), strict=True):
         assert cut(row) in seqs and math.isfinite(score)
 
 

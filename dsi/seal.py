@@ -1,0 +1,494 @@
+"""N-gram identifiers (SEAL): the model generates substrings of documents, not docid symbols.
+
+The same T5 and tokenizer as :class:`dsi.index.GenerativeIndex` learn to map queries and document
+spans to other spans of the relevant document (``docid.ngram`` makes the pairs); targets are
+plain text tokens, so no docid symbols are added to the vocabulary. Search decodes n-grams by
+beam search constrained to the corpus (``trie.ngram_processor``) and ranks the documents that
+contain them with SEAL's intersective score (``docid.ngram.seal_score``).
+
+Index directory (the same format as ``dsi.index``; ``manifest.json`` says ``docid_scheme:
+"ngram"``): ``manifest.json``, ``config.json`` (``docids: "ngram"``; ``docid_options`` hold the
+:class:`SealOptions`), ``model/``, ``ngram_index/`` (``trie.fmindex.NgramIndex`` files over the
+tokenized ``title + " " + text`` of every document, separator = pad id 0), ``documents.jsonl``
+and, if there were training queries, ``training_queries.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+
+import dsi
+from docid.ngram import seal_score, supervised_pairs, unsupervised_pairs
+from dsi.config import IndexConfig
+from dsi.data import Corpus, load_corpus
+from dsi.examples import ExampleSet, retrieval_examples
+from dsi.index import (
+    FORMAT,
+    FORMAT_VERSION,
+    TRAINING_QUERIES_FILE,
+    IndexLoadError,
+    TrainingQueries,
+    _claim_work_dir,
+    _count_tasks,
+    _fingerprint,
+    _make_model,
+    _now,
+    _resolve_index_dir,
+    _versions,
+    load_training_pairs,
+    read_manifest,
+    save_documents,
+    save_training_pairs,
+    verify_checksums,
+)
+from dsi.io import atomic_write_text, publish_dir, sha256_file, staging_dir
+from dsi.model import load_tokenizer, num_parameters
+from dsi.retriever import _EMPTY_SLOT, Hit, Retriever
+from dsi.train import train
+from trie.fmindex import NgramIndex
+from trie.ngram_processor import NgramLogitsProcessor
+
+log = logging.getLogger(__name__)
+
+SCHEME = "ngram"
+NGRAM_DIR = "ngram_index"
+
+
+@dataclass
+class SealOptions:
+    """SEAL settings, read from ``IndexConfig.docid_options`` (unknown keys are refused)."""
+
+    # Training data (docid.ngram.supervised_pairs / unsupervised_pairs).
+    spans_per_query: int = 3
+    pairs_per_doc: int = 3
+    source_words: tuple[int, int] = (10, 30)
+    min_words: int = 3
+    max_words: int = 10
+    temperature: float = 1.0
+    include_title: bool = True
+    seed: int = 0
+    # Decoding: generated n-grams have min_tokens..max_tokens tokens (targets are cut to max_tokens).
+    min_tokens: int = 1
+    max_tokens: int = 10
+    # Scoring (docid.ngram.seal_score).
+    alpha: float = 2.0
+    beta: float = 0.8
+    smoothing: float = 5.0
+    max_occurrences: int = 1500
+
+    @classmethod
+    def from_config(cls, config: IndexConfig) -> SealOptions:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config.docid_options) - names)
+        if unknown:
+            raise ValueError(
+                f"docid_options has unknown n-gram settings {unknown}; known ones are "
+                f"{sorted(names)}."
+            )
+        options = dict(config.docid_options)
+        if "source_words" in options:  # JSON gives a list back
+            options["source_words"] = tuple(options["source_words"])
+        made = cls(**options)
+        if not 1 <= made.min_tokens <= made.max_tokens:
+            raise ValueError(
+                f"n-gram lengths must satisfy 1 <= min_tokens <= max_tokens, got "
+                f"{made.min_tokens}..{made.max_tokens}."
+            )
+        return made
+
+
+class _NoSymbols:
+    """What ``dsi.index._make_model`` reads of a docid map: n-gram targets add no symbols."""
+
+    symbols: list[str] = []
+
+
+@dataclass
+class NgramGenerativeIndex:
+    """Tokenizer + T5 + n-gram index over the tokenized corpus: everything SEAL search needs."""
+
+    config: IndexConfig
+    tokenizer: Any
+    model: torch.nn.Module
+    ngrams: NgramIndex
+    corpus: Corpus
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    training_pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.corpus.doc_ids)
+
+    @property
+    def options(self) -> SealOptions:
+        return SealOptions.from_config(self.config)
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def build(
+        cls,
+        corpus: Corpus,
+        config: IndexConfig | None = None,
+        training_queries: TrainingQueries | None = None,
+        work_dir: Path | None = None,
+        progress_bar: bool = True,
+    ) -> NgramGenerativeIndex:
+        """Train the model on SEAL's span pairs (and query pairs) and index the corpus n-grams.
+
+        ``work_dir`` keeps the tokenizer and training checkpoints, so an interrupted build with
+        the same corpus and config resumes.
+        """
+        config = config or IndexConfig(docids=SCHEME)
+        if config.docids != SCHEME:
+            raise ValueError(f"NgramGenerativeIndex needs docids 'ngram', got {config.docids!r}.")
+        if len(corpus.doc_ids) == 0:
+            raise ValueError("The corpus is empty: there is nothing to index.")
+        options = SealOptions.from_config(config)
+        started = time.monotonic()
+        if work_dir is not None:
+            work_dir = Path(work_dir)
+            _claim_work_dir(work_dir, _fingerprint(corpus, config, training_queries))
+        texts = corpus.full_texts()
+        tokenizer, model, _ = _make_model(config, texts, training_queries, _NoSymbols(), work_dir)
+        eos = model.config.eos_token_id
+
+        position = corpus.positions()
+        pairs = [] if training_queries is None else training_queries.pairs(set(position))
+        span_pairs = unsupervised_pairs(
+            zip(corpus.titles, corpus.texts, strict=True),
+            pairs_per_doc=options.pairs_per_doc,
+            source_words=options.source_words,
+            min_words=options.min_words,
+            max_words=options.max_words,
+            include_title=options.include_title,
+            seed=options.seed,
+        )
+        examples = _text_examples(
+            tokenizer, span_pairs, config, options, eos, repeats=1, task="seal-span"
+        )
+        if pairs:
+            query_pairs = supervised_pairs(
+                [(q, corpus.titles[position[d]], corpus.texts[position[d]]) for q, d in pairs],
+                spans_per_query=options.spans_per_query,
+                min_words=options.min_words,
+                max_words=options.max_words,
+                temperature=options.temperature,
+                include_title=options.include_title,
+                seed=options.seed,
+            )
+            examples.extend(
+                _text_examples(
+                    tokenizer,
+                    query_pairs,
+                    config,
+                    options,
+                    eos,
+                    repeats=config.train.query_repeats,
+                    task="seal-query",
+                )
+            )
+        log.info(
+            "Training a %.1fM-parameter T5 on %d n-gram examples (%d documents).",
+            num_parameters(model) / 1e6,
+            len(examples),
+            len(corpus.doc_ids),
+        )
+        stats = train(
+            model,
+            examples,
+            config.train,
+            checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
+            pad_id=model.config.pad_token_id,
+            progress_bar=progress_bar,
+        )
+        model = model.cpu().eval()
+        ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
+        lineage = [
+            {
+                "event": "build",
+                "corpus": corpus.source,
+                "documents": len(corpus.doc_ids),
+                "training_queries": 0 if training_queries is None else len(training_queries.qrels),
+                "examples": _count_tasks(examples),
+                "corpus_tokens": ngrams.total_tokens,
+                "training": asdict(stats),
+                "optimizer_updates": stats.optimizer_updates,
+                "seconds": round(time.monotonic() - started, 1),
+                "at": _now(),
+            }
+        ]
+        return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write the index to ``directory``; an existing index there is replaced only when complete."""
+        directory = Path(directory)
+        stage = staging_dir(directory)
+        try:
+            self.config.save(stage / "config.json")
+            self.model.save_pretrained(stage / "model", safe_serialization=True)
+            self.tokenizer.save_pretrained(stage / "model")
+            self.ngrams.save(stage / NGRAM_DIR)
+            save_documents(self.corpus, stage / "documents.jsonl")
+            if self.training_pairs:
+                save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
+            files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "library_version": dsi.__version__,
+                "created": _now(),
+                "num_docs": self.num_docs,
+                "docid_scheme": SCHEME,
+                # No docid symbols follow the text vocabulary.
+                "docid_offset": int(self.model.config.vocab_size),
+                "vocab_size": int(self.model.config.vocab_size),
+                "corpus_tokens": self.ngrams.total_tokens,
+                "parameters": num_parameters(self.model),
+                "versions": _versions(),
+                "lineage": self.lineage,
+                "checksums": {name: sha256_file(stage / name) for name in files},
+            }
+            atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+            publish_dir(stage, directory)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, verify: bool = True) -> NgramGenerativeIndex:
+        """Load an n-gram index directory, checking its format version, files and checksums."""
+        directory = _resolve_index_dir(Path(directory))
+        manifest = read_manifest(directory)
+        if manifest.get("docid_scheme") != SCHEME:
+            raise IndexLoadError(
+                f"Index {directory} uses {manifest.get('docid_scheme')!r} docids, not n-grams."
+            )
+        if verify:
+            verify_checksums(directory, manifest)
+        try:
+            config = IndexConfig.load(directory / "config.json")
+            SealOptions.from_config(config)
+            tokenizer = load_tokenizer(directory / "model")
+            from transformers import T5ForConditionalGeneration
+
+            model = T5ForConditionalGeneration.from_pretrained(
+                str(directory / "model"), use_safetensors=True
+            ).eval()
+            ngrams = NgramIndex.load(directory / NGRAM_DIR)
+            corpus = load_corpus(directory / "documents.jsonl")
+            pairs = load_training_pairs(directory / TRAINING_QUERIES_FILE)
+        except IndexLoadError:
+            raise
+        except Exception as exc:  # one sentence naming the index, whatever broke underneath
+            raise IndexLoadError(f"Index {directory} cannot be loaded: {exc}") from exc
+        if config.docids != SCHEME:
+            raise IndexLoadError(
+                f"Index {directory} is inconsistent: its manifest says n-gram docids but its "
+                f"config says {config.docids!r}."
+            )
+        if not manifest["num_docs"] == ngrams.num_docs == len(corpus.doc_ids):
+            raise IndexLoadError(
+                f"Index {directory} is inconsistent: manifest says {manifest['num_docs']} documents, "
+                f"the n-gram index holds {ngrams.num_docs} and documents.jsonl "
+                f"{len(corpus.doc_ids)}."
+            )
+        return cls(config, tokenizer, model, ngrams, corpus, manifest["lineage"], pairs)
+
+
+def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:
+    """The n-gram index over ``tokenize(title + " " + text)`` of every document (no EOS)."""
+    doc_tokens = tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
+    return NgramIndex.build(doc_tokens, separator=separator)
+
+
+def prepare_work_dir(state: Any, corpus: Corpus, config: IndexConfig, training, work_dir) -> None:
+    """Train the tokenizer in the main process first so every process reads the same one."""
+    with state.main_process_first():
+        _claim_work_dir(work_dir, _fingerprint(corpus, config, training))
+        _make_model(config, corpus.full_texts(), training, _NoSymbols(), work_dir)
+
+
+def _text_examples(
+    tokenizer: Any,
+    pairs: list[tuple[str, str]],
+    config: IndexConfig,
+    options: SealOptions,
+    eos: int,
+    repeats: int,
+    task: str,
+) -> ExampleSet:
+    """(source text, target text) pairs as examples; targets are cut to ``max_tokens`` + EOS."""
+    if not pairs:
+        return ExampleSet([], [], [])
+    sources = tokenizer([s for s, _ in pairs], add_special_tokens=False)["input_ids"]
+    targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    # A cut n-gram is still a prefix of a corpus n-gram, so decoding can reach it.
+    targets = [list(t[: options.max_tokens]) + [eos] for t in targets]
+    out = retrieval_examples(sources, targets, config.train, eos, repeats)
+    out.tasks = [task] * len(out)
+    return out
+
+
+# --------------------------------------------------------------------------- search
+class NgramRetriever(Retriever):
+    """Searches an :class:`NgramGenerativeIndex`: decode corpus n-grams, then score documents."""
+
+    def __init__(  # noqa: D107 - the trie processor of Retriever.__init__ does not apply here
+        self,
+        index: NgramGenerativeIndex,
+        device: str | torch.device | None = None,
+        num_beams: int | None = None,
+    ) -> None:
+        self.index = index
+        self.options = index.options
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = index.model.to(self.device).eval()
+        self.num_beams = num_beams or index.config.num_beams
+        # SEAL ranks n-grams by their summed token log-probabilities.
+        self.length_penalty = 0.0
+        cfg = self.model.config
+        self._eos = cfg.eos_token_id
+        self._pad = cfg.pad_token_id
+        self._processor = NgramLogitsProcessor(
+            index.ngrams,
+            decoder_start_token_id=cfg.decoder_start_token_id,
+            eos_token_id=cfg.eos_token_id,
+            pad_token_id=cfg.pad_token_id,
+            min_tokens=self.options.min_tokens,
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> NgramRetriever:
+        return cls(NgramGenerativeIndex.load(directory), device=device, **kwargs)
+
+    @property
+    def num_docs(self) -> int:
+        return self.index.num_docs
+
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> list[list[Hit]]:
+        """For each query, up to ``k`` documents containing the generated n-grams, best first.
+
+        ``num_beams`` n-grams are generated per query; unlike docid search it need not reach
+        ``k``, since one n-gram can point to many documents. Documents are ranked by SEAL's
+        score; if fewer than ``k`` score above 0 (e.g. a model that prefers frequent n-grams
+        no more than their corpus frequency predicts), documents containing the best generated
+        n-grams follow, scored by that n-gram's log-probability (negative, so below the rest).
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        generated = self.generate_ngrams(queries, batch_size=batch_size, num_beams=num_beams)
+        o = self.options
+        doc_ids = self.index.corpus.doc_ids
+        results = []
+        for ngrams in generated:
+            ranked = seal_score(
+                ngrams,
+                self.index.ngrams,
+                alpha=o.alpha,
+                beta=o.beta,
+                smoothing=o.smoothing,
+                max_occurrences=o.max_occurrences,
+                k=k,
+            )
+            if len(ranked) < k:
+                ranked += self._backfill(ngrams, {doc for doc, _ in ranked}, k - len(ranked))
+            results.append([Hit(doc_ids[doc], float(score)) for doc, score in ranked])
+        return results
+
+    def _backfill(
+        self, ngrams: list[tuple[tuple[int, ...], float]], taken: set[int], need: int
+    ) -> list[tuple[int, float]]:
+        """Up to ``need`` more documents, from the n-grams in decreasing log-probability."""
+        best: dict[tuple[int, ...], float] = {}
+        for ngram, logprob in ngrams:
+            best[ngram] = max(logprob, best.get(ngram, -math.inf))
+        out: list[tuple[int, float]] = []
+        index = self.index.ngrams
+        for ngram, logprob in sorted(best.items(), key=lambda item: (-item[1], item[0])):
+            # Listing the documents of very frequent n-grams is costly and says little.
+            if index.count(ngram) > self.options.max_occurrences:
+                continue
+            for doc in index.documents(ngram).tolist():
+                if doc not in taken:
+                    taken.add(doc)
+                    out.append((doc, logprob))
+                    if len(out) == need:
+                        return out
+        return out
+
+    def generate_ngrams(
+        self, queries: Sequence[str], batch_size: int = 32, num_beams: int | None = None
+    ) -> list[list[tuple[tuple[int, ...], float]]]:
+        """Per query, the decoded n-grams (token ids, no EOS) with their summed log-probs."""
+        if isinstance(queries, str):
+            raise TypeError("search() takes a list of queries; wrap a single query in a list.")
+        bad = [i for i, q in enumerate(queries) if not isinstance(q, str)]
+        if bad:
+            raise TypeError(f"Query {bad[0]} is a {type(queries[bad[0]]).__name__}, not a string.")
+        beams = num_beams or self.num_beams
+        out: list[list[tuple[tuple[int, ...], float]]] = []
+        for start in range(0, len(queries), batch_size):
+            out += self._generate_batch(list(queries[start : start + batch_size]), beams)
+        return out
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, queries: list[str], beams: int
+    ) -> list[list[tuple[tuple[int, ...], float]]]:
+        enc = self.index.tokenizer(
+            queries,
+            max_length=self.index.config.train.max_source_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        out = self.model.generate(
+            **enc,
+            num_beams=beams,
+            num_return_sequences=beams,
+            max_new_tokens=self.options.max_tokens + 1,
+            logits_processor=LogitsProcessorList([self._processor]),
+            length_penalty=0.0,
+            do_sample=False,
+            early_stopping=True,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        sequences = out.sequences[:, 1:].tolist()
+        scores = out.sequences_scores.tolist()
+        results = []
+        for row in range(len(queries)):
+            ngrams = []
+            for j in range(row * beams, (row + 1) * beams):
+                score = scores[j]
+                if not math.isfinite(score) or score <= _EMPTY_SLOT:
+                    continue  # fewer n-grams than beams: transformers fills the slot
+                tokens = sequences[j]
+                if self._eos in tokens:
+                    tokens = tokens[: tokens.index(self._eos)]
+                # An n-gram that ran to max_tokens has no EOS; pads only follow an EOS.
+                ngram = tuple(t for t in tokens if t != self._pad)
+                if ngram:
+                    ngrams.append((ngram, score))
+            results.append(ngrams)
+        return results

@@ -1,0 +1,452 @@
+"""Continual indexing on SciFact (DSI++ protocol): how much do additions forget, per strategy?
+
+    python experiments/continual.py                                  # full run (hours on CPU)
+    python experiments/continual.py --scale 0.05 --model-size tiny --embedder tfidf \\
+        --max-steps-per-step 30 --build-max-steps 60 --generator-max-steps 30   # a toy run
+
+SciFact's documents are shuffled with a fixed seed and split into D0 (60%) and D1..D4 (10%
+each); every query goes with the split of its latest relevant document (so once that split is
+indexed, all its relevant documents are). D0 is indexed once, with a query generator kept in
+the index, and its index is shared by every strategy. Then D1..D4 are added in turn by
+
+- ``finetune``: plain fine-tuning on the new documents (no replay);
+- ``queries``: replay of the real training queries of the documents already indexed;
+- ``generative``: replay of queries generated for them (DSI++'s generative memory);
+- ``generative_sam``: generative replay with sharpness-aware minimisation;
+- ``retrain``: a new index built from scratch on everything so far, with D0's budget.
+
+After every step, Hits@10 is measured on the test queries of each split indexed so far:
+``a[n][i]`` after step n on split i. From that matrix (DSI++, Mehta et al. 2023):
+A_n = mean_{i<=n} a[n][i], F_n = mean_{i<n} (max_{j<n} a[j][i] - a[n][i]),
+LA_n = mean_{i<=n} a[i][i]. Optimizer updates and forward/backward passes are counted per step.
+
+Results: ``<results>/continual.json`` (everything), ``continual.md`` (tables) and
+``continual.png`` (Hits@10 per step; needs matplotlib). Work (indexes after each step, per-step
+results) lives in ``--work``: a killed run continues from the last finished step when rerun with
+the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsi.config import AddConfig, IndexConfig, ModelConfig, TrainConfig  # noqa: E402
+from dsi.data import Corpus, load_corpus, load_qrels, load_queries  # noqa: E402
+from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
+from dsi.io import atomic_write_text  # noqa: E402
+from dsi.metrics import per_query  # noqa: E402
+from dsi.retriever import Retriever  # noqa: E402
+
+log = logging.getLogger("continual")
+ROOT = Path(__file__).resolve().parents[1]
+STRATEGIES = ("finetune", "queries", "generative", "generative_sam", "retrain")
+ADD_SETTINGS = {
+    "finetune": {"replay": "none"},
+    "queries": {"replay": "queries"},
+    "generative": {"replay": "generative"},
+    "generative_sam": {"replay": "generative", "sam": True},
+}
+SIZES = {
+    "default": ModelConfig(),
+    # Equal encoder and decoder depths: transformers 5's generation cache assumes them.
+    "small": ModelConfig(
+        d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=2, num_decoder_layers=2
+    ),
+    "tiny": ModelConfig(
+        vocab_size=500,
+        d_model=64,
+        d_ff=128,
+        d_kv=16,
+        num_heads=4,
+        num_layers=2,
+        num_decoder_layers=2,
+        dropout_rate=0.0,
+    ),
+}
+SPLITS = (0.6, 0.1, 0.1, 0.1, 0.1)
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class Task:
+    """One split: its documents and the test queries that go with it."""
+
+    corpus: Corpus
+    test_qids: list[str]
+
+
+def make_tasks(args, corpus: Corpus, test_qrels: dict[str, dict[str, int]]) -> list[Task]:
+    rng = random.Random(args.seed)
+    doc_ids = list(corpus.doc_ids)
+    if args.scale < 1.0:
+        doc_ids = rng.sample(doc_ids, max(len(SPLITS), round(args.scale * len(doc_ids))))
+    rng.shuffle(doc_ids)
+    bounds, start = [], 0
+    for i, share in enumerate(SPLITS):
+        end = len(doc_ids) if i == len(SPLITS) - 1 else start + round(share * len(doc_ids))
+        bounds.append((start, end))
+        start = end
+    split_of = {d: i for i, (a, b) in enumerate(bounds) for d in doc_ids[a:b]}
+    tasks = [Task(corpus.subset(doc_ids[a:b]), []) for a, b in bounds]
+    for i, task in enumerate(tasks):
+        task.corpus.source = f"D{i}"
+    for qid in sorted(test_qrels):
+        splits = [split_of[d] for d, g in test_qrels[qid].items() if g > 0 and d in split_of]
+        if splits:
+            tasks[max(splits)].test_qids.append(qid)
+    return tasks
+
+
+# ------------------------------------------------------------------------------ evaluation
+def evaluate(
+    index: GenerativeIndex,
+    tasks: list[Task],
+    upto: int,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    args,
+) -> dict[str, Any]:
+    """Hits@10 per split 0..upto (None for a split without test queries) and over all of them."""
+    qids = [q for task in tasks[: upto + 1] for q in task.test_qids]
+    known = set(index.docids.doc_ids)
+    judged = {q: {d: g for d, g in qrels[q].items() if d in known} for q in qids}
+    started = time.monotonic()
+    hits = Retriever(index, device=args.device).search(
+        [queries[q] for q in qids], k=10, batch_size=args.eval_batch_size
+    )
+    scores = per_query(
+        {q: [(h.doc_id, h.score) for h in row] for q, row in zip(qids, hits, strict=True)}, judged
+    )
+
+    def mean(ids: list[str]) -> float | None:
+        values = [scores[q]["Hits@10"] for q in ids if q in scores]
+        return sum(values) / len(values) if values else None
+
+    return {
+        "per_task": [mean(task.test_qids) for task in tasks[: upto + 1]],
+        "all": mean(qids),
+        "queries": len(scores),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def dsi_measures(a: list[list[float | None]]) -> list[dict[str, float | None]]:
+    """A_n, F_n and LA_n for every step n of the accuracy matrix ``a[n][i]`` (i <= n)."""
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    out = []
+    for n in range(len(a)):
+        forgetting = []
+        for i in range(n):
+            earlier = [a[j][i] for j in range(i, n) if a[j][i] is not None]
+            if earlier and a[n][i] is not None:
+                forgetting.append(max(earlier) - a[n][i])
+        out.append(
+            {
+                "A": mean(a[n][: n + 1]),
+                "F": mean(forgetting) if n else None,
+                "LA": mean([a[i][i] for i in range(n + 1)]),
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- the runs
+def base_config(args) -> IndexConfig:
+    options: dict[str, Any] = {}
+    if args.docids == "semantic":
+        options["embedder"] = args.embedder
+    config = IndexConfig(
+        docids=args.docids,
+        docid_options=options,
+        model_config=SIZES[args.model_size],
+        train=TrainConfig(max_minutes=args.build_minutes, max_steps=args.build_max_steps),
+        num_beams=10,
+        query_generator=True,
+    )
+    config.generator.train.max_minutes = args.generator_minutes
+    config.generator.train.max_steps = args.generator_max_steps
+    if args.model_size == "tiny":
+        config.generator.model_config = SIZES["tiny"]
+        config.train.warmup_steps = config.generator.train.warmup_steps = 20
+    return config
+
+
+def add_config(args, strategy: str) -> AddConfig:
+    return AddConfig(
+        **ADD_SETTINGS[strategy],
+        replay_ratio=args.replay_ratio,
+        max_minutes=args.minutes_per_step,
+        max_steps=args.max_steps_per_step,
+        train={"warmup_steps": args.add_warmup_steps},
+    )
+
+
+def run_step(work: Path, name: str, make, evaluate_index) -> dict[str, Any]:
+    """Run one step (``make`` returns an index and its lineage entry), or reuse its results."""
+    done = work / f"{name}.json"
+    if done.exists() and (work / name / "manifest.json").exists():
+        log.info("%s: already done, reusing it.", name)
+        return json.loads(done.read_text())
+    started = time.monotonic()
+    index, entry = make()
+    seconds = round(time.monotonic() - started, 1)
+    index.save(work / name)
+    result = {"entry": entry, "seconds": seconds, "eval": evaluate_index(index)}
+    atomic_write_text(done, json.dumps(result, indent=1) + "\n")
+    log.info("%s: %s", name, json.dumps(result["eval"]))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = Path(args.data)
+    corpus = load_corpus(data)
+    queries = load_queries(data / "queries.jsonl")
+    test_qrels = load_qrels(data / "qrels" / "test.tsv")
+    training = TrainingQueries(queries, load_qrels(data / "qrels" / "train.tsv"))
+    tasks = make_tasks(args, corpus, test_qrels)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise SystemExit(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
+
+    work = Path(args.work)
+    settings = {k: v for k, v in vars(args).items() if k not in ("strategies", "results", "work")}
+    settings = {
+        k: v for k, v in settings.items() if k not in ("device", "eval_batch_size", "progress")
+    }
+    stamp = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    previous = work / "settings.sha256"
+    if previous.exists() and previous.read_text().strip() != stamp:
+        log.warning("%s holds a run with other settings; starting afresh.", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / "settings.sha256", stamp + "\n")
+    log.info(
+        "Splits: %s documents, %s test queries.",
+        [len(t.corpus) for t in tasks],
+        [len(t.test_qids) for t in tasks],
+    )
+
+    config = base_config(args)
+
+    def scorer(upto: int):
+        return lambda index: evaluate(index, tasks, upto, queries, test_qrels, args)
+
+    def build(upto: int):
+        def make():
+            docs = Corpus.concat(t.corpus for t in tasks[: upto + 1])
+            docs.source = "+".join(f"D{i}" for i in range(upto + 1))
+            cfg = IndexConfig.from_dict(config.to_dict())
+            cfg.query_generator = upto == 0  # only the shared D0 index needs one
+            index = GenerativeIndex.build(
+                docs, cfg, training, work_dir=work / f".build{upto}", progress_bar=args.progress
+            )
+            shutil.rmtree(work / f".build{upto}", ignore_errors=True)
+            return index, index.lineage[-1]
+
+        return make
+
+    d0 = run_step(work, "d0", build(0), scorer(0))
+    results: dict[str, list[dict[str, Any]]] = {}
+    for strategy in strategies:
+        steps = [d0]
+        for n in range(1, len(tasks)):
+            name = f"{strategy}/step{n}"
+            (work / strategy).mkdir(exist_ok=True)
+            if strategy == "retrain":
+                make = build(n)
+            else:
+                previous = work / ("d0" if n == 1 else f"{strategy}/step{n - 1}")
+
+                def make(previous=previous, n=n, strategy=strategy):
+                    index = GenerativeIndex.load(previous)
+                    entry = index.add(
+                        tasks[n].corpus,
+                        training,
+                        add_config(args, strategy),
+                        progress_bar=args.progress,
+                        work_dir=work / strategy / f".add{n}",
+                    )
+                    shutil.rmtree(work / strategy / f".add{n}", ignore_errors=True)
+                    return index, entry
+
+            steps.append(run_step(work, name, make, scorer(n)))
+        results[strategy] = steps
+        write_report(args, tasks, d0, results)
+    write_report(args, tasks, d0, results)
+    return 0
+
+
+# ------------------------------------------------------------------------------- report
+def summarize(steps: list[dict[str, Any]], shared_d0: bool) -> dict[str, Any]:
+    a = [s["eval"]["per_task"] for s in steps]
+    measures = dsi_measures(a)
+    train = [s["entry"]["training"] for s in steps]
+    # The D0 build is shared by every strategy; only what comes after it is the strategy's cost.
+    later = train[1:]
+    return {
+        "a": a,
+        "hits10_all": [s["eval"]["all"] for s in steps],
+        "hits10_d0": [row[0] for row in a],
+        "measures": measures,
+        "updates_per_step": [t["optimizer_updates"] for t in train],
+        "passes_per_step": [t["forward_backward_passes"] for t in train],
+        "seconds_per_step": [s["seconds"] for s in steps],
+        "updates_after_d0": sum(t["optimizer_updates"] for t in later),
+        "passes_after_d0": sum(t["forward_backward_passes"] for t in later),
+        "seconds_after_d0": round(sum(s["seconds"] for s in steps[1:]), 1),
+        "shared_d0": shared_d0,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict]]) -> None:
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {name: summarize(steps, True) for name, steps in results.items()}
+    report = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "splits": {
+            "documents": [len(t.corpus) for t in tasks],
+            "test_queries": [len(t.test_qids) for t in tasks],
+        },
+        "definitions": {
+            "a[n][i]": "Hits@10 on the test queries of split i after step n",
+            "A_n": "mean over i<=n of a[n][i]",
+            "F_n": "mean over i<n of max_{j<n} a[j][i] - a[n][i]",
+            "LA_n": "mean over i<=n of a[i][i]",
+        },
+        "d0": d0,
+        "strategies": summary,
+        "steps": results,
+    }
+    atomic_write_text(out / "continual.json", json.dumps(report, indent=1) + "\n")
+
+    last = len(tasks) - 1
+    lines = [
+        "# Continual indexing on SciFact (DSI++ protocol)",
+        "",
+        f"Documents per split D0..D{last}: {report['splits']['documents']}; test queries: "
+        f"{report['splits']['test_queries']}. Model `{args.model_size}`, docids `{args.docids}`"
+        f"{' (' + args.embedder + ')' if args.docids == 'semantic' else ''}, scale {args.scale}, "
+        f"budget per addition: {args.minutes_per_step} min / {args.max_steps_per_step} steps, "
+        f"per build: {args.build_minutes} min / {args.build_max_steps} steps.",
+        "",
+        f"Measures after the last step (n = {last}), Hits@10; updates and passes count the "
+        "training after the shared D0 index.",
+        "",
+        "| strategy | A_n | F_n (lower is better) | LA_n | Hits@10 all | Hits@10 D0 | "
+        "optimizer updates | forward/backward passes | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        m = s["measures"][-1]
+        lines.append(
+            f"| {name} | {_fmt(m['A'])} | {_fmt(m['F'])} | {_fmt(m['LA'])} | "
+            f"{_fmt(s['hits10_all'][-1])} | {_fmt(s['hits10_d0'][-1])} | {s['updates_after_d0']} | "
+            f"{s['passes_after_d0']} | {s['seconds_after_d0'] / 60:.1f} |"
+        )
+    lines += [
+        "",
+        "Hits@10 on all test queries indexed so far / on D0's test queries, after each step:",
+        "",
+        "| strategy | " + " | ".join(f"step {n}" for n in range(last + 1)) + " |",
+        "|---|" + "---|" * (last + 1),
+    ]
+    for name, s in summary.items():
+        cells = [
+            f"{_fmt(x)} / {_fmt(y)}" for x, y in zip(s["hits10_all"], s["hits10_d0"], strict=False)
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "A_n = mean_{i≤n} a_{n,i}; F_n = mean_{i<n} (max_{j<n} a_{j,i} − a_{n,i}); "
+        "LA_n = mean_{i≤n} a_{i,i}, where a_{n,i} is Hits@10 on split i's test queries after "
+        "step n.",
+        "",
+    ]
+    atomic_write_text(out / "continual.md", "\n".join(lines))
+    plot(summary, out / "continual.png")
+
+
+def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: %s was not written.", path)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for name, s in summary.items():
+        steps = list(range(len(s["hits10_all"])))
+        axes[0].plot(steps, [_nan(v) for v in s["hits10_all"]], marker="o", label=name)
+        axes[1].plot(steps, [_nan(v) for v in s["hits10_d0"]], marker="o", label=name)
+    axes[0].set_title("Hits@10, test queries of D0..Dn")
+    axes[1].set_title("Hits@10, test queries of D0")
+    for ax in axes:
+        ax.set_xticks(range(max(len(s["hits10_all"]) for s in summary.values())))
+        ax.set_xlabel("step n (documents D0..Dn indexed)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Hits@10")
+    axes[1].legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the documents to use")
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--minutes-per-step", type=float, default=5.0, help="budget of each addition")
+    p.add_argument("--max-steps-per-step", type=int, default=None)
+    p.add_argument("--build-minutes", type=float, default=20.0, help="D0 and each retraining")
+    p.add_argument("--build-max-steps", type=int, default=None)
+    p.add_argument("--generator-minutes", type=float, default=5.0)
+    p.add_argument("--generator-max-steps", type=int, default=None)
+    p.add_argument("--add-warmup-steps", type=int, default=100)
+    p.add_argument("--replay-ratio", type=float, default=1.0)
+    p.add_argument("--docids", default="semantic", choices=["semantic", "atomic", "naive"])
+    p.add_argument("--embedder", default="minilm", choices=["minilm", "tfidf"])
+    p.add_argument("--model-size", default="default", choices=sorted(SIZES))
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--device", default=None)
+    p.add_argument("--eval-batch-size", type=int, default=32)
+    p.add_argument("--progress", action="store_true", help="show training progress bars")
+    p.add_argument("--results", default=str(ROOT / "experiments" / "results"))
+    p.add_argument("--work", default=str(ROOT / "experiments" / "work" / "continual"))
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""N-gram identifiers (SEAL): build -> decode corpus n-grams -> score documents -> save -> load."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from dsi.cli import main
+from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
+from dsi.retriever import Retriever
+from dsi.seal import NgramGenerativeIndex, NgramRetriever
+from tests.conftest import random_corpus, tiny_config
+
+
+def _contains(haystack: list[int], needle: tuple[int, ...]) -> bool:
+    n = len(needle)
+    return any(tuple(haystack[i : i + n]) == needle for i in range(len(haystack) - n + 1))
+
+
+@pytest.fixture(scope="module")
+def built():
+    corpus = random_corpus(random.Random(5), 10)
+    training = TrainingQueries(
+        {"q0": corpus.titles[0], "q1": corpus.texts[4][:40]}, {"q0": {"d0": 1}, "q1": {"d4": 1}}
+    )
+    index = NgramGenerativeIndex.build(
+        corpus, tiny_config("ngram", steps=20), training, progress_bar=False
+    )
+    queries = corpus.texts[:5] + [corpus.titles[7], "", "unrelated words"]
+    return index, queries
+
+
+@pytest.fixture(scope="module")
+def saved(built, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("seal") / "idx"
+    built[0].save(directory)
+    return directory
+
+
+def test_trained_on_span_and_query_pairs(built):
+    index, _ = built
+    examples = index.lineage[0]["examples"]
+    assert examples["seal-span"] > 0 and examples["seal-query"] > 0
+    # Targets are text: the model has no docid symbols beyond the tokenizer's vocabulary.
+    assert index.model.config.vocab_size == len(index.tokenizer)
+
+
+def test_every_generated_ngram_occurs_in_the_corpus(built):
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    generated = retriever.generate_ngrams(queries, batch_size=3, num_beams=6)
+    assert len(generated) == len(queries)
+    doc_tokens = [index.ngrams.doc_tokens(i).tolist() for i in range(index.num_docs)]
+    for ngrams in generated:
+        assert ngrams
+        for ngram, logprob in ngrams:
+            assert 1 <= len(ngram) <= retriever.options.max_tokens
+            assert index.ngrams.count(ngram) > 0
+            assert any(_contains(doc, ngram) for doc in doc_tokens)
+            assert logprob < 0
+
+
+def test_every_hit_contains_a_generated_ngram(built):
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    generated = retriever.generate_ngrams(queries, num_beams=6)
+    results = retriever.search(queries, k=4, num_beams=6)
+    position = index.corpus.positions()
+    texts = index.tokenizer(index.corpus.full_texts(), add_special_tokens=False)["input_ids"]
+    for hits, ngrams in zip(results, generated, strict=True):
+        assert 1 <= len(hits) <= 4
+        assert len({h.doc_id for h in hits}) == len(hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        for hit in hits:
+            assert any(_contains(texts[position[hit.doc_id]], n) for n, _ in ngrams)
+
+
+def test_save_load_search_is_identical(built, saved):
+    index, queries = built
+    before = NgramRetriever(index, device="cpu").search(queries, k=5, batch_size=4)
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["docid_scheme"] == "ngram"
+    assert "ngram_index/tokens.npy" in manifest["checksums"]
+    assert json.loads((saved / "config.json").read_text())["docids"] == "ngram"
+    loaded = Retriever.load(saved, device="cpu")
+    assert isinstance(loaded, NgramRetriever)
+    after = loaded.search(queries, k=5, batch_size=4)
+    assert [[h.doc_id for h in hits] for hits in after] == [
+        [h.doc_id for h in hits] for hits in before
+    ]
+    for a, b in zip(after, before, strict=True):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+
+
+def test_loading_validates_the_directory(saved, tmp_path):
+    import shutil
+
+    with pytest.raises(IndexLoadError, match="n-gram identifiers"):
+        GenerativeIndex.load(saved)
+    directory = tmp_path / "idx"
+    shutil.copytree(saved, directory)
+    sa = directory / "ngram_index" / "sa.npy"
+    data = bytearray(sa.read_bytes())
+    data[-1] ^= 0xFF
+    sa.write_bytes(bytes(data))
+    with pytest.raises(IndexLoadError, match="sa.npy does not match its checksum"):
+        NgramGenerativeIndex.load(directory)
+
+
+def test_cli_index_and_search(tmp_path, capsys):
+    corpus = random_corpus(random.Random(2), 6)
+    path = tmp_path / "corpus.jsonl"
+    with path.open("w") as handle:
+        for doc_id, title, text in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True):
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    tiny = tiny_config("ngram").to_dict()
+    settings = [f"model_config.{k}={v}" for k, v in tiny["model_config"].items()]
+    settings += ["train.batch_size=8", "train.warmup_steps=2", "num_beams=4"]
+    output = tmp_path / "idx"
+    args = ["index", "--corpus", str(path), "--output", str(output), "--docids", "ngram"]
+    args += [x for s in settings for x in ("--set", s)]
+    assert main([*args, "--max-steps", "3", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["docids"] == "ngram" and report["documents"] == 6
+    assert main(["search", "--index", str(output), "-k", "3", "--quiet", corpus.texts[0]]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert 1 <= len(record["hits"]) <= 3
+    assert {h["doc_id"] for h in record["hits"]} <= set(corpus.doc_ids)
