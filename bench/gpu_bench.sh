@@ -16,6 +16,8 @@ set -euo pipefail
 OUT=${OUT:-runs/gpu_bench}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-0}  # 1: a few steps and queries only, to check the script itself (e.g. on a CPU)
+# SYNTHETIC=1 uses the random corpora even where ../shared/data/scifact exists.
 VENV=${VENV:-/tmp/dsi-gpu-venv}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
@@ -35,12 +37,13 @@ PIP=("$VENV/bin/python" -m pip)
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
-if ! python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-    log "no CUDA torch in the image: installing torch from the registry"
+if ! python -c 'import torch, sys; sys.exit(sys.argv[1] == "cuda" and not torch.cuda.is_available())' \
+    "${DEVICE%%:*}" 2>/dev/null; then
+    log "no usable torch here: installing torch from the registry"
     "${PIP[@]}" install -q torch
 fi
 if compgen -G ".whl/*.whl" >/dev/null; then
-    "${PIP[@]}" install -q --no-index --no-deps .whl/*.whl
+    "${PIP[@]}" install -q --no-index --no-deps .whl/*.whl || log "the wheels in .whl do not fit here"
 fi
 # The package itself, without letting pip replace the image's torch or transformers.
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e . \
@@ -70,33 +73,43 @@ EOF
 cat "$OUT/environment.json" >&2
 
 status=0
-run() {  # run NAME COMMAND...: stdout to $OUT/NAME.json, stderr to $OUT/NAME.log
+# One log for all (the device tool brings back at most 8 files from $OUT).
+: >"$OUT/gpu_bench.log"
+run() {  # run NAME COMMAND...: stdout to $OUT/NAME.json, stderr appended to $OUT/gpu_bench.log
     local name=$1
     shift
     log "$name: $*"
-    if "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"; then
+    echo "=== $name: $*" >>"$OUT/gpu_bench.log"
+    if "$@" >"$OUT/$name.json" 2>>"$OUT/gpu_bench.log"; then
         cat "$OUT/$name.json"
     else
-        log "$name failed; see $OUT/$name.log"
-        tail -n 20 "$OUT/$name.log" >&2
+        log "$name failed; see $OUT/gpu_bench.log"
+        tail -n 20 "$OUT/gpu_bench.log" >&2
         status=1
     fi
 }
 
-run train_default python bench/train_bench.py --device "$DEVICE" --size default \
-    --steps 200 --warmup 20 --repeats 3 --threads 8
-run train_t5small python bench/train_bench.py --device "$DEVICE" --size t5-small \
-    --steps 100 --warmup 10 --repeats 3 --threads 8
+if [ "$QUICK" = 1 ]; then
+    train=(--steps 2 --warmup 1 --repeats 1 --threads 2)
+    decode=(--beams 1 10 --batches 1 8 --queries 8 --queries-batch1 2 --repeats 1 --threads 2)
+    small=300 large=600 large_decode=("${decode[@]}")
+else
+    train=(--steps 200 --warmup 20 --repeats 3 --threads 8)
+    decode=(--threads 8)
+    small=5000 large=100000
+    large_decode=(--threads 8 --beams 10 20 --batches 32 128 --queries 256)
+fi
+run train_default python bench/train_bench.py --device "$DEVICE" --size default "${train[@]}"
+run train_t5small python bench/train_bench.py --device "$DEVICE" --size t5-small "${train[@]}"
 
-if [ -d ../shared/data/scifact ]; then
-    run decode_scifact python bench/decode_bench.py --device "$DEVICE" --threads 8 \
-        --data ../shared/data/scifact
+if [ -d ../shared/data/scifact ] && [ "${SYNTHETIC:-0}" != 1 ]; then
+    run decode_scifact python bench/decode_bench.py --device "$DEVICE" "${decode[@]}"
 else
     # Only the repo travels to the GPU machine: a random corpus the size of SciFact, and a
     # larger one to see how decoding scales with the number of docids.
-    run decode_synthetic5k python bench/decode_bench.py --device "$DEVICE" --threads 8 \
-        --synthetic 5000
-    run decode_synthetic100k python bench/decode_bench.py --device "$DEVICE" --threads 8 \
-        --synthetic 100000 --beams 10 20 --batches 32 128 --queries 256
+    run decode_synthetic_small python bench/decode_bench.py --device "$DEVICE" \
+        --synthetic "$small" "${decode[@]}"
+    run decode_synthetic_large python bench/decode_bench.py --device "$DEVICE" \
+        --synthetic "$large" "${large_decode[@]}"
 fi
 exit $status

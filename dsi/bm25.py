@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import bm25s
 import Stemmer
 
 from dsi.data import Corpus
+
+# bm25s sets its own logger to DEBUG on import, which floods every command's output.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 class BM25Retriever:

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    _quiet_dependencies()
     from dsi.data import DataError
     from dsi.index import IndexLoadError
 
@@ -33,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dsi: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+
+
+def _quiet_dependencies() -> None:
+    """Keep our own progress bars and log lines; silence the chatter of libraries underneath."""
+    for name in ("bm25s", "faiss", "faiss.loader", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -576,11 +576,6 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexLoadError(f"Index manifest {path} is not valid JSON ({exc}).") from exc
-    sealed = isinstance(manifest, dict) and MANIFEST_DIGEST in manifest
-    if sealed and manifest[MANIFEST_DIGEST] != _manifest_digest(manifest):
-        raise IndexLoadError(
-            f"Index manifest {path} is corrupted: its contents do not match its own checksum."
-        )
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexLoadError(f"{path} is not a dsi index manifest.")
     version = manifest.get("format_version")
@@ -588,6 +583,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise IndexLoadError(
             f"Index {directory} has format version {version}, but dsi {dsi.__version__} reads "
             f"format version {FORMAT_VERSION}; rebuild the index with this version."
+        )
+    # After the version check: another format version may seal its manifest differently.
+    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != _manifest_digest(manifest):
+        raise IndexLoadError(
+            f"Index manifest {path} is corrupted: its contents do not match its own checksum."
         )
     missing = {"num_docs", "docid_offset", "checksums", "lineage"} - set(manifest)
     if missing:

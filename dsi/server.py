@@ -70,6 +70,11 @@ class ServerSettings:
             raise ValueError("Server settings batch_size and max_pending must be at least 1.")
         if self.max_wait_ms < 0:
             raise ValueError("Server setting max_wait_ms cannot be negative.")
+        if self.max_pending < self.max_queries:
+            raise ValueError(
+                f"Server setting max_pending ({self.max_pending}) must be at least max_queries "
+                f"({self.max_queries}), or the largest requests could never be queued."
+            )
 
 
 @dataclass
@@ -219,7 +224,11 @@ class MicroBatcher:
                         _fail(request, single)
 
     def _beam_key(self, k: int) -> int:
-        """Requests whose k gives the same beam width decode identically up to truncation."""
+        """Requests whose k gives the same beam width decode identically up to truncation.
+
+        Mirrors ``Retriever.search``: beams = max(num_beams, min(k, num_docs)); a backend without
+        ``num_beams`` is grouped by k itself.
+        """
         beams = getattr(self.retriever, "num_beams", None)
         if isinstance(beams, int):
             return max(beams, min(k, self.retriever.num_docs))

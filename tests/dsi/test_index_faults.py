@@ -175,7 +175,7 @@ def edit_manifest(directory: Path, change: Callable[[dict], object], digest: str
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
     result = change(manifest)
-    if result is not None:
+    if isinstance(result, list):  # the edit replaced the whole manifest
         manifest = result
     if digest == "dropped" and isinstance(manifest, dict):
         manifest.pop(MANIFEST_DIGEST, None)
@@ -231,7 +231,7 @@ def test_tampered_manifest_is_refused(copy, edit, digest, record_property) -> No
     record_property("faults", 1)
     with pytest.raises(IndexLoadError) as exc:
         GenerativeIndex.load(copy)
-    if digest == "stale" and edit != "not-an-object":
+    if digest == "stale" and edit not in ("not-an-object", "format-other", "format-version-string"):
         assert_clear(exc, "contents do not match its own checksum")
     else:
         assert_clear(exc, reason)

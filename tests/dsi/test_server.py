@@ -91,7 +91,8 @@ def reference(index_dir) -> Retriever:
 @pytest.fixture(scope="module")
 def live(index_dir) -> Iterator[LiveServer]:
     retriever = Retriever.load(index_dir, device="cpu")
-    settings_ = ServerSettings(max_wait_ms=20, index_path=str(index_dir), **BOUNDS)
+    # A wide batching window, so that concurrent test requests surely meet.
+    settings_ = ServerSettings(max_wait_ms=50, index_path=str(index_dir), **BOUNDS)
     with LiveServer(create_app(retriever, settings_)) as server:
         yield server
 
@@ -386,12 +387,14 @@ def test_decoding_error_is_a_500_for_that_request_only(index_dir, reference) -> 
 
 def test_full_queue_answers_503_and_recovers(index_dir) -> None:
     backend = Exploding(Retriever.load(index_dir, device="cpu"), delay=0.5)
-    app = create_app(backend, ServerSettings(max_wait_ms=0, max_pending=3, **BOUNDS))
+    bounds = {**BOUNDS, "max_queries": 2, "max_pending": 3, "max_wait_ms": 0}
+    app = create_app(backend, ServerSettings(**bounds))
 
     async def send(url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as c:
             first = asyncio.ensure_future(c.post("/search", json={"queries": ["a", "b"]}))
-            await asyncio.sleep(0.2)  # the first request is decoding now
+            while (await c.get("/stats")).json()["pending"] < 2:  # until it is decoding
+                await asyncio.sleep(0.01)
             second = await c.post("/search", json={"queries": ["c", "d"]})
             return [await first, second]
 
@@ -414,11 +417,37 @@ def test_client_that_gives_up_does_not_stall_the_worker(index_dir) -> None:
         assert reply.status_code == 200 and len(reply.json()["results"][0]) == 2
 
 
+def test_max_batch_closes_a_batch_early(index_dir, reference) -> None:
+    """With max_batch=2, four one-query requests make exactly two decode calls of two, however
+    long the wait bound (it is only an upper bound)."""
+    retriever = Retriever.load(index_dir, device="cpu")
+    app = create_app(retriever, ServerSettings(max_batch=2, max_wait_ms=5_000, **BOUNDS))
+    queries = ["river", "stone", "amber", "birch"]
+
+    async def send(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as c:
+            return await asyncio.gather(
+                *(c.post("/search", json={"queries": [q], "k": 3}) for q in queries)
+            )
+
+    with LiveServer(app) as server:
+        started = time.monotonic()
+        replies = asyncio.run(send(server.url))
+        assert time.monotonic() - started < 4, "full batches do not wait for the bound"
+        for query, reply in zip(queries, replies, strict=True):
+            assert_same(reply.json()["results"], reference.search([query], k=3))
+        with client(server.url) as c:
+            stats = c.get("/stats").json()
+    assert (stats["decode_batches"], stats["largest_batch"]) == (2, 2)
+
+
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="max_k must be at least 1"):
         ServerSettings(max_k=0)
     with pytest.raises(ValueError, match="max_wait_ms cannot be negative"):
         ServerSettings(max_wait_ms=-1)
+    with pytest.raises(ValueError, match="max_pending"):
+        ServerSettings(max_pending=10, max_queries=64)
 
 
 # ----------------------------------------------------------------------------- dsi serve
