@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from docid._io import atomic_write_text
+from dsi.io import atomic_write_text
 
 FORMAT_VERSION = 1
 DOCIDS_FILE = "docids.jsonl"

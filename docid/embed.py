@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from docid._io import atomic_write_bytes, atomic_write_text
 from docid.base import DocidError
+from dsi.io import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from docid._io import atomic_write_bytes
 from docid.base import (
     DOCIDS_FILE,
     VOCAB_FILE,
@@ -35,6 +34,7 @@ from docid.base import (
     register_scheme,
 )
 from docid.embed import MiniLMEmbedder, TfidfEmbedder, resolve_method
+from dsi.io import atomic_write_bytes
 
 TREE_FILE = "docid_tree.safetensors"
 TFIDF_PREFIX = "docid_tfidf"

@@ -49,7 +49,7 @@ from dsi.model import (
     train_tokenizer,
 )
 from dsi.pseudo_queries import QueryGenerator
-from dsi.train import train
+from dsi.train import TrainStats, train
 from trie.prefix import PrefixTrie
 
 log = logging.getLogger(__name__)
@@ -170,20 +170,7 @@ class GenerativeIndex:
                     task="pseudo",
                 )
             )
-        log.info(
-            "Training a %.1fM-parameter T5 on %d examples (%d documents).",
-            num_parameters(model) / 1e6,
-            len(examples),
-            len(corpus.doc_ids),
-        )
-        stats = train(
-            model,
-            examples,
-            config.train,
-            checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
-            pad_id=model.config.pad_token_id,
-            progress_bar=progress_bar,
-        )
+        stats = train_model(model, examples, config, len(corpus.doc_ids), work_dir, progress_bar)
         model = model.cpu().eval()
         trie = PrefixTrie.from_sequences(targets)
         lineage = [
@@ -563,6 +550,31 @@ def _manifest_digest(manifest: Mapping[str, Any]) -> str:
     body = {key: value for key, value in manifest.items() if key != MANIFEST_DIGEST}
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def train_model(
+    model: torch.nn.Module,
+    examples: ExampleSet,
+    config: IndexConfig,
+    num_docs: int,
+    work_dir: Path | None,
+    progress_bar: bool,
+) -> TrainStats:
+    """Train on ``examples``, checkpointing into ``work_dir`` so an interrupted build resumes."""
+    log.info(
+        "Training a %.1fM-parameter T5 on %d examples (%d documents).",
+        num_parameters(model) / 1e6,
+        len(examples),
+        num_docs,
+    )
+    return train(
+        model,
+        examples,
+        config.train,
+        checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
+        pad_id=model.config.pad_token_id,
+        progress_bar=progress_bar,
+    )
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -51,12 +51,12 @@ from dsi.index import (
     read_manifest,
     save_documents,
     save_training_pairs,
+    train_model,
     verify_checksums,
 )
 from dsi.io import atomic_write_text, publish_dir, sha256_file, staging_dir
 from dsi.model import load_tokenizer, num_parameters
 from dsi.retriever import _EMPTY_SLOT, Hit, Retriever
-from dsi.train import train
 from trie.fmindex import NgramIndex
 from trie.ngram_processor import NgramLogitsProcessor
 
@@ -199,20 +199,7 @@ class NgramGenerativeIndex:
                     task="seal-query",
                 )
             )
-        log.info(
-            "Training a %.1fM-parameter T5 on %d n-gram examples (%d documents).",
-            num_parameters(model) / 1e6,
-            len(examples),
-            len(corpus.doc_ids),
-        )
-        stats = train(
-            model,
-            examples,
-            config.train,
-            checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
-            pad_id=model.config.pad_token_id,
-            progress_bar=progress_bar,
-        )
+        stats = train_model(model, examples, config, len(corpus.doc_ids), work_dir, progress_bar)
         model = model.cpu().eval()
         ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
         lineage = [

@@ -64,14 +64,14 @@ plain numeric ``tokens.npy``, ``sa.npy``, ``doc_starts.npy``; no pickle.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from pydivsufsort import divsufsort
+
+from dsi.io import atomic_open, atomic_write_bytes
 
 FORMAT = "dsi-ngram-index"
 VERSION = 1
@@ -403,7 +403,7 @@ class NgramIndex:
                 for name, a in arrays.items()
             },
         }
-        _atomic_write(directory / HEADER_NAME, json.dumps(header, indent=2).encode("utf-8"))
+        atomic_write_bytes(directory / HEADER_NAME, json.dumps(header, indent=2).encode("utf-8"))
         names.append(HEADER_NAME)
         return names
 
@@ -505,27 +505,6 @@ def _header_problem(header: object) -> str | None:
     return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        np.save(handle, array, allow_pickle=False)
