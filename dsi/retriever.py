@@ -34,6 +34,40 @@ class DecodingError(RuntimeError):
     """Constrained decoding produced something that is not a docid of the index."""
 
 
+def constrained_generate(
+    model, enc, beams: int, max_new_tokens: int, processor, length_penalty: float = 0.0
+) -> tuple[list[list[int]], list[float]]:
+    """``beams`` decoded sequences per input (without the start token) and their log-probabilities.
+
+    With one beam transformers decodes greedily and returns no sequence scores, so they are summed
+    from the raw logits; ``processor`` must then not mask in place (it would mask those logits).
+    """
+    greedy = beams == 1
+    out = model.generate(
+        **enc,
+        num_beams=beams,
+        num_return_sequences=beams,
+        max_new_tokens=max_new_tokens,
+        logits_processor=LogitsProcessorList([processor]),
+        do_sample=False,
+        output_logits=greedy,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **({} if greedy else {"length_penalty": length_penalty, "early_stopping": True}),
+    )
+    if not greedy:
+        scores = out.sequences_scores
+    else:
+        # Log-probabilities over the whole vocabulary, as beam search scores them.
+        generated = out.sequences[:, 1:]
+        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1)
+        steps = logprobs.gather(2, generated.unsqueeze(-1)).squeeze(-1)
+        is_eos = (generated == model.config.eos_token_id).long()
+        after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0  # padding after the first EOS
+        scores = steps.masked_fill(after_eos, 0.0).sum(dim=1)
+    return out.sequences[:, 1:].tolist(), scores.tolist()
+
+
 class Retriever:
     """Searches a :class:`GenerativeIndex` in batches; ``Retriever.load(dir)`` opens a saved one."""
 
@@ -60,6 +94,12 @@ class Retriever:
             pad_token_id=cfg.pad_token_id,
             # Beam search never reads the raw scores again, so masking them in place is safe.
             inplace=True,
+        )
+        self._greedy_processor = TrieLogitsProcessor(
+            index.trie,
+            decoder_start_token_id=cfg.decoder_start_token_id,
+            eos_token_id=cfg.eos_token_id,
+            pad_token_id=cfg.pad_token_id,
         )
         self._max_new_tokens = max(map(len, index.docids.sequences)) + 1
 
@@ -105,20 +145,14 @@ class Retriever:
         enc = self.index.tokenizer(
             queries, max_length=max_len, truncation=True, padding=True, return_tensors="pt"
         ).to(self.device)
-        out = self.model.generate(
-            **enc,
-            num_beams=beams,
-            num_return_sequences=beams,
-            max_new_tokens=self._max_new_tokens,
-            logits_processor=LogitsProcessorList([self._processor]),
-            length_penalty=self.length_penalty,
-            do_sample=False,
-            early_stopping=True,
-            output_scores=True,
-            return_dict_in_generate=True,
+        sequences, scores = constrained_generate(
+            self.model,
+            enc,
+            beams,
+            self._max_new_tokens,
+            self._processor if beams > 1 else self._greedy_processor,
+            self.length_penalty,
         )
-        sequences = out.sequences[:, 1:].tolist()
-        scores = out.sequences_scores.tolist()
         results = []
         for row in range(len(queries)):
             hits: list[Hit] = []

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessorList
 
 import dsi
 from docid.ngram import seal_score, supervised_pairs, unsupervised_pairs
@@ -56,7 +55,7 @@ from dsi.index import (
 )
 from dsi.io import atomic_write_text, publish_dir, sha256_file, staging_dir
 from dsi.model import load_tokenizer, num_parameters
-from dsi.retriever import _EMPTY_SLOT, Hit, Retriever
+from dsi.retriever import _EMPTY_SLOT, Hit, Retriever, constrained_generate
 from trie.fmindex import NgramIndex
 from trie.ngram_processor import NgramLogitsProcessor
 
@@ -449,20 +448,9 @@ class NgramRetriever(Retriever):
             padding=True,
             return_tensors="pt",
         ).to(self.device)
-        out = self.model.generate(
-            **enc,
-            num_beams=beams,
-            num_return_sequences=beams,
-            max_new_tokens=self.options.max_tokens + 1,
-            logits_processor=LogitsProcessorList([self._processor]),
-            length_penalty=0.0,
-            do_sample=False,
-            early_stopping=True,
-            output_scores=True,
-            return_dict_in_generate=True,
+        sequences, scores = constrained_generate(
+            self.model, enc, beams, self.options.max_tokens + 1, self._processor, 0.0
         )
-        sequences = out.sequences[:, 1:].tolist()
-        scores = out.sequences_scores.tolist()
         results = []
         for row in range(len(queries)):
             ngrams = []

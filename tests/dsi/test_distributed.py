@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from dsi.retriever import Retriever
 from tests.conftest import REPO
 from tests.dsi.test_cli import TINY, write_corpus
@@ -27,7 +25,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_processes_train_one_loadable_index(tmp_path):
     # 40 documents, batch 8: the ranks split each epoch's batches between them.
     corpus = write_corpus(tmp_path / "corpus.jsonl", n_docs=40)

@@ -111,3 +111,17 @@ def test_search_rejects_bad_arguments(saved_index):
         retriever.search("a single string", k=3)
     with pytest.raises(ValueError, match="k must be at least 1"):
         retriever.search(["q"], k=0)
+
+
+def test_one_beam_decodes_greedily_with_the_same_scores_as_beam_search(saved_index):
+    retriever = Retriever.load(saved_index, device="cpu")
+    queries = ["river stone", "amber birch quartz", ""]
+    greedy = retriever.search(queries, k=1, num_beams=1)
+    for hits in greedy:
+        assert len(hits) == 1 and hits[0].doc_id in retriever.index.docids
+    # Greedy picks the best token each step; its docid's score is the same log-probability
+    # beam search gives that docid.
+    beam = retriever.search(queries, k=8, num_beams=8)
+    for (g,), ranked in zip(greedy, beam, strict=True):
+        score = {h.doc_id: h.score for h in ranked}[g.doc_id]
+        assert g.score == pytest.approx(score, abs=1e-4)
