@@ -46,6 +46,17 @@ def _quiet_dependencies() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _add_training_query_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queries", default=None, help="training queries (jsonl/tsv)")
+    p.add_argument("--qrels", default=None, help="training judgements for --queries")
+    p.add_argument(
+        "--train-split",
+        default="train",
+        help="for a BEIR folder: the qrels split whose queries train retrieval, if it exists",
+    )
+    p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsi", description=__doc__)
     from dsi import __version__
@@ -68,14 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one setting, e.g. train.batch_size=32 or docid_options.k=8 (repeatable)",
     )
-    p.add_argument("--queries", default=None, help="training queries (jsonl/tsv)")
-    p.add_argument("--qrels", default=None, help="training judgements for --queries")
-    p.add_argument(
-        "--train-split",
-        default="train",
-        help="for a BEIR folder: the qrels split whose queries train retrieval, if it exists",
-    )
-    p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
+    _add_training_query_args(p)
     p.add_argument(
         "--skip-empty", action="store_true", help="leave out documents whose text is empty"
     )
@@ -114,14 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="index directory to extend")
     p.add_argument("--corpus", required=True, help="the new documents: BEIR folder, .jsonl or .tsv")
     p.add_argument("--output", default=None, help="index directory to write (default: --index)")
-    p.add_argument("--queries", default=None, help="training queries of the new documents")
-    p.add_argument("--qrels", default=None, help="training judgements for --queries")
-    p.add_argument(
-        "--train-split",
-        default="train",
-        help="for a BEIR folder: the qrels split whose queries train retrieval, if it exists",
-    )
-    p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
+    _add_training_query_args(p)
     p.add_argument(
         "--replay",
         default="documents",
