@@ -181,26 +181,14 @@ def _parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- index
 def _cmd_index(args: argparse.Namespace) -> int:
     from dsi.config import IndexConfig
-    from dsi.data import load_corpus, load_qrels, load_queries
-    from dsi.index import GenerativeIndex, TrainingQueries
+    from dsi.data import load_corpus
+    from dsi.index import GenerativeIndex
 
     config = _read_config(args)
     output = Path(args.output)
     corpus = load_corpus(args.corpus, skip_empty=args.skip_empty)
     log.info("Loaded %d documents from %s.", len(corpus.doc_ids), args.corpus)
-    training = None
-    if not args.no_train_queries:
-        queries_path, qrels_path = args.queries, args.qrels
-        folder = Path(args.corpus)
-        if queries_path is None and folder.is_dir():
-            split = folder / "qrels" / f"{args.train_split}.tsv"
-            if split.is_file() and (folder / "queries.jsonl").is_file():
-                queries_path, qrels_path = folder / "queries.jsonl", split
-        if (queries_path is None) != (qrels_path is None):
-            raise ValueError("--queries and --qrels go together: give both or neither.")
-        if queries_path is not None:
-            training = TrainingQueries(load_queries(queries_path), load_qrels(qrels_path))
-            log.info("Training retrieval on %d queries from %s.", len(training.qrels), qrels_path)
+    training = _training_queries(args)
     assert isinstance(config, IndexConfig)
     work_dir = output.parent / f".{output.name}.work"
     started = time.monotonic()
@@ -347,7 +335,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else source
     corpus = load_corpus(args.corpus)
     log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
-    training = _add_training_queries(args)
+    training = _training_queries(args)
     # The old index is only read here; it is replaced (or --output written) once complete.
     index = GenerativeIndex.load(source)
     work_dir = output.parent / f".{output.name}.add.work"
@@ -371,8 +359,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_queries(args: argparse.Namespace):
-    """The training queries of ``dsi add``: --queries/--qrels, or the BEIR folder's split."""
+def _training_queries(args: argparse.Namespace):
+    """Training queries from --queries/--qrels, or the BEIR folder's --train-split, if any."""
     from dsi.data import load_qrels, load_queries
     from dsi.index import TrainingQueries
 
@@ -388,7 +376,9 @@ def _add_training_queries(args: argparse.Namespace):
         raise ValueError("--queries and --qrels go together: give both or neither.")
     if queries_path is None:
         return None
-    return TrainingQueries(load_queries(queries_path), load_qrels(qrels_path))
+    training = TrainingQueries(load_queries(queries_path), load_qrels(qrels_path))
+    log.info("Training retrieval on %d queries from %s.", len(training.qrels), qrels_path)
+    return training
 
 
 # -------------------------------------------------------------------------- search
