@@ -427,23 +427,15 @@ class GenerativeIndex:
                 save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
             if self.query_generator is not None:
                 self.query_generator.save(stage / GENERATOR_DIR)
-            files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "library_version": dsi.__version__,
-                "created": _now(),
-                "num_docs": len(self.docids),
-                "docid_scheme": self.docids.scheme,
-                "docid_offset": self.docid_offset,
-                "vocab_size": int(self.model.config.vocab_size),
-                "parameters": num_parameters(self.model),
-                "versions": _versions(),
-                "lineage": self.lineage,
-                "checksums": {name: sha256_file(stage / name) for name in files},
-            }
-            write_manifest(stage / "manifest.json", manifest)
-            publish_dir(stage, directory)
+            publish_index(
+                stage,
+                directory,
+                model=self.model,
+                num_docs=len(self.docids),
+                docid_scheme=self.docids.scheme,
+                docid_offset=self.docid_offset,
+                lineage=self.lineage,
+            )
         except BaseException:
             import shutil
 
@@ -538,6 +530,38 @@ def verify_checksums(directory: Path, manifest: Mapping[str, Any], hashes: bool 
                 raise IndexLoadError(
                     f"Index {directory} has a file {name} that its manifest does not list."
                 )
+
+
+def publish_index(
+    stage: Path,
+    directory: Path,
+    *,
+    model: torch.nn.Module,
+    num_docs: int,
+    docid_scheme: str,
+    docid_offset: int,
+    lineage: list[dict[str, Any]],
+    **extra: Any,
+) -> None:
+    """Seal the fully written ``stage`` with its manifest and publish it as ``directory``."""
+    files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": dsi.__version__,
+        "created": _now(),
+        "num_docs": num_docs,
+        "docid_scheme": docid_scheme,
+        "docid_offset": docid_offset,
+        "vocab_size": int(model.config.vocab_size),
+        **extra,
+        "parameters": num_parameters(model),
+        "versions": _versions(),
+        "lineage": lineage,
+        "checksums": {name: sha256_file(stage / name) for name in files},
+    }
+    write_manifest(stage / "manifest.json", manifest)
+    publish_dir(stage, directory)
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

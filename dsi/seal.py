@@ -16,7 +16,6 @@ and, if there were training queries, ``training_queries.jsonl``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -28,14 +27,11 @@ from typing import Any
 
 import torch
 
-import dsi
 from docid.ngram import seal_score, supervised_pairs, unsupervised_pairs
 from dsi.config import IndexConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, retrieval_examples
 from dsi.index import (
-    FORMAT,
-    FORMAT_VERSION,
     TRAINING_QUERIES_FILE,
     IndexLoadError,
     TrainingQueries,
@@ -45,16 +41,16 @@ from dsi.index import (
     _make_model,
     _now,
     _resolve_index_dir,
-    _versions,
     load_training_pairs,
+    publish_index,
     read_manifest,
     save_documents,
     save_training_pairs,
     train_model,
     verify_checksums,
 )
-from dsi.io import atomic_write_text, publish_dir, sha256_file, staging_dir
-from dsi.model import load_tokenizer, num_parameters
+from dsi.io import staging_dir
+from dsi.model import load_tokenizer
 from dsi.retriever import _EMPTY_SLOT, Hit, Retriever, constrained_generate
 from trie.fmindex import NgramIndex
 from trie.ngram_processor import NgramLogitsProcessor
@@ -230,25 +226,17 @@ class NgramGenerativeIndex:
             save_documents(self.corpus, stage / "documents.jsonl")
             if self.training_pairs:
                 save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
-            files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "library_version": dsi.__version__,
-                "created": _now(),
-                "num_docs": self.num_docs,
-                "docid_scheme": SCHEME,
+            publish_index(
+                stage,
+                directory,
+                model=self.model,
+                num_docs=self.num_docs,
+                docid_scheme=SCHEME,
                 # No docid symbols follow the text vocabulary.
-                "docid_offset": int(self.model.config.vocab_size),
-                "vocab_size": int(self.model.config.vocab_size),
-                "corpus_tokens": self.ngrams.total_tokens,
-                "parameters": num_parameters(self.model),
-                "versions": _versions(),
-                "lineage": self.lineage,
-                "checksums": {name: sha256_file(stage / name) for name in files},
-            }
-            atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-            publish_dir(stage, directory)
+                docid_offset=int(self.model.config.vocab_size),
+                lineage=self.lineage,
+                corpus_tokens=self.ngrams.total_tokens,
+            )
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
