@@ -11,6 +11,8 @@ word-aligned and tokenize the same way alone as inside the document; the model s
   three words from that position (SEAL samples spans by their overlap with the query).
 * :func:`unsupervised_pairs`: a random span of a document -> another span of it, and title ->
   span (SEAL's unsupervised "document-to-ngram" data, which teaches what each document holds).
+* :func:`salient_span_pairs`: a noisy window of a document -> a span inside it that starts at a
+  rare word (copying, learnt from documents alone).
 * :func:`seal_score`: SEAL's intersective scoring of the n-grams that constrained beam search
   generated, over an index (``trie.fmindex.NgramIndex`` or anything with the same methods).
 
@@ -177,6 +179,59 @@ def unsupervised_pairs(
                 if t1 <= s0 or t0 >= s1:
                     break
             pairs.append((" ".join(words[s0:s1]), " ".join(words[t0:t1])))
+    return pairs
+
+
+def salient_span_pairs(
+    documents: Sequence[str],
+    *,
+    pairs_per_doc: int = 4,
+    source_words: tuple[int, int] = (8, 24),
+    min_words: int = 1,
+    max_words: int = 4,
+    word_dropout: float = 0.25,
+    rarity: float = 1.0,
+    seed: int = 0,
+) -> list[tuple[str, str]]:
+    """``(noisy passage, salient span of it)`` pairs from document texts, no queries needed.
+
+    The source is a window of ``source_words`` words of a document with ``word_dropout`` of its
+    words left out, standing in for a query that paraphrases part of the document; the target is
+    a span of ``min_words..max_words`` words inside the window, starting at a content word drawn
+    with probability proportional to ``idf ** rarity`` (idf over ``documents``). Unlike
+    :func:`unsupervised_pairs`, the target overlaps the source, so a model trained from scratch
+    learns to *copy* the rare words of its input into corpus n-grams -- the behaviour that makes
+    SEAL's frequency-corrected scoring work -- instead of only a corpus language model.
+    """
+    _check_lengths(min_words, max_words)
+    _check_lengths(*source_words)
+    if not 0.0 <= word_dropout < 1.0:
+        raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
+    tokenized = [text.split() for text in documents]
+    normed = [[_norm(w) for w in words] for words in tokenized]
+    df: dict[str, int] = {}
+    for words in normed:
+        for w in set(words):
+            df[w] = df.get(w, 0) + 1
+    n = max(1, len(tokenized))
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    for words, norms in zip(tokenized, normed, strict=True):
+        starts = [i for i, w in enumerate(norms) if w and w not in STOPWORDS]
+        if not starts:
+            continue
+        weights = [math.log(1.0 + n / df[norms[i]]) ** rarity for i in starts]
+        for _ in range(pairs_per_doc):
+            anchor = rng.choices(starts, weights=weights)[0]
+            length = rng.randint(min_words, max_words)
+            end = min(len(words), anchor + length)
+            width = rng.randint(*source_words)
+            lo = max(0, min(anchor - rng.randint(0, width), len(words) - width))
+            hi = max(end, min(len(words), lo + width))
+            kept = [
+                words[i] for i in range(lo, hi) if anchor <= i < end or rng.random() >= word_dropout
+            ]
+            pairs.append((" ".join(kept), " ".join(words[anchor:end])))
     return pairs
 
 

@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="BEIR folder, .jsonl or .tsv file")
     p.add_argument("--output", required=True, help="index directory to write")
     p.add_argument(
-        "--docids", default=None, help="atomic | naive | semantic | ngram (default: semantic)"
+        "--docids", default=None, help="ngram | semantic | atomic | naive (default: ngram)"
     )
     p.add_argument("--model", default=None, help="local directory or hub name of a T5 checkpoint")
     p.add_argument("--config", default=None, help="JSON file of IndexConfig settings")
@@ -83,7 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-empty", action="store_true", help="leave out documents whose text is empty"
     )
-    p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="training time budget (default: the config's, 40)",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="training step budget")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_index)
@@ -137,7 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an AddConfig setting, e.g. replay_docs=500 or train.learning_rate=1e-3",
     )
-    p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="training time budget (default: the index's own)",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="training step budget")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_add)
@@ -262,32 +272,26 @@ def _read_config(args: argparse.Namespace):
     data: dict[str, Any] = IndexConfig().to_dict()
     if args.config:
         _merge(data, json.loads(Path(args.config).read_text()))
+    settings: dict[str, Any] = {}
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}.")
         try:
-            value = json.loads(raw)
+            settings[key] = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
-        target = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ValueError(f"--set {key}: {part} is not a group of settings.")
-        target[leaf] = value
+            settings[key] = raw
     if args.docids:
-        data["docids"] = args.docids
+        settings["docids"] = args.docids
     if args.model:
-        data["model"] = args.model
+        settings["model"] = args.model
     if args.max_minutes is not None:
-        data["train"]["max_minutes"] = args.max_minutes
+        settings["train.max_minutes"] = args.max_minutes
     if args.max_steps is not None:
-        data["train"]["max_steps"] = args.max_steps
+        settings["train.max_steps"] = args.max_steps
         if args.max_minutes is None:
-            data["train"]["max_minutes"] = None
-    return IndexConfig.from_dict(data)
+            settings["train.max_minutes"] = None
+    return IndexConfig.from_dict(data).updated(settings)
 
 
 def _merge(base: dict, update: dict) -> None:
@@ -304,7 +308,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     from dsi.config import AddConfig
     from dsi.data import load_corpus
-    from dsi.index import GenerativeIndex
+    from dsi.index import load_index
 
     if PartialState().num_processes > 1:
         raise ValueError("dsi add runs in a single process; start it without accelerate launch.")
@@ -337,7 +341,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
     training = _training_queries(args)
     # The old index is only read here; it is replaced (or --output written) once complete.
-    index = GenerativeIndex.load(source)
+    index = load_index(source)
     work_dir = output.parent / f".{output.name}.add.work"
     started = time.monotonic()
     entry = index.add(corpus, training, config, work_dir=work_dir)
@@ -349,7 +353,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
                 "index": str(output),
                 "added": entry["documents"],
                 "documents": entry["total_documents"],
-                "new_symbols": entry["new_symbols"],
+                "new_symbols": entry.get("new_symbols", 0),
                 "replay": entry["replay"],
                 "training": entry["training"],
                 "seconds": round(time.monotonic() - started, 1),

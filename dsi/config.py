@@ -11,15 +11,19 @@ from typing import Any
 
 @dataclass
 class ModelConfig:
-    """Size of a T5 built from scratch (ignored when ``IndexConfig.model`` names a checkpoint)."""
+    """Size of a T5 built from scratch (ignored when ``IndexConfig.model`` names a checkpoint).
+
+    The default (2.3M parameters) is the best found for 2 CPU cores: on a time budget, epochs
+    matter more than width (experiments/quality.py).
+    """
 
     vocab_size: int = 8000
-    d_model: int = 256
-    d_ff: int = 1024
+    d_model: int = 128
+    d_ff: int = 512
     d_kv: int = 32
-    num_heads: int = 8
-    num_layers: int = 3
-    num_decoder_layers: int = 3
+    num_heads: int = 4
+    num_layers: int = 2
+    num_decoder_layers: int = 2
     dropout_rate: float = 0.1
 
 
@@ -34,25 +38,19 @@ class TrainConfig:
     max_windows_per_doc: int = 8
     # Training queries (query -> docid) are repeated this many times per epoch.
     query_repeats: int = 2
-    batch_size: int = 64
+    batch_size: int = 128
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 300
     max_epochs: int = 200
     max_steps: int | None = None
-    max_minutes: float | None = 30.0
+    max_minutes: float | None = 40.0
     checkpoint_minutes: float = 5.0
     seed: int = 13
     num_threads: int | None = None
     # Sharpness-aware minimisation: two forward/backward passes per update (see dsi.sam).
     sam: bool = False
     sam_rho: float = 0.05
-
-
-def _generator_model() -> ModelConfig:
-    return ModelConfig(
-        d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=2, num_decoder_layers=2
-    )
 
 
 def _generator_train() -> TrainConfig:
@@ -63,7 +61,7 @@ def _generator_train() -> TrainConfig:
 class GeneratorConfig:
     """The query generator (``dsi.pseudo_queries``): a small T5 sharing the index's tokenizer."""
 
-    model_config: ModelConfig = field(default_factory=_generator_model)
+    model_config: ModelConfig = field(default_factory=ModelConfig)
     # ``train.max_source_length`` bounds the document text the generator reads.
     train: TrainConfig = field(default_factory=_generator_train)
     max_query_length: int = 32
@@ -78,8 +76,10 @@ class GeneratorConfig:
 class IndexConfig:
     """Everything that defines an index; ``IndexConfig(**json)`` reads ``config.json`` back."""
 
-    docids: str = "semantic"
-    # Options of the docid scheme (semantic: k, c, position_tokens, embedder).
+    # "ngram" (SEAL, the best found: experiments/quality.py), "semantic", "atomic" or "naive".
+    docids: str = "ngram"
+    # Options of the docid scheme (ngram: dsi.seal.SealOptions; semantic: k, c,
+    # position_tokens, embedder).
     docid_options: dict[str, Any] = field(default_factory=dict)
     # None: build a T5 from ``model_config`` with a sentencepiece tokenizer trained on the corpus.
     # Otherwise a local directory or hub name of a T5 checkpoint with its tokenizer.
@@ -112,6 +112,19 @@ class IndexConfig:
                     generator[key] = _build(kind, generator[key], f"generator.{key}")
             data["generator"] = _build(GeneratorConfig, generator, "generator")
         return _build(cls, data, "config")
+
+    def updated(self, settings: dict[str, Any]) -> IndexConfig:
+        """A copy with dotted ``settings`` applied, e.g. ``{"train.batch_size": 32}``."""
+        data = self.to_dict()
+        for key, value in settings.items():
+            target = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    raise ValueError(f"Setting {key}: {part} is not a group of settings.")
+            target[leaf] = value
+        return IndexConfig.from_dict(data)
 
     def save(self, path: Path) -> None:
         from dsi.io import atomic_write_text

@@ -26,7 +26,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,11 +110,15 @@ class GenerativeIndex:
         training_queries: TrainingQueries | None = None,
         work_dir: Path | None = None,
         progress_bar: bool = True,
+        monitor: Callable[[GenerativeIndex, float], None] | None = None,
+        monitor_minutes: float = 5.0,
     ) -> GenerativeIndex:
         """Assign docids, train the model on the corpus (and queries), and build the trie.
 
         ``work_dir`` keeps the tokenizer, docids and training checkpoints; calling ``build`` again
         with the same corpus, config and work_dir resumes where an interrupted run stopped.
+        ``monitor(index, training_seconds)`` sees the index as it is every ``monitor_minutes``
+        of training (its model is the one in training: search it, don't keep it).
         """
         config = config or IndexConfig()
         if len(corpus.doc_ids) == 0:
@@ -170,9 +174,22 @@ class GenerativeIndex:
                     task="pseudo",
                 )
             )
-        stats = train_model(model, examples, config, len(corpus.doc_ids), work_dir, progress_bar)
-        model = model.cpu().eval()
         trie = PrefixTrie.from_sequences(targets)
+
+        def snapshot(live_model: torch.nn.Module) -> GenerativeIndex:
+            return cls(config, tokenizer, live_model, docids, trie, offset, corpus, [], pairs)
+
+        stats = train_model(
+            model,
+            examples,
+            config,
+            len(corpus.doc_ids),
+            work_dir,
+            progress_bar,
+            monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
+            monitor_minutes=monitor_minutes,
+        )
+        model = model.cpu().eval()
         lineage = [
             {
                 "event": "build",
@@ -212,18 +229,7 @@ class GenerativeIndex:
         """
         config = config or AddConfig()
         started = time.monotonic()
-        if len(corpus.doc_ids) == 0:
-            raise ValueError("The corpus to add is empty: there is nothing to index.")
-        seen: set[str] = set()
-        for doc_id in corpus.doc_ids:
-            if doc_id in self.docids:
-                raise ValueError(
-                    f"Document {doc_id!r} is already in the index; "
-                    "an added corpus must hold new documents only."
-                )
-            if doc_id in seen:
-                raise ValueError(f"Document {doc_id!r} appears twice in the corpus to add.")
-            seen.add(doc_id)
+        check_new_documents(corpus, self.docids)
         if config.replay == "queries" and not self.training_pairs:
             raise ValueError(
                 "Replay of training queries needs the queries of the indexed documents, and this "
@@ -231,7 +237,10 @@ class GenerativeIndex:
             )
         if work_dir is not None:
             work_dir = Path(work_dir)
-            _claim_work_dir(work_dir, self._add_fingerprint(corpus, training_queries, config))
+            _claim_work_dir(
+                work_dir,
+                add_fingerprint(self.lineage, len(self.docids), corpus, training_queries, config),
+            )
         train_config = config.train_config(self.config.train)
         texts = corpus.full_texts()
 
@@ -258,24 +267,8 @@ class GenerativeIndex:
                 )
             )
         pool, generator_trained = self._replay_pool(config, train_config, work_dir, progress_bar)
-        per_epoch = math.ceil(config.replay_ratio * len(examples)) if len(pool) else 0
-        log.info(
-            "Adding %d documents: %d new examples and %d replayed per epoch (%s replay, pool %d).",
-            len(corpus.doc_ids),
-            len(examples),
-            per_epoch,
-            config.replay,
-            len(pool),
-        )
-        stats = train(
-            self.model,
-            examples,
-            train_config,
-            checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
-            pad_id=self.model.config.pad_token_id,
-            progress_bar=progress_bar,
-            replay=pool,
-            replay_per_epoch=per_epoch,
+        stats, per_epoch = train_with_replay(
+            self.model, examples, pool, config, train_config, work_dir, progress_bar
         )
         self.model = self.model.cpu().eval()
 
@@ -395,22 +388,6 @@ class GenerativeIndex:
             trained,
         )
 
-    def _add_fingerprint(
-        self, corpus: Corpus, queries: TrainingQueries | None, config: AddConfig
-    ) -> str:
-        settings = config.to_dict()
-        for key in ("max_minutes", "max_steps", "max_epochs"):
-            settings.pop(key)
-        for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
-            settings["train"].pop(key, None)
-        state = {"lineage": self.lineage, "documents": len(self.docids), "settings": settings}
-        digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode())
-        for doc_id, title, text in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True):
-            digest.update(f"{doc_id}\x00{title}\x00{text}\x01".encode())
-        if queries is not None:
-            digest.update(json.dumps([queries.queries, queries.qrels], sort_keys=True).encode())
-        return digest.hexdigest()
-
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write the index to ``directory``; an existing index there is replaced only when complete."""
@@ -506,6 +483,86 @@ class GenerativeIndex:
         )
 
 
+def train_with_replay(
+    model: torch.nn.Module,
+    examples: ExampleSet,
+    pool: ExampleSet,
+    config: AddConfig,
+    train_config: Any,
+    work_dir: Path | None,
+    progress_bar: bool,
+) -> tuple[TrainStats, int]:
+    """Continue training on the new ``examples`` with ``config.replay_ratio`` replayed examples
+    per new one, drawn afresh from ``pool`` every epoch; returns the stats and that count."""
+    per_epoch = math.ceil(config.replay_ratio * len(examples)) if len(pool) else 0
+    log.info(
+        "Adding documents: %d new examples and %d replayed per epoch (%s replay, pool %d).",
+        len(examples),
+        per_epoch,
+        config.replay,
+        len(pool),
+    )
+    stats = train(
+        model,
+        examples,
+        train_config,
+        checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
+        pad_id=model.config.pad_token_id,
+        progress_bar=progress_bar,
+        replay=pool,
+        replay_per_epoch=per_epoch,
+    )
+    return stats, per_epoch
+
+
+def check_new_documents(corpus: Corpus, known: Any) -> None:
+    """Refuse an added corpus that is empty, repeats an id or holds a document of ``known``."""
+    if len(corpus.doc_ids) == 0:
+        raise ValueError("The corpus to add is empty: there is nothing to index.")
+    seen: set[str] = set()
+    for doc_id in corpus.doc_ids:
+        if doc_id in known:
+            raise ValueError(
+                f"Document {doc_id!r} is already in the index; "
+                "an added corpus must hold new documents only."
+            )
+        if doc_id in seen:
+            raise ValueError(f"Document {doc_id!r} appears twice in the corpus to add.")
+        seen.add(doc_id)
+
+
+def add_fingerprint(
+    lineage: list[dict[str, Any]],
+    num_docs: int,
+    corpus: Corpus,
+    queries: TrainingQueries | None,
+    config: AddConfig,
+) -> str:
+    """What an addition's work directory belongs to (budgets left out: they may change)."""
+    settings = config.to_dict()
+    for key in ("max_minutes", "max_steps", "max_epochs"):
+        settings.pop(key)
+    for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
+        settings["train"].pop(key, None)
+    state = {"lineage": lineage, "documents": num_docs, "settings": settings}
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode())
+    for doc_id, title, text in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True):
+        digest.update(f"{doc_id}\x00{title}\x00{text}\x01".encode())
+    if queries is not None:
+        digest.update(json.dumps([queries.queries, queries.qrels], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def load_index(directory: str | Path, verify: bool = True) -> Any:
+    """Load an index directory of either kind: docid (``GenerativeIndex``) or n-gram (SEAL)."""
+    resolved = _resolve_index_dir(Path(directory))
+    if read_manifest(resolved).get("docid_scheme") == "ngram":
+        from dsi.seal import NgramGenerativeIndex
+
+        return NgramGenerativeIndex.load(resolved, verify=verify)
+    return GenerativeIndex.load(resolved, verify=verify)
+
+
 def verify_checksums(directory: Path, manifest: Mapping[str, Any], hashes: bool = True) -> None:
     """Check that every file the manifest lists exists and (``hashes``) matches its sha256.
 
@@ -583,6 +640,8 @@ def train_model(
     num_docs: int,
     work_dir: Path | None,
     progress_bar: bool,
+    monitor: Callable[[torch.nn.Module, float], None] | None = None,
+    monitor_minutes: float = 5.0,
 ) -> TrainStats:
     """Train on ``examples``, checkpointing into ``work_dir`` so an interrupted build resumes."""
     log.info(
@@ -598,6 +657,8 @@ def train_model(
         checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
         pad_id=model.config.pad_token_id,
         progress_bar=progress_bar,
+        monitor=monitor,
+        monitor_minutes=monitor_minutes,
     )
 
 

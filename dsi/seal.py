@@ -20,15 +20,15 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from docid.ngram import seal_score, supervised_pairs, unsupervised_pairs
-from dsi.config import IndexConfig
+from docid.ngram import salient_span_pairs, seal_score, supervised_pairs, unsupervised_pairs
+from dsi.config import AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, retrieval_examples
 from dsi.index import (
@@ -41,12 +41,15 @@ from dsi.index import (
     _make_model,
     _now,
     _resolve_index_dir,
+    add_fingerprint,
+    check_new_documents,
     load_training_pairs,
     publish_index,
     read_manifest,
     save_documents,
     save_training_pairs,
     train_model,
+    train_with_replay,
     verify_checksums,
 )
 from dsi.io import staging_dir
@@ -65,9 +68,15 @@ NGRAM_DIR = "ngram_index"
 class SealOptions:
     """SEAL settings, read from ``IndexConfig.docid_options`` (unknown keys are refused)."""
 
-    # Training data (docid.ngram.supervised_pairs / unsupervised_pairs).
+    # Training data (docid.ngram.supervised_pairs / salient_span_pairs / unsupervised_pairs).
     spans_per_query: int = 3
-    pairs_per_doc: int = 3
+    # Noisy window -> rare-word span inside it: teaches a model from scratch to copy.
+    salient_pairs_per_doc: int = 6
+    salient_words: tuple[int, int] = (1, 4)
+    word_dropout: float = 0.25
+    rarity: float = 2.0
+    # SEAL's span -> other span of the same document (a corpus language model, no copying).
+    pairs_per_doc: int = 0
     source_words: tuple[int, int] = (10, 30)
     min_words: int = 3
     max_words: int = 10
@@ -77,8 +86,12 @@ class SealOptions:
     # Decoding: generated n-grams have min_tokens..max_tokens tokens (targets are cut to max_tokens).
     min_tokens: int = 1
     max_tokens: int = 10
+    # Also score the ``unigrams`` most likely first tokens of the decoder (SEAL's "best
+    # unigrams"): one more decoder step, many more query terms than beams.
+    unigrams: int = 100
     # Scoring (docid.ngram.seal_score).
-    alpha: float = 2.0
+    # SEAL's alpha is 2; a steeper 3 ranks better for a small model trained from scratch.
+    alpha: float = 3.0
     beta: float = 0.8
     smoothing: float = 5.0
     max_occurrences: int = 1500
@@ -93,8 +106,9 @@ class SealOptions:
                 f"{sorted(names)}."
             )
         options = dict(config.docid_options)
-        if "source_words" in options:  # JSON gives a list back
-            options["source_words"] = tuple(options["source_words"])
+        for key in ("source_words", "salient_words"):
+            if key in options:  # JSON gives a list back
+                options[key] = tuple(options[key])
         made = cls(**options)
         if not 1 <= made.min_tokens <= made.max_tokens:
             raise ValueError(
@@ -139,11 +153,13 @@ class NgramGenerativeIndex:
         training_queries: TrainingQueries | None = None,
         work_dir: Path | None = None,
         progress_bar: bool = True,
+        monitor: Callable[[NgramGenerativeIndex, float], None] | None = None,
+        monitor_minutes: float = 5.0,
     ) -> NgramGenerativeIndex:
         """Train the model on SEAL's span pairs (and query pairs) and index the corpus n-grams.
 
         ``work_dir`` keeps the tokenizer and training checkpoints, so an interrupted build with
-        the same corpus and config resumes.
+        the same corpus and config resumes. ``monitor`` as in ``GenerativeIndex.build``.
         """
         config = config or IndexConfig(docids=SCHEME)
         if config.docids != SCHEME:
@@ -161,42 +177,23 @@ class NgramGenerativeIndex:
 
         position = corpus.positions()
         pairs = [] if training_queries is None else training_queries.pairs(set(position))
-        span_pairs = unsupervised_pairs(
-            zip(corpus.titles, corpus.texts, strict=True),
-            pairs_per_doc=options.pairs_per_doc,
-            source_words=options.source_words,
-            min_words=options.min_words,
-            max_words=options.max_words,
-            include_title=options.include_title,
-            seed=options.seed,
-        )
-        examples = _text_examples(
-            tokenizer, span_pairs, config, options, eos, repeats=1, task="seal-span"
-        )
-        if pairs:
-            query_pairs = supervised_pairs(
-                [(q, corpus.titles[position[d]], corpus.texts[position[d]]) for q, d in pairs],
-                spans_per_query=options.spans_per_query,
-                min_words=options.min_words,
-                max_words=options.max_words,
-                temperature=options.temperature,
-                include_title=options.include_title,
-                seed=options.seed,
-            )
-            examples.extend(
-                _text_examples(
-                    tokenizer,
-                    query_pairs,
-                    config,
-                    options,
-                    eos,
-                    repeats=config.train.query_repeats,
-                    task="seal-query",
-                )
-            )
-        stats = train_model(model, examples, config, len(corpus.doc_ids), work_dir, progress_bar)
-        model = model.cpu().eval()
+        examples = seal_examples(tokenizer, corpus, pairs, config.train, options, eos)
         ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
+
+        def snapshot(live_model: torch.nn.Module) -> NgramGenerativeIndex:
+            return cls(config, tokenizer, live_model, ngrams, corpus, [], pairs)
+
+        stats = train_model(
+            model,
+            examples,
+            config,
+            len(corpus.doc_ids),
+            work_dir,
+            progress_bar,
+            monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
+            monitor_minutes=monitor_minutes,
+        )
+        model = model.cpu().eval()
         lineage = [
             {
                 "event": "build",
@@ -212,6 +209,100 @@ class NgramGenerativeIndex:
             }
         ]
         return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs)
+
+    # ----------------------------------------------------------------- adding
+    def add(
+        self,
+        corpus: Corpus,
+        training_queries: TrainingQueries | None = None,
+        config: AddConfig | None = None,
+        progress_bar: bool = True,
+        work_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """Index the new documents of ``corpus`` and return the lineage entry of this addition.
+
+        N-grams need no new identifiers: the new documents join the n-gram index (rebuilt over
+        the whole corpus) and training continues on their span pairs (and training queries),
+        mixed with replay of old documents' span pairs (``replay="documents"``) or of their
+        training queries (``"queries"``). ``work_dir`` keeps checkpoints so that an interrupted
+        addition resumes. If training fails, discard this object; a saved index is never touched.
+        """
+        config = config or AddConfig()
+        started = time.monotonic()
+        check_new_documents(corpus, set(self.corpus.doc_ids))
+        if config.replay == "generative":
+            raise ValueError(
+                "An n-gram index has no query generator to replay from; use replay 'documents', "
+                "'queries' or 'none'."
+            )
+        if config.replay == "queries" and not self.training_pairs:
+            raise ValueError(
+                "Replay of training queries needs the queries of the indexed documents, and this "
+                "index has none; use replay 'documents'."
+            )
+        if work_dir is not None:
+            work_dir = Path(work_dir)
+            fingerprint = add_fingerprint(
+                self.lineage, self.num_docs, corpus, training_queries, config
+            )
+            _claim_work_dir(work_dir, fingerprint)
+        train_config = config.train_config(self.config.train)
+        options = self.options
+        eos = self.model.config.eos_token_id
+        pairs = [] if training_queries is None else training_queries.pairs(set(corpus.doc_ids))
+        # A seed of its own per addition, so new documents' spans are not drawn like old ones'.
+        order = sum(1 for e in self.lineage if e.get("event") == "add") + 1
+        examples = seal_examples(
+            self.tokenizer, corpus, pairs, train_config, options, eos, seed=config.seed + order
+        )
+        pool = ExampleSet([], [], [])
+        if config.replay == "documents":
+            pool = seal_examples(self.tokenizer, self.corpus, [], train_config, options, eos)
+            pool.tasks = ["replay-span"] * len(pool)
+        elif config.replay == "queries":
+            pool = query_examples(
+                self.tokenizer,
+                self.corpus,
+                self.training_pairs,
+                train_config,
+                options,
+                eos,
+                options.seed,
+                "replay-query",
+            )
+        stats, per_epoch = train_with_replay(
+            self.model, examples, pool, config, train_config, work_dir, progress_bar
+        )
+        self.model = self.model.cpu().eval()
+        merged = Corpus.concat([self.corpus, corpus])
+        ngrams = build_ngram_index(self.tokenizer, merged, separator=self.model.config.pad_token_id)
+        # Commit: nothing below can fail halfway.
+        self.corpus, self.ngrams = merged, ngrams
+        self.training_pairs = self.training_pairs + pairs
+        entry = {
+            "event": "add",
+            "order": order,
+            "corpus": corpus.source,
+            "documents": len(corpus.doc_ids),
+            "total_documents": self.num_docs,
+            "first_doc_id": corpus.doc_ids[0],
+            "last_doc_id": corpus.doc_ids[-1],
+            "training_queries": len(pairs),
+            "settings": config.to_dict(),
+            "examples": _count_tasks(examples),
+            "replay": {
+                "strategy": config.replay,
+                "per_epoch": per_epoch,
+                "pool": _count_tasks(pool),
+            },
+            "corpus_tokens": ngrams.total_tokens,
+            "training": asdict(stats),
+            "optimizer_updates": stats.optimizer_updates,
+            "seconds": round(time.monotonic() - started, 1),
+            "at": _now(),
+        }
+        self.lineage.append(entry)
+        return entry
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
@@ -296,10 +387,78 @@ def prepare_work_dir(state: Any, corpus: Corpus, config: IndexConfig, training, 
         _make_model(config, corpus.full_texts(), training, _NoSymbols(), work_dir)
 
 
+def seal_examples(
+    tokenizer: Any,
+    corpus: Corpus,
+    pairs: Sequence[tuple[str, str]],
+    train_config: TrainConfig,
+    options: SealOptions,
+    eos: int,
+    seed: int | None = None,
+) -> ExampleSet:
+    """Training examples for ``corpus``: span pairs of its documents and, for ``pairs`` of
+    (query, doc id in ``corpus``), query -> title / overlapping spans of the document."""
+    seed = options.seed if seed is None else seed
+    span_pairs = salient_span_pairs(
+        corpus.full_texts(),
+        pairs_per_doc=options.salient_pairs_per_doc,
+        min_words=options.salient_words[0],
+        max_words=options.salient_words[1],
+        word_dropout=options.word_dropout,
+        rarity=options.rarity,
+        seed=seed,
+    )
+    if options.pairs_per_doc:
+        span_pairs += unsupervised_pairs(
+            zip(corpus.titles, corpus.texts, strict=True),
+            pairs_per_doc=options.pairs_per_doc,
+            source_words=options.source_words,
+            min_words=options.min_words,
+            max_words=options.max_words,
+            include_title=options.include_title,
+            seed=seed,
+        )
+    examples = _text_examples(
+        tokenizer, span_pairs, train_config, options, eos, repeats=1, task="seal-span"
+    )
+    examples.extend(
+        query_examples(tokenizer, corpus, pairs, train_config, options, eos, seed, "seal-query")
+    )
+    return examples
+
+
+def query_examples(
+    tokenizer: Any,
+    corpus: Corpus,
+    pairs: Sequence[tuple[str, str]],
+    train_config: TrainConfig,
+    options: SealOptions,
+    eos: int,
+    seed: int,
+    task: str,
+) -> ExampleSet:
+    """(query -> title and spans of its relevant document) examples, ``query_repeats`` times."""
+    if not pairs:
+        return ExampleSet([], [], [])
+    position = corpus.positions()
+    query_pairs = supervised_pairs(
+        [(q, corpus.titles[position[d]], corpus.texts[position[d]]) for q, d in pairs],
+        spans_per_query=options.spans_per_query,
+        min_words=options.min_words,
+        max_words=options.max_words,
+        temperature=options.temperature,
+        include_title=options.include_title,
+        seed=seed,
+    )
+    return _text_examples(
+        tokenizer, query_pairs, train_config, options, eos, train_config.query_repeats, task
+    )
+
+
 def _text_examples(
     tokenizer: Any,
     pairs: list[tuple[str, str]],
-    config: IndexConfig,
+    train_config: TrainConfig,
     options: SealOptions,
     eos: int,
     repeats: int,
@@ -312,7 +471,7 @@ def _text_examples(
     targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
     # A cut n-gram is still a prefix of a corpus n-gram, so decoding can reach it.
     targets = [list(t[: options.max_tokens]) + [eos] for t in targets]
-    out = retrieval_examples(sources, targets, config.train, eos, repeats)
+    out = retrieval_examples(sources, targets, train_config, eos, repeats)
     out.tasks = [task] * len(out)
     return out
 
@@ -439,6 +598,7 @@ class NgramRetriever(Retriever):
         sequences, scores = constrained_generate(
             self.model, enc, beams, self.options.max_tokens + 1, self._processor, 0.0
         )
+        unigrams = self._best_unigrams(enc) if self.options.unigrams else [[]] * len(queries)
         results = []
         for row in range(len(queries)):
             ngrams = []
@@ -453,5 +613,23 @@ class NgramRetriever(Retriever):
                 ngram = tuple(t for t in tokens if t != self._pad)
                 if ngram:
                     ngrams.append((ngram, score))
-            results.append(ngrams)
+            results.append(ngrams + unigrams[row])
         return results
+
+    def _best_unigrams(self, enc) -> list[list[tuple[tuple[int, ...], float]]]:
+        """Per query, the ``unigrams`` corpus tokens most likely as the first decoded token."""
+        start = torch.full(
+            (enc["input_ids"].shape[0], 1),
+            self.model.config.decoder_start_token_id,
+            device=self.device,
+        )
+        logits = self.model(**enc, decoder_input_ids=start).logits[:, 0].float()
+        allowed = torch.as_tensor(self._processor.allowed(()), device=self.device)
+        allowed = allowed[(allowed != self._eos) & (allowed < logits.shape[-1])]
+        logprobs = logits.log_softmax(dim=-1)[:, allowed]
+        top = logprobs.topk(min(self.options.unigrams, len(allowed)), dim=-1)
+        ids = allowed[top.indices].tolist()
+        return [
+            [((t,), lp) for t, lp in zip(row_ids, row_lps, strict=True)]
+            for row_ids, row_lps in zip(ids, top.values.tolist(), strict=True)
+        ]

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,11 +124,15 @@ def train(
     progress_bar: bool = True,
     replay: ExampleSet | None = None,
     replay_per_epoch: int = 0,
+    monitor: Callable[[torch.nn.Module, float], None] | None = None,
+    monitor_minutes: float = 5.0,
 ) -> TrainStats:
     """Train ``model`` on ``examples`` until an epoch, step or time budget runs out.
 
     With ``replay``, every epoch also holds ``replay_per_epoch`` examples drawn from it afresh
-    (the same draw on every process and on resume).
+    (the same draw on every process and on resume). ``monitor(model, training_seconds)`` is
+    called on the main process every ``monitor_minutes`` of training (e.g. to evaluate on a dev
+    set); the time it takes does not count against the budget.
     """
     if len(examples) == 0:
         raise ValueError("There are no training examples: the corpus produced no inputs.")
@@ -182,6 +187,7 @@ def train(
     )
     last_checkpoint = time.monotonic()
     started = time.monotonic() - pos.seconds
+    next_monitor = (math.floor(pos.seconds / 60 / monitor_minutes) + 1) * monitor_minutes * 60
     loss_value: float | None = None
     # Read back only when shown: float() on every step would wait for the GPU and stop the host
     # from queueing the next step while the device works.
@@ -234,6 +240,14 @@ def train(
                     epoch=pos.epoch,
                     ex_s=f"{pos.examples / max(pos.seconds, 1e-9):.0f}",
                 )
+            if monitor is not None and pos.seconds >= next_monitor:
+                paused = time.monotonic()
+                if accelerator.is_main_process:
+                    monitor(accelerator.unwrap_model(model), pos.seconds)
+                    model.train()
+                accelerator.wait_for_everyone()
+                next_monitor += monitor_minutes * 60
+                started += time.monotonic() - paused
             due = time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60
             if checkpoint_dir is not None and _agreed(accelerator, float(due)) > 0:
                 _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos)

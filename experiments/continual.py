@@ -13,6 +13,9 @@ the index, and its index is shared by every strategy. Then D1..D4 are added in t
 - ``queries``: replay of the real training queries of the documents already indexed;
 - ``generative``: replay of queries generated for them (DSI++'s generative memory);
 - ``generative_sam``: generative replay with sharpness-aware minimisation;
+- ``documents`` / ``documents_sam``: replay of old documents' indexing examples (for n-gram
+  indexes, ``--docids ngram``, their span pairs: the memory replay of a scheme that keeps no
+  query generator, so these replace the generative strategies there);
 - ``retrain``: a new index built from scratch on everything so far, with D0's budget.
 
 After every step, Hits@10 is measured on the test queries of each split indexed so far:
@@ -44,19 +47,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsi.config import AddConfig, IndexConfig, ModelConfig, TrainConfig  # noqa: E402
 from dsi.data import Corpus, load_corpus, load_qrels, load_queries  # noqa: E402
-from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
+from dsi.index import GenerativeIndex, TrainingQueries, load_index  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import per_query  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
+from dsi.seal import NgramGenerativeIndex, NgramRetriever  # noqa: E402
 
 log = logging.getLogger("continual")
 ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = ("finetune", "queries", "generative", "generative_sam", "retrain")
+STRATEGIES = (
+    "finetune",
+    "queries",
+    "generative",
+    "generative_sam",
+    "documents",
+    "documents_sam",
+    "retrain",
+)
 ADD_SETTINGS = {
     "finetune": {"replay": "none"},
     "queries": {"replay": "queries"},
     "generative": {"replay": "generative"},
     "generative_sam": {"replay": "generative", "sam": True},
+    "documents": {"replay": "documents"},
+    "documents_sam": {"replay": "documents", "sam": True},
+}
+# N-gram indexes keep no query generator: their memory replay is old documents' span pairs.
+DEFAULT_STRATEGIES = {
+    "ngram": "finetune,queries,documents,documents_sam,retrain",
+    "other": "finetune,queries,generative,generative_sam,retrain",
 }
 SIZES = {
     "default": ModelConfig(),
@@ -120,10 +139,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Hits@10 per split 0..upto (None for a split without test queries) and over all of them."""
     qids = [q for task in tasks[: upto + 1] for q in task.test_qids]
-    known = set(index.docids.doc_ids)
+    known = set(index.corpus.doc_ids)
     judged = {q: {d: g for d, g in qrels[q].items() if d in known} for q in qids}
     started = time.monotonic()
-    hits = Retriever(index, device=args.device).search(
+    kind = NgramRetriever if isinstance(index, NgramGenerativeIndex) else Retriever
+    hits = kind(index, device=args.device).search(
         [queries[q] for q in qids], k=10, batch_size=args.eval_batch_size
     )
     scores = per_query(
@@ -222,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     test_qrels = load_qrels(data / "qrels" / "test.tsv")
     training = TrainingQueries(queries, load_qrels(data / "qrels" / "train.tsv"))
     tasks = make_tasks(args, corpus, test_qrels)
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    chosen = args.strategies or DEFAULT_STRATEGIES["ngram" if args.docids == "ngram" else "other"]
+    strategies = [s.strip() for s in chosen.split(",") if s.strip()]
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         raise SystemExit(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
@@ -255,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             docs = Corpus.concat(t.corpus for t in tasks[: upto + 1])
             docs.source = "+".join(f"D{i}" for i in range(upto + 1))
             cfg = IndexConfig.from_dict(config.to_dict())
-            cfg.query_generator = upto == 0  # only the shared D0 index needs one
-            index = GenerativeIndex.build(
+            # Only the shared D0 index needs a generator; n-gram indexes replay spans instead.
+            cfg.query_generator = upto == 0 and cfg.docids != "ngram"
+            builder = NgramGenerativeIndex if cfg.docids == "ngram" else GenerativeIndex
+            index = builder.build(
                 docs, cfg, training, work_dir=work / f".build{upto}", progress_bar=args.progress
             )
             shutil.rmtree(work / f".build{upto}", ignore_errors=True)
@@ -277,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 previous = work / ("d0" if n == 1 else f"{strategy}/step{n - 1}")
 
                 def make(previous=previous, n=n, strategy=strategy):
-                    index = GenerativeIndex.load(previous)
+                    index = load_index(previous)
                     entry = index.add(
                         tasks[n].corpus,
                         training,
@@ -427,7 +450,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the documents to use")
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--strategies", default=None, help=f"some of {','.join(STRATEGIES)}")
     p.add_argument("--minutes-per-step", type=float, default=5.0, help="budget of each addition")
     p.add_argument("--max-steps-per-step", type=int, default=None)
     p.add_argument("--build-minutes", type=float, default=20.0, help="D0 and each retraining")
@@ -436,7 +459,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--generator-max-steps", type=int, default=None)
     p.add_argument("--add-warmup-steps", type=int, default=100)
     p.add_argument("--replay-ratio", type=float, default=1.0)
-    p.add_argument("--docids", default="semantic", choices=["semantic", "atomic", "naive"])
+    p.add_argument("--docids", default="semantic", choices=["semantic", "atomic", "naive", "ngram"])
     p.add_argument("--embedder", default="minilm", choices=["minilm", "tfidf"])
     p.add_argument("--model-size", default="default", choices=sorted(SIZES))
     p.add_argument("--seed", type=int, default=13)

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from docid.ngram import ngram_weight, seal_score, supervised_pairs, unsupervised_pairs
+from docid.ngram import (
+    ngram_weight,
+    salient_span_pairs,
+    seal_score,
+    supervised_pairs,
+    unsupervised_pairs,
+)
 
 TEXT = (
     "The mitochondria of muscle cells produce energy through oxidative phosphorylation , "
@@ -57,6 +63,28 @@ def test_unsupervised_pairs():
     short = [p for p in pairs if p[1] == "only three words"]
     assert len(short) == 4  # title -> span and 3 span -> span, all the whole text
     assert not [p for p in pairs if p[0] == "Empty"]
+
+
+def test_salient_span_pairs_copy_rare_spans_of_their_source():
+    filler = "the cells of the study were measured in the study of the cells and the results ."
+    docs = [f"{filler} zymogen granules {filler}", TEXT, "", "of the and"] + [filler] * 30
+    pairs = salient_span_pairs(docs, pairs_per_doc=20, word_dropout=0.3, rarity=2.0, seed=4)
+    assert pairs == salient_span_pairs(docs, pairs_per_doc=20, word_dropout=0.3, rarity=2.0, seed=4)
+    assert pairs != salient_span_pairs(docs, pairs_per_doc=20, word_dropout=0.3, rarity=2.0, seed=5)
+    # Documents without content words (empty, all stopwords) give no pairs.
+    assert len(pairs) == 20 * 32
+    first = pairs[:20]
+    for source, target in pairs[:40]:
+        assert 1 <= len(target.split()) <= 4
+        assert words_in(target, docs[0]) or words_in(target, TEXT)
+        # The target is inside the (noisy) source: the model learns to copy.
+        assert words_in(target, source)
+        assert target.split()[0].lower().strip(",.") not in {"the", "of", "and", "in"}
+    # Rare words are drawn as anchors far more often than their share of positions.
+    rare = sum(t.split()[0] in {"zymogen", "granules"} for _, t in first)
+    assert rare >= 10
+    with pytest.raises(ValueError, match="word_dropout"):
+        salient_span_pairs(docs, word_dropout=1.0)
 
 
 def test_ngram_weight_formula():

@@ -125,3 +125,35 @@ def test_one_beam_decodes_greedily_with_the_same_scores_as_beam_search(saved_ind
     for (g,), ranked in zip(greedy, beam, strict=True):
         score = {h.doc_id: h.score for h in ranked}[g.doc_id]
         assert g.score == pytest.approx(score, abs=1e-4)
+
+
+def test_config_updated_applies_dotted_settings_and_refuses_unknown_ones():
+    from dsi.config import IndexConfig
+
+    base = IndexConfig()
+    changed = base.updated({"train.batch_size": 16, "docids": "atomic", "docid_options.k": 4})
+    assert (changed.train.batch_size, changed.docids, changed.docid_options) == (
+        16,
+        "atomic",
+        {"k": 4},
+    )
+    assert base.train.batch_size == IndexConfig().train.batch_size  # the original is untouched
+    assert IndexConfig.from_dict(changed.to_dict()) == changed
+    with pytest.raises(ValueError, match="unknown settings \\['batch'\\]"):
+        base.updated({"train.batch": 16})
+    with pytest.raises(ValueError, match="not a group of settings"):
+        base.updated({"docids.k": 3})
+
+
+def test_load_index_opens_either_kind(saved_index, tmp_path):
+    from dsi.index import load_index
+    from dsi.seal import NgramGenerativeIndex
+
+    assert isinstance(load_index(saved_index), GenerativeIndex)
+    corpus = random_corpus(random.Random(3), 5)
+    NgramGenerativeIndex.build(corpus, tiny_config("ngram", steps=2), progress_bar=False).save(
+        tmp_path / "ngram"
+    )
+    assert isinstance(load_index(tmp_path / "ngram"), NgramGenerativeIndex)
+    with pytest.raises(IndexLoadError):
+        load_index(tmp_path / "missing")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import time
 
 import pytest
 
 from dsi.cli import main
+from dsi.config import AddConfig
 from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
 from dsi.retriever import Retriever
 from dsi.seal import NgramGenerativeIndex, NgramRetriever
@@ -77,6 +80,46 @@ def test_every_hit_contains_a_generated_ngram(built):
             assert any(_contains(texts[position[hit.doc_id]], n) for n, _ in ngrams)
 
 
+def test_best_unigrams_join_the_generated_ngrams(built):
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    retriever.options = dataclasses.replace(retriever.options, unigrams=0)
+    beams_only = retriever.generate_ngrams(queries[:3], num_beams=4)
+    retriever.options = dataclasses.replace(retriever.options, unigrams=7)
+    with_unigrams = retriever.generate_ngrams(queries[:3], num_beams=4)
+    for before, after in zip(beams_only, with_unigrams, strict=True):
+        assert after[: len(before)] == before
+        unigrams = after[len(before) :]
+        assert len(unigrams) == 7
+        logprobs = [lp for _, lp in unigrams]
+        assert logprobs == sorted(logprobs, reverse=True) and all(lp < 0 for lp in logprobs)
+        for ngram, _ in unigrams:
+            assert len(ngram) == 1 and index.ngrams.count(ngram) > 0
+            assert ngram[0] != index.model.config.eos_token_id
+    hits = retriever.search(queries[:3], k=3, num_beams=4)
+    assert all(1 <= len(row) <= 3 for row in hits)
+
+
+def test_monitor_sees_the_index_during_training():
+    corpus = random_corpus(random.Random(8), 6)
+    seen = []
+
+    def monitor(index, seconds):
+        seen.append((seconds, NgramRetriever(index, device="cpu").search([corpus.texts[0]], k=2)))
+        time.sleep(0.3)  # evaluation time must not count against the training budget
+
+    config = tiny_config("ngram", steps=6)
+    index = NgramGenerativeIndex.build(
+        corpus, config, progress_bar=False, monitor=monitor, monitor_minutes=1e-9
+    )
+    # Called after every step but the last (the budget ends the run first).
+    assert 5 <= len(seen) <= 6
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen)
+    assert all(len(hits[0]) >= 1 for _, hits in seen)
+    assert index.lineage[0]["training"]["steps"] == 6
+    assert index.lineage[0]["training"]["seconds"] < 0.3 * len(seen)
+
+
 def test_save_load_search_is_identical(built, saved):
     index, queries = built
     before = NgramRetriever(index, device="cpu").search(queries, k=5, batch_size=4)
@@ -128,3 +171,47 @@ def test_cli_index_and_search(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert 1 <= len(record["hits"]) <= 3
     assert {h["doc_id"] for h in record["hits"]} <= set(corpus.doc_ids)
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"_id": "new1", "title": "", "text": "quartz lantern"}) + "\n")
+    args = ["add", "--index", str(output), "--corpus", str(extra), "--max-steps", "2", "--quiet"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 7
+    assert NgramGenerativeIndex.load(output).corpus.doc_ids[-1] == "new1"
+
+
+def test_add_documents_to_an_ngram_index(tmp_path):
+    full = random_corpus(random.Random(11), 14)
+    old, new = full.subset(full.doc_ids[:9]), full.subset(full.doc_ids[9:])
+    training = TrainingQueries({"q0": old.titles[0]}, {"q0": {old.doc_ids[0]: 1}})
+    index = NgramGenerativeIndex.build(old, tiny_config("ngram", steps=10), training)
+    index.save(tmp_path / "old")
+    queries = [new.texts[0], old.texts[1]]
+    old_results = Retriever.load(tmp_path / "old", device="cpu").search(queries, k=3)
+
+    with pytest.raises(ValueError, match="no query generator"):
+        index.add(new, config=AddConfig(replay="generative"))
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(old.subset(old.doc_ids[:1]))
+    entry = index.add(
+        new,
+        config=AddConfig(replay="documents", max_steps=5, train={"warmup_steps": 1}),
+        progress_bar=False,
+    )
+    assert entry["documents"] == 5 and entry["total_documents"] == 14
+    assert entry["optimizer_updates"] == 5
+    assert entry["examples"]["seal-span"] > 0 and entry["replay"]["pool"]["replay-span"] > 0
+    assert index.corpus.doc_ids == full.doc_ids and index.ngrams.num_docs == 14
+    # Every n-gram of a new document is now in the index and maps back to it.
+    position = index.corpus.positions()
+    for doc_id, text in zip(new.doc_ids, new.full_texts(), strict=True):
+        tokens = tuple(index.tokenizer(text, add_special_tokens=False)["input_ids"][:4])
+        assert position[doc_id] in index.ngrams.documents(tokens).tolist()
+    index.save(tmp_path / "new")
+    assert [e["event"] for e in index.lineage] == ["build", "add"]
+    reloaded = NgramGenerativeIndex.load(tmp_path / "new")
+    assert reloaded.lineage[-1]["order"] == 1 and reloaded.num_docs == 14
+    hits = NgramRetriever(reloaded, device="cpu").search(queries, k=14)
+    assert {h.doc_id for row in hits for h in row} & set(new.doc_ids)
+    # The saved old index is untouched.
+    again = Retriever.load(tmp_path / "old", device="cpu").search(queries, k=3)
+    assert [[h.doc_id for h in r] for r in again] == [[h.doc_id for h in r] for r in old_results]

@@ -1,0 +1,324 @@
+"""Quality of the generative retrievers against BM25 on SciFact and Cranfield, from scratch on CPU.
+
+    python experiments/quality.py                       # every dataset and configuration
+    python experiments/quality.py --datasets scifact --configs default ngram --minutes 30
+
+Protocol (fixed seed): SciFact's 809 training queries are split into ``train`` (659) and ``dev``
+(150); every configuration trains on the corpus and ``train`` only. Cranfield has no training
+queries: the models learn from the documents alone, and a fixed fifth of its 225 queries is the
+dev set (``test`` is the rest). During training each configuration is evaluated on dev every
+``--eval-every`` minutes of training (the curve of the plot; evaluation time does not count
+against the budget); after training it is evaluated on test once (the table). BM25 (bm25s,
+stopwords + Snowball, ``dsi.bm25``) is evaluated on the same dev and test queries.
+
+Configurations (``CONFIGS``): ``default`` is exactly what ``dsi index`` builds; the others change
+one lever. Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
+``quality_<dataset>.md`` (the test table) and ``quality_<dataset>.png`` (dev nDCG@10 against
+training minutes, BM25 as a line). Finished configurations are kept in ``--work`` and skipped
+when the command is rerun with the same settings, so a killed run goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsi.bm25 import BM25Retriever  # noqa: E402
+from dsi.config import IndexConfig  # noqa: E402
+from dsi.data import load_corpus, load_qrels, load_queries  # noqa: E402
+from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
+from dsi.io import atomic_write_text  # noqa: E402
+from dsi.metrics import evaluate_run  # noqa: E402
+from dsi.retriever import Retriever  # noqa: E402
+from dsi.seal import NgramGenerativeIndex, NgramRetriever  # noqa: E402
+
+log = logging.getLogger("quality")
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+METRICS = ("nDCG@10", "Hits@1", "Hits@10", "MRR@10", "Recall@10", "Recall@100")
+
+# name -> (description, IndexConfig settings as `dsi index --set` keys, training-minute cap).
+# Docid-memorising schemes are capped: on 2 cores their dev quality stays near zero (see the
+# curves), so the rest of the budget goes to the configurations that learn.
+CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
+    "default": ("`dsi index` default: n-gram identifiers (SEAL), copy-trained", {}, None),
+    "semantic": ("semantic docids (hierarchical k-means, MiniLM)", {"docids": "semantic"}, 10.0),
+    "atomic": ("atomic docids (one token per document)", {"docids": "atomic"}, 10.0),
+}
+# Training-minute cap per dataset: Cranfield's 1,398 short abstracts take ~50 epochs in 15.
+DATASET_CAPS: dict[str, float] = {"cranfield": 15.0}
+
+
+# ------------------------------------------------------------------------------------ data
+def load_dataset(name: str, seed: int) -> dict[str, Any]:
+    """Corpus, queries, training qrels (or None) and the dev / test qrels of ``name``."""
+    folder = SHARED / name
+    corpus = load_corpus(folder, skip_empty=True)
+    queries = load_queries(folder / "queries.jsonl")
+    test = load_qrels(folder / "qrels" / "test.tsv")
+    rng = random.Random(seed)
+    if (folder / "qrels" / "train.tsv").exists():
+        train = load_qrels(folder / "qrels" / "train.tsv")
+        dev_ids = set(rng.sample(sorted(train), 150))
+        dev = {q: train[q] for q in dev_ids}
+        train = {q: j for q, j in train.items() if q not in dev_ids}
+    else:
+        train = None
+        dev_ids = set(rng.sample(sorted(test), len(test) // 5))
+        dev = {q: test[q] for q in dev_ids}
+        test = {q: j for q, j in test.items() if q not in dev_ids}
+    return {
+        "name": name,
+        "corpus": corpus,
+        "queries": queries,
+        "train": train,
+        "dev": dev,
+        "test": test,
+    }
+
+
+# ------------------------------------------------------------------------------ evaluation
+def retriever_for(index: Any) -> Retriever:
+    if isinstance(index, NgramGenerativeIndex):
+        return NgramRetriever(index, device="cpu")
+    return Retriever(index, device="cpu")
+
+
+def evaluate(search, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict:
+    """Metrics of ``search(texts, k) -> [[(doc_id, score)]]`` on the judged queries."""
+    qids = sorted(qrels)
+    started = time.monotonic()
+    ranked = search([queries[q] for q in qids], 100)
+    seconds = time.monotonic() - started
+    run = {q: list(row) for q, row in zip(qids, ranked, strict=True)}
+    metrics = evaluate_run(run, qrels)
+    metrics["ms_per_query"] = round(1000 * seconds / len(qids), 1)
+    return metrics
+
+
+def generative_search(index: Any):
+    retriever = retriever_for(index)
+
+    def search(texts: list[str], k: int) -> list[list[tuple[str, float]]]:
+        hits = retriever.search(texts, k=k, batch_size=32)
+        return [[(h.doc_id, h.score) for h in row] for row in hits]
+
+    return search
+
+
+def latency(index: Any, texts: list[str]) -> dict[str, float]:
+    """Milliseconds per query of ``search(k=10)`` at beam 10 and 20, one query at a time and in
+    batches of 32 (one warm-up batch first)."""
+    retriever = retriever_for(index)
+    retriever.search(texts[:4], k=10)
+    out = {}
+    for beams in (10, 20):
+        for batch in (1, 32):
+            started = time.perf_counter()
+            retriever.search(texts, k=10, batch_size=batch, num_beams=beams)
+            out[f"beam{beams}_batch{batch}"] = round(
+                1000 * (time.perf_counter() - started) / len(texts), 1
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------- the runs
+def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
+    """Train one configuration, with dev evaluations on the way, then evaluate it on test."""
+    description, settings, cap = CONFIGS[name]
+    caps = [c for c in (cap, DATASET_CAPS.get(data["name"])) if c is not None]
+    minutes = min([args.minutes, *caps])
+    settings = {**settings, "train.max_minutes": minutes, "train.seed": args.seed}
+    config = IndexConfig().updated(settings)
+    work = args.work / data["name"] / name
+    done = work / "result.json"
+    fingerprint = {"config": config.to_dict(), "eval_every": args.eval_every}
+    if done.exists():
+        saved = json.loads(done.read_text(encoding="utf-8"))
+        if saved.get("fingerprint") == fingerprint:
+            log.info("%s/%s: already done, kept.", data["name"], name)
+            return saved
+    curve: list[dict[str, Any]] = []
+    queries = data["queries"]
+
+    def monitor(index: Any, seconds: float) -> None:
+        metrics = evaluate(generative_search(index), queries, data["dev"])
+        curve.append({"minutes": round(seconds / 60, 2), **metrics})
+        log.info(
+            "%s/%s at %.1f min: dev nDCG@10 %.3f Hits@10 %.3f",
+            data["name"],
+            name,
+            seconds / 60,
+            metrics["nDCG@10"],
+            metrics["Hits@10"],
+        )
+
+    training = None if data["train"] is None else TrainingQueries(queries, data["train"])
+    builder = NgramGenerativeIndex if config.docids == "ngram" else GenerativeIndex
+    started = time.monotonic()
+    index = builder.build(
+        data["corpus"],
+        config,
+        training,
+        work_dir=work / "build",
+        progress_bar=not args.quiet,
+        monitor=monitor,
+        monitor_minutes=args.eval_every,
+    )
+    build_seconds = time.monotonic() - started
+    stats = index.lineage[0]["training"]
+    dev = evaluate(generative_search(index), queries, data["dev"])
+    curve.append({"minutes": round(stats["seconds"] / 60, 2), **dev})
+    test = evaluate(generative_search(index), queries, data["test"])
+    log.info("%s/%s test: %s", data["name"], name, _brief(test))
+    speed = latency(index, [queries[q] for q in sorted(data["test"])[:64]])
+    log.info("%s/%s decoding ms/query: %s", data["name"], name, speed)
+    result = {
+        "name": name,
+        "description": description,
+        "settings": settings,
+        "fingerprint": fingerprint,
+        "training": stats,
+        "build_seconds": round(build_seconds, 1),
+        "dev": dev,
+        "test": test,
+        "curve": curve,
+        "latency_ms_per_query": speed,
+    }
+    atomic_write_text(done, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_bm25(data: dict[str, Any]) -> dict[str, Any]:
+    bm25 = BM25Retriever().index(data["corpus"])
+    return {
+        "name": "bm25",
+        "description": "BM25 (bm25s, stopwords + Snowball), no training",
+        "dev": evaluate(bm25.search, data["queries"], data["dev"]),
+        "test": evaluate(bm25.search, data["queries"], data["test"]),
+    }
+
+
+# ----------------------------------------------------------------------------- reporting
+def _brief(metrics: dict[str, float]) -> str:
+    return " ".join(f"{m} {metrics[m]:.3f}" for m in METRICS)
+
+
+def write_report(data: dict[str, Any], rows: list[dict[str, Any]], args) -> None:
+    name = data["name"]
+    payload = {
+        "dataset": name,
+        "documents": len(data["corpus"].doc_ids),
+        "train_queries": 0 if data["train"] is None else len(data["train"]),
+        "dev_queries": len(data["dev"]),
+        "test_queries": len(data["test"]),
+        "minutes": args.minutes,
+        "seed": args.seed,
+        "command": "python " + " ".join(sys.argv),
+        "results": rows,
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.results / f"quality_{name}.json", json.dumps(payload, indent=2) + "\n")
+    lines = [
+        f"# {name}: test set ({payload['test_queries']} queries), {payload['documents']} documents",
+        "",
+        f"Training from scratch, at most {args.minutes:g} CPU-minutes (2 cores), seed {args.seed}; "
+        f"{payload['train_queries']} training queries, dev {payload['dev_queries']} queries.",
+        "",
+        "| retriever | " + " | ".join(METRICS) + " | train min | epochs | ms/query |",
+        "|---|" + "---|" * (len(METRICS) + 3),
+    ]
+    for row in rows:
+        t = row["test"]
+        training = row.get("training") or {}
+        minutes = f"{training['seconds'] / 60:.1f}" if training else "-"
+        epochs = str(training.get("epochs_completed", "-")) if training else "-"
+        lines.append(
+            f"| {row['name']}: {row['description']} | "
+            + " | ".join(f"{t[m]:.3f}" for m in METRICS)
+            + f" | {minutes} | {epochs} | {t['ms_per_query']} |"
+        )
+    timed = [row for row in rows if "latency_ms_per_query" in row]
+    if timed:
+        keys = list(timed[0]["latency_ms_per_query"])
+        lines += [
+            "",
+            "Decoding latency, ms per query (search k=10, CPU, 2 threads):",
+            "",
+            "| retriever | " + " | ".join(keys) + " |",
+            "|---|" + "---|" * len(keys),
+        ]
+        for row in timed:
+            cells = " | ".join(str(row["latency_ms_per_query"][k]) for k in keys)
+            lines.append(f"| {row['name']} | {cells} |")
+    atomic_write_text(args.results / f"quality_{name}.md", "\n".join(lines) + "\n")
+    plot(name, rows, args.results / f"quality_{name}.png")
+
+
+def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot.")
+        return
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for row in rows:
+        if "curve" in row:
+            xs = [p["minutes"] for p in row["curve"]]
+            ax.plot(xs, [p["nDCG@10"] for p in row["curve"]], marker="o", label=row["name"])
+        else:
+            ax.axhline(row["dev"]["nDCG@10"], color="black", linestyle="--", label=row["name"])
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("dev nDCG@10")
+    ax.set_title(f"{name}: quality against training time")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["scifact", "cranfield"])
+    parser.add_argument(
+        "--configs", nargs="+", default=["default", "semantic"], choices=list(CONFIGS)
+    )
+    parser.add_argument("--minutes", type=float, default=40.0, help="training budget per run")
+    parser.add_argument("--eval-every", type=float, default=10.0, help="dev evaluation interval")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not SHARED.exists():
+        parser.error(f"{SHARED} is missing: the datasets live in ../shared/data.")
+    started = time.monotonic()
+    for dataset in args.datasets:
+        data = load_dataset(dataset, args.seed)
+        rows = [run_bm25(data)]
+        log.info("%s bm25 test: %s", dataset, _brief(rows[0]["test"]))
+        for name in args.configs:
+            rows.append(run_config(data, name, args))
+            write_report(data, rows, args)
+        write_report(data, rows, args)
+    log.info("Done in %.1f min.", (time.monotonic() - started) / 60)
+
+
+if __name__ == "__main__":
+    main()
