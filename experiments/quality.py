@@ -12,7 +12,9 @@ against the budget); after training it is evaluated on test once (the table). BM
 stopwords + Snowball, ``dsi.bm25``) is evaluated on the same dev and test queries.
 
 Configurations (``CONFIGS``): ``default`` is exactly what ``dsi index`` builds; the others change
-one lever. Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
+one lever. For each n-gram configuration a row ``<name>+tuned`` follows: the same trained model
+with SEAL's scoring (``alpha``, number of unigrams) chosen on dev, then evaluated on test once
+(``--no-tune-decoding`` leaves it out). Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
 ``quality_<dataset>.md`` (the test table) and ``quality_<dataset>.png`` (dev nDCG@10 against
 training minutes, BM25 as a line). Finished configurations are kept in ``--work`` and skipped
 when the command is rerun with the same settings, so a killed run goes on where it stopped.
@@ -21,6 +23,7 @@ when the command is rerun with the same settings, so a killed run goes on where 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import random
@@ -31,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from docid.ngram import seal_score  # noqa: E402
 from dsi.bm25 import BM25Retriever  # noqa: E402
 from dsi.config import IndexConfig  # noqa: E402
 from dsi.data import load_corpus, load_qrels, load_queries  # noqa: E402
@@ -131,13 +135,27 @@ def latency(index: Any, texts: list[str]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- the runs
-def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
-    """Train one configuration, with dev evaluations on the way, then evaluate it on test."""
-    description, settings, cap = CONFIGS[name]
+def config_for(data: dict[str, Any], name: str, args) -> tuple[dict[str, Any], IndexConfig]:
+    _, settings, cap = CONFIGS[name]
     caps = [c for c in (cap, DATASET_CAPS.get(data["name"])) if c is not None]
     minutes = min([args.minutes, *caps])
     settings = {**settings, "train.max_minutes": minutes, "train.seed": args.seed}
-    config = IndexConfig().updated(settings)
+    return settings, IndexConfig().updated(settings)
+
+
+def trained_index(data: dict[str, Any], config: IndexConfig, work: Path, args, **kwargs) -> Any:
+    """Build (or, from the checkpoints in ``work``, resume at once) the index of ``config``."""
+    training = None if data["train"] is None else TrainingQueries(data["queries"], data["train"])
+    builder = NgramGenerativeIndex if config.docids == "ngram" else GenerativeIndex
+    return builder.build(
+        data["corpus"], config, training, work_dir=work, progress_bar=not args.quiet, **kwargs
+    )
+
+
+def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
+    """Train one configuration, with dev evaluations on the way, then evaluate it on test."""
+    description = CONFIGS[name][0]
+    settings, config = config_for(data, name, args)
     work = args.work / data["name"] / name
     done = work / "result.json"
     fingerprint = {"config": config.to_dict(), "eval_every": args.eval_every}
@@ -161,17 +179,9 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
             metrics["Hits@10"],
         )
 
-    training = None if data["train"] is None else TrainingQueries(queries, data["train"])
-    builder = NgramGenerativeIndex if config.docids == "ngram" else GenerativeIndex
     started = time.monotonic()
-    index = builder.build(
-        data["corpus"],
-        config,
-        training,
-        work_dir=work / "build",
-        progress_bar=not args.quiet,
-        monitor=monitor,
-        monitor_minutes=args.eval_every,
+    index = trained_index(
+        data, config, work / "build", args, monitor=monitor, monitor_minutes=args.eval_every
     )
     build_seconds = time.monotonic() - started
     stats = index.lineage[0]["training"]
@@ -192,6 +202,72 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         "test": test,
         "curve": curve,
         "latency_ms_per_query": speed,
+    }
+    atomic_write_text(done, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
+    """The trained n-gram configuration ``name`` with SEAL's scoring tuned on dev, then test once.
+
+    The model and its generated n-grams stay as they are; only ``alpha`` (the steepness of the
+    n-gram weights) and the number of first-token unigrams change.
+    """
+    work = args.work / data["name"] / name
+    done = work / "tuned.json"
+    if done.exists():
+        return json.loads(done.read_text(encoding="utf-8"))
+    _, config = config_for(data, name, args)
+    index = trained_index(data, config, work / "build", args)  # resumes: no more training
+    retriever = NgramRetriever(index, device="cpu")
+    most = 200
+    retriever.options = dataclasses.replace(retriever.options, unigrams=most)
+    qids = sorted(data["dev"])
+    generated = retriever.generate_ngrams([data["queries"][q] for q in qids])
+    doc_ids = index.corpus.doc_ids
+    grid = []
+    for alpha in (2.0, 3.0, 4.0):
+        for unigrams in (0, 50, 100, 200):
+            run = {}
+            for qid, ngrams in zip(qids, generated, strict=True):
+                # generate_ngrams lists the beams' n-grams first, then the `most` unigrams.
+                chosen = ngrams[: len(ngrams) - most] + ngrams[len(ngrams) - most :][:unigrams]
+                ranked = seal_score(
+                    chosen,
+                    index.ngrams,
+                    alpha=alpha,
+                    beta=retriever.options.beta,
+                    smoothing=retriever.options.smoothing,
+                    max_occurrences=retriever.options.max_occurrences,
+                    k=100,
+                )
+                run[qid] = [(doc_ids[d], score) for d, score in ranked]
+            metrics = evaluate_run(run, data["dev"])
+            grid.append({"alpha": alpha, "unigrams": unigrams, "dev": metrics})
+    best = max(grid, key=lambda g: (g["dev"]["nDCG@10"], g["dev"]["Hits@10"]))
+    log.info(
+        "%s/%s decoding tuned on dev: alpha %s, unigrams %s (dev nDCG@10 %.3f)",
+        data["name"],
+        name,
+        best["alpha"],
+        best["unigrams"],
+        best["dev"]["nDCG@10"],
+    )
+    retriever.options = dataclasses.replace(
+        retriever.options, alpha=best["alpha"], unigrams=best["unigrams"]
+    )
+
+    def search(texts: list[str], k: int) -> list[list[tuple[str, float]]]:
+        return [[(h.doc_id, h.score) for h in row] for row in retriever.search(texts, k=k)]
+
+    result = {
+        "name": f"{name}+tuned",
+        "description": f"{name} with alpha={best['alpha']:g}, unigrams={best['unigrams']} "
+        "chosen on dev",
+        "training": json.loads((work / "result.json").read_text(encoding="utf-8"))["training"],
+        "dev": best["dev"],
+        "test": evaluate(search, data["queries"], data["test"]),
+        "grid": grid,
     }
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
     return result
@@ -277,6 +353,16 @@ def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
         if "curve" in row:
             xs = [p["minutes"] for p in row["curve"]]
             ax.plot(xs, [p["nDCG@10"] for p in row["curve"]], marker="o", label=row["name"])
+        elif "training" in row:  # the same model, decoding tuned: one point at its end
+            minutes = row["training"]["seconds"] / 60
+            ax.plot(
+                [minutes],
+                [row["dev"]["nDCG@10"]],
+                marker="*",
+                markersize=12,
+                linestyle="",
+                label=row["name"],
+            )
         else:
             ax.axhline(row["dev"]["nDCG@10"], color="black", linestyle="--", label=row["name"])
     ax.set_xlabel("training minutes (2 CPU cores)")
@@ -303,6 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument(
+        "--no-tune-decoding",
+        dest="tune_decoding",
+        action="store_false",
+        help="skip the extra row of n-gram configurations with SEAL's scoring tuned on dev",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -316,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.configs:
             rows.append(run_config(data, name, args))
             write_report(data, rows, args)
+            if args.tune_decoding and CONFIGS[name][1].get("docids", "ngram") == "ngram":
+                rows.append(tune_decoding(data, name, args))
+                write_report(data, rows, args)
         write_report(data, rows, args)
     log.info("Done in %.1f min.", (time.monotonic() - started) / 60)
 
