@@ -87,6 +87,11 @@ class Retriever:
         cfg = self.model.config
         self._eos = cfg.eos_token_id
         self._pad = cfg.pad_token_id
+        self._make_processors()
+
+    def _make_processors(self) -> None:
+        """The constraint of decoding: here the docid trie (the n-gram retriever overrides it)."""
+        index, cfg = self.index, self.model.config
         self._processor = TrieLogitsProcessor(
             index.trie,
             decoder_start_token_id=cfg.decoder_start_token_id,

@@ -480,24 +480,20 @@ def _text_examples(
 class NgramRetriever(Retriever):
     """Searches an :class:`NgramGenerativeIndex`: decode corpus n-grams, then score documents."""
 
-    def __init__(  # noqa: D107 - the trie processor of Retriever.__init__ does not apply here
+    def __init__(
         self,
         index: NgramGenerativeIndex,
         device: str | torch.device | None = None,
         num_beams: int | None = None,
     ) -> None:
-        self.index = index
         self.options = index.options
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = index.model.to(self.device).eval()
-        self.num_beams = num_beams or index.config.num_beams
-        # SEAL ranks n-grams by their summed token log-probabilities.
-        self.length_penalty = 0.0
+        # SEAL ranks n-grams by their summed token log-probabilities: no length penalty.
+        super().__init__(index, device, num_beams, length_penalty=0.0)
+
+    def _make_processors(self) -> None:
         cfg = self.model.config
-        self._eos = cfg.eos_token_id
-        self._pad = cfg.pad_token_id
         self._processor = NgramLogitsProcessor(
-            index.ngrams,
+            self.index.ngrams,
             decoder_start_token_id=cfg.decoder_start_token_id,
             eos_token_id=cfg.eos_token_id,
             pad_token_id=cfg.pad_token_id,
