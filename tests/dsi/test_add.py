@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -19,8 +14,8 @@ from dsi.pseudo_queries import QueryGenerator
 from dsi.retriever import Retriever
 from dsi.sam import SAM
 from dsi.train import train
-from tests.conftest import REPO, random_corpus, tiny_config
-from tests.dsi.test_cli import TINY, dsi, write_corpus
+from tests.conftest import random_corpus, tiny_config
+from tests.dsi.test_cli import TINY, dsi, kill_after_checkpoint, write_corpus
 
 
 def _split(seed: int = 0, old: int = 12, new: int = 6):
@@ -216,20 +211,10 @@ def test_sigkill_during_dsi_add_keeps_old_index_and_resumes(tmp_path):
     before = Retriever.load(out, device="cpu").search(queries, k=4)
     manifest_before = (out / "manifest.json").read_text()
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-    args = [sys.executable, "-m", "dsi.cli", "add", "--index", str(out), "--corpus", str(extra)]
+    args = ["add", "--index", str(out), "--corpus", str(extra)]
     args += ["--set", "train.checkpoint_minutes=0.01", "--set", "train.warmup_steps=2"]
-    proc = subprocess.Popen(
-        [*args, "--max-steps", "100000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
     state = tmp_path / ".idx.add.work" / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert state.exists(), "the addition wrote a checkpoint before it was killed"
+    kill_after_checkpoint([*args, "--max-steps", "100000"], state)
 
     assert (out / "manifest.json").read_text() == manifest_before
     after = Retriever.load(out, device="cpu").search(queries, k=4)
@@ -239,7 +224,7 @@ def test_sigkill_during_dsi_add_keeps_old_index_and_resumes(tmp_path):
 
     step = json.loads(state.read_text())["position"]["step"]
     assert step > 0
-    resumed = dsi(*args[3:], "--max-steps", str(step + 3))
+    resumed = dsi(*args, "--max-steps", str(step + 3))
     assert f"Resuming training from step {step}" in resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["added"] == 6 and summary["documents"] == 18

@@ -50,6 +50,24 @@ def dsi(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess
     return proc
 
 
+def kill_after_checkpoint(args: list[str], state: Path) -> None:
+    """Run ``dsi *args`` and SIGKILL it a second after it wrote the checkpoint ``state``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsi.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists(), f"dsi {args[0]} wrote a checkpoint before it was killed"
+
+
 def write_corpus(path: Path, n_docs: int = 10, seed: int = 0) -> Path:
     corpus = random_corpus(random.Random(seed), n_docs)
     with path.open("w") as handle:
@@ -124,31 +142,9 @@ def test_sigkill_during_index_keeps_old_index_and_resumes(tmp_path):
     manifest_before = (out / "manifest.json").read_text()
 
     # A second, long build into the same directory, killed after its first checkpoint.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
-    args = [
-        sys.executable,
-        "-m",
-        "dsi.cli",
-        "index",
-        "--corpus",
-        str(corpus),
-        "--output",
-        str(out),
-        "--max-steps",
-        "100000",
-        "--set",
-        "train.checkpoint_minutes=0.01",
-        *TINY,
-    ]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = ["index", "--corpus", str(corpus), "--output", str(out), "--max-steps", "100000"]
     state = tmp_path / ".idx.work" / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert state.exists(), "the build wrote a checkpoint before it was killed"
+    kill_after_checkpoint([*args, "--set", "train.checkpoint_minutes=0.01", *TINY], state)
 
     assert (out / "manifest.json").read_text() == manifest_before
     after = Retriever.load(out, device="cpu").search(queries, k=4)
