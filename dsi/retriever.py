@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import LogitsProcessorList
@@ -107,6 +108,14 @@ class Retriever:
             pad_token_id=cfg.pad_token_id,
         )
         self._max_new_tokens = max(map(len, index.docids.sequences)) + 1
+
+    @classmethod
+    def for_index(cls, index: Any, device: str | None = None, **kwargs) -> Retriever:
+        """The retriever of an index object of either kind (n-gram indexes get NgramRetriever)."""
+        from dsi.seal import NgramGenerativeIndex, NgramRetriever
+
+        kind = NgramRetriever if isinstance(index, NgramGenerativeIndex) else Retriever
+        return kind(index, device=device, **kwargs)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> Retriever:

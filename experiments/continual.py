@@ -51,7 +51,7 @@ from dsi.index import GenerativeIndex, TrainingQueries, load_index  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import per_query  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
-from dsi.seal import NgramGenerativeIndex, NgramRetriever  # noqa: E402
+from dsi.seal import NgramGenerativeIndex  # noqa: E402
 
 log = logging.getLogger("continual")
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,8 +142,7 @@ def evaluate(
     known = set(index.corpus.doc_ids)
     judged = {q: {d: g for d, g in qrels[q].items() if d in known} for q in qids}
     started = time.monotonic()
-    kind = NgramRetriever if isinstance(index, NgramGenerativeIndex) else Retriever
-    hits = kind(index, device=args.device).search(
+    hits = Retriever.for_index(index, device=args.device).search(
         [queries[q] for q in qids], k=10, batch_size=args.eval_batch_size
     )
     scores = per_query(

@@ -90,12 +90,6 @@ def load_dataset(name: str, seed: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def retriever_for(index: Any) -> Retriever:
-    if isinstance(index, NgramGenerativeIndex):
-        return NgramRetriever(index, device="cpu")
-    return Retriever(index, device="cpu")
-
-
 def evaluate(search, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict:
     """Metrics of ``search(texts, k) -> [[(doc_id, score)]]`` on the judged queries."""
     qids = sorted(qrels)
@@ -109,7 +103,7 @@ def evaluate(search, queries: dict[str, str], qrels: dict[str, dict[str, int]]) 
 
 
 def generative_search(index: Any):
-    retriever = retriever_for(index)
+    retriever = Retriever.for_index(index, device="cpu")
 
     def search(texts: list[str], k: int) -> list[list[tuple[str, float]]]:
         hits = retriever.search(texts, k=k, batch_size=32)
@@ -121,7 +115,7 @@ def generative_search(index: Any):
 def latency(index: Any, texts: list[str]) -> dict[str, float]:
     """Milliseconds per query of ``search(k=10)`` at beam 10 and 20, one query at a time and in
     batches of 32 (one warm-up batch first)."""
-    retriever = retriever_for(index)
+    retriever = Retriever.for_index(index, device="cpu")
     retriever.search(texts[:4], k=10)
     out = {}
     for beams in (10, 20):

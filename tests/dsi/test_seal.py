@@ -217,3 +217,15 @@ def test_add_documents_to_an_ngram_index(tmp_path):
     # The saved old index is untouched.
     again = Retriever.load(tmp_path / "old", device="cpu").search(queries, k=3)
     assert [[h.doc_id for h in r] for r in again] == [[h.doc_id for h in r] for r in old_results]
+
+
+def test_retriever_for_index_picks_the_kind(built):
+    index, queries = built
+    retriever = Retriever.for_index(index, device="cpu")
+    assert isinstance(retriever, NgramRetriever)
+    docid_index = GenerativeIndex.build(
+        random_corpus(random.Random(1), 5), tiny_config("atomic", steps=2), progress_bar=False
+    )
+    plain = Retriever.for_index(docid_index, device="cpu")
+    assert type(plain) is Retriever
+    assert len(plain.search(queries[:1], k=2)[0]) == 2
