@@ -341,10 +341,7 @@ class GenerativeIndex:
         if config.replay == "none":
             return pool, False
         eos = self.model.config.eos_token_id
-        old = list(self.corpus.doc_ids)
-        rng = random.Random(config.seed)
-        if config.replay_docs is not None and config.replay_docs < len(old):
-            old = sorted(rng.sample(old, config.replay_docs), key=self.corpus.positions().get)
+        old = replay_doc_ids(self.corpus, config)
         if config.replay == "queries":
             wanted = set(old)
             pairs = [(q, d) for q, d in self.training_pairs if d in wanted and d in self.docids]
@@ -352,37 +349,15 @@ class GenerativeIndex:
             return _query_examples(
                 self.tokenizer, examples, train_config, eos, "replay-query"
             ), False
-        texts = self.corpus.subset(old).full_texts()
-        targets = [self._target(self.docids.sequence(d)) for d in old]
         if config.replay == "documents":
+            texts = self.corpus.subset(old).full_texts()
+            targets = [self._target(self.docids.sequence(d)) for d in old]
             tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
             pool = indexing_examples(tokens, targets, train_config, eos, seed=config.seed)
             pool.tasks = ["replay-index"] * len(pool)
             return pool, False
-        # Generative memory: queries generated for old documents stand in for real ones.
-        trained = False
-        if self.query_generator is None:
-            all_texts = self.corpus.full_texts()
-            position = self.corpus.positions()
-            pairs = [(position[d], q) for q, d in self.training_pairs if d in position]
-            self.query_generator = _cached_generator(
-                work_dir,
-                self.tokenizer,
-                all_texts,
-                pairs,
-                self.config.generator,
-                progress_bar=progress_bar,
-            )
-            trained = True
-        generated = _cached_queries(
-            work_dir,
-            "replay_queries.json",
-            self.query_generator,
-            texts,
-            config.generated_per_doc,
-            seed=config.seed,
-        )
-        examples = [(q, targets[i]) for i, qs in enumerate(generated) for q in qs]
+        generated, trained = generative_memory(self, old, config, work_dir, progress_bar)
+        examples = [(q, self._target(self.docids.sequence(d))) for q, d in generated]
         return (
             _query_examples(self.tokenizer, examples, train_config, eos, "replay-generated"),
             trained,
@@ -513,6 +488,49 @@ def train_with_replay(
         replay_per_epoch=per_epoch,
     )
     return stats, per_epoch
+
+
+def replay_doc_ids(corpus: Corpus, config: AddConfig) -> list[str]:
+    """The indexed documents to replay: all of them, or ``config.replay_docs`` drawn at random."""
+    old = list(corpus.doc_ids)
+    if config.replay_docs is not None and config.replay_docs < len(old):
+        rng = random.Random(config.seed)
+        old = sorted(rng.sample(old, config.replay_docs), key=corpus.positions().get)
+    return old
+
+
+def generative_memory(
+    index: Any,
+    doc_ids: list[str],
+    config: AddConfig,
+    work_dir: Path | None,
+    progress_bar: bool,
+) -> tuple[list[tuple[str, str]], bool]:
+    """DSI++'s generative memory: ``config.generated_per_doc`` (generated query, doc id) pairs
+    for each of ``doc_ids``, by the index's query generator; one is trained on the indexed
+    documents and training queries first if the index has none (the bool says so)."""
+    trained = False
+    if index.query_generator is None:
+        position = index.corpus.positions()
+        pairs = [(position[d], q) for q, d in index.training_pairs if d in position]
+        index.query_generator = _cached_generator(
+            work_dir,
+            index.tokenizer,
+            index.corpus.full_texts(),
+            pairs,
+            index.config.generator,
+            progress_bar=progress_bar,
+        )
+        trained = True
+    generated = _cached_queries(
+        work_dir,
+        "replay_queries.json",
+        index.query_generator,
+        index.corpus.subset(doc_ids).full_texts(),
+        config.generated_per_doc,
+        seed=config.seed,
+    )
+    return [(q, d) for d, queries in zip(doc_ids, generated, strict=True) for q in queries], trained
 
 
 def check_new_documents(corpus: Corpus, known: Any) -> None:

@@ -10,7 +10,9 @@ Index directory (the same format as ``dsi.index``; ``manifest.json`` says ``doci
 "ngram"``): ``manifest.json``, ``config.json`` (``docids: "ngram"``; ``docid_options`` hold the
 :class:`SealOptions`), ``model/``, ``ngram_index/`` (``trie.fmindex.NgramIndex`` files over the
 tokenized ``title + " " + text`` of every document, separator = pad id 0), ``documents.jsonl``
-and, if there were training queries, ``training_queries.jsonl``.
+and, if there were training queries, ``training_queries.jsonl``; ``query_generator/`` when the
+index keeps a query generator (``IndexConfig.query_generator`` or ``pseudo_queries``), whose
+generated queries are replayed by additions (DSI++'s generative memory).
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ from dsi.config import AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, retrieval_examples
 from dsi.index import (
+    GENERATOR_DIR,
     TRAINING_QUERIES_FILE,
     IndexLoadError,
     TrainingQueries,
+    _cached_generator,
+    _cached_queries,
     _claim_work_dir,
     _count_tasks,
     _fingerprint,
@@ -43,9 +48,11 @@ from dsi.index import (
     _resolve_index_dir,
     add_fingerprint,
     check_new_documents,
+    generative_memory,
     load_training_pairs,
     publish_index,
     read_manifest,
+    replay_doc_ids,
     save_documents,
     save_training_pairs,
     train_model,
@@ -54,6 +61,7 @@ from dsi.index import (
 )
 from dsi.io import staging_dir
 from dsi.model import load_tokenizer
+from dsi.pseudo_queries import QueryGenerator
 from dsi.retriever import _EMPTY_SLOT, Hit, Retriever, constrained_generate
 from trie.fmindex import NgramIndex
 from trie.ngram_processor import NgramLogitsProcessor
@@ -135,6 +143,7 @@ class NgramGenerativeIndex:
     corpus: Corpus
     lineage: list[dict[str, Any]] = field(default_factory=list)
     training_pairs: list[tuple[str, str]] = field(default_factory=list)
+    query_generator: QueryGenerator | None = None
 
     @property
     def num_docs(self) -> int:
@@ -178,6 +187,27 @@ class NgramGenerativeIndex:
         position = corpus.positions()
         pairs = [] if training_queries is None else training_queries.pairs(set(position))
         examples = seal_examples(tokenizer, corpus, pairs, config.train, options, eos)
+        generator = None
+        if config.query_generator or config.pseudo_queries > 0:
+            generator = _cached_generator(
+                work_dir,
+                tokenizer,
+                texts,
+                [(position[d], q) for q, d in pairs],
+                config.generator,
+                progress_bar=progress_bar,
+            )
+        if config.pseudo_queries > 0:
+            assert generator is not None
+            generated = _cached_queries(
+                work_dir, "pseudo_queries.json", generator, texts, config.pseudo_queries
+            )
+            pseudo = [(q, d) for d, qs in zip(corpus.doc_ids, generated, strict=True) for q in qs]
+            examples.extend(
+                query_examples(
+                    tokenizer, corpus, pseudo, config.train, options, eos, options.seed, "pseudo"
+                )
+            )
         ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
 
         def snapshot(live_model: torch.nn.Module) -> NgramGenerativeIndex:
@@ -204,11 +234,12 @@ class NgramGenerativeIndex:
                 "corpus_tokens": ngrams.total_tokens,
                 "training": asdict(stats),
                 "optimizer_updates": stats.optimizer_updates,
+                "query_generator": None if generator is None else generator.stats,
                 "seconds": round(time.monotonic() - started, 1),
                 "at": _now(),
             }
         ]
-        return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs)
+        return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs, generator)
 
     # ----------------------------------------------------------------- adding
     def add(
@@ -223,18 +254,16 @@ class NgramGenerativeIndex:
 
         N-grams need no new identifiers: the new documents join the n-gram index (rebuilt over
         the whole corpus) and training continues on their span pairs (and training queries),
-        mixed with replay of old documents' span pairs (``replay="documents"``) or of their
-        training queries (``"queries"``). ``work_dir`` keeps checkpoints so that an interrupted
-        addition resumes. If training fails, discard this object; a saved index is never touched.
+        mixed with replay of old documents: queries generated for them -> their spans
+        (``replay="generative"``, DSI++'s generative memory; a query generator is trained first
+        if the index keeps none), their span pairs (``"documents"``) or their training queries
+        (``"queries"``). ``work_dir`` keeps checkpoints and generated queries so that an
+        interrupted addition resumes. If training fails, discard this object; a saved index is
+        never touched.
         """
         config = config or AddConfig()
         started = time.monotonic()
         check_new_documents(corpus, set(self.corpus.doc_ids))
-        if config.replay == "generative":
-            raise ValueError(
-                "An n-gram index has no query generator to replay from; use replay 'documents', "
-                "'queries' or 'none'."
-            )
         if config.replay == "queries" and not self.training_pairs:
             raise ValueError(
                 "Replay of training queries needs the queries of the indexed documents, and this "
@@ -255,20 +284,30 @@ class NgramGenerativeIndex:
         examples = seal_examples(
             self.tokenizer, corpus, pairs, train_config, options, eos, seed=config.seed + order
         )
-        pool = ExampleSet([], [], [])
+        pool, generator_trained = ExampleSet([], [], []), False
+        old = replay_doc_ids(self.corpus, config)
         if config.replay == "documents":
-            pool = seal_examples(self.tokenizer, self.corpus, [], train_config, options, eos)
+            pool = seal_examples(
+                self.tokenizer, self.corpus.subset(old), [], train_config, options, eos
+            )
             pool.tasks = ["replay-span"] * len(pool)
-        elif config.replay == "queries":
+        elif config.replay in ("queries", "generative"):
+            if config.replay == "queries":
+                wanted = set(old)
+                replayed = [(q, d) for q, d in self.training_pairs if d in wanted]
+            else:
+                replayed, generator_trained = generative_memory(
+                    self, old, config, work_dir, progress_bar
+                )
             pool = query_examples(
                 self.tokenizer,
                 self.corpus,
-                self.training_pairs,
+                replayed,
                 train_config,
                 options,
                 eos,
                 options.seed,
-                "replay-query",
+                f"replay-{'query' if config.replay == 'queries' else 'generated'}",
             )
         stats, per_epoch = train_with_replay(
             self.model, examples, pool, config, train_config, work_dir, progress_bar
@@ -294,6 +333,7 @@ class NgramGenerativeIndex:
                 "strategy": config.replay,
                 "per_epoch": per_epoch,
                 "pool": _count_tasks(pool),
+                "generator_trained": generator_trained,
             },
             "corpus_tokens": ngrams.total_tokens,
             "training": asdict(stats),
@@ -317,6 +357,8 @@ class NgramGenerativeIndex:
             save_documents(self.corpus, stage / "documents.jsonl")
             if self.training_pairs:
                 save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
+            if self.query_generator is not None:
+                self.query_generator.save(stage / GENERATOR_DIR)
             publish_index(
                 stage,
                 directory,
@@ -356,6 +398,9 @@ class NgramGenerativeIndex:
             ngrams = NgramIndex.load(directory / NGRAM_DIR)
             corpus = load_corpus(directory / "documents.jsonl")
             pairs = load_training_pairs(directory / TRAINING_QUERIES_FILE)
+            generator = None
+            if (directory / GENERATOR_DIR).is_dir():
+                generator = QueryGenerator.load(directory / GENERATOR_DIR, tokenizer)
         except IndexLoadError:
             raise
         except Exception as exc:  # one sentence naming the index, whatever broke underneath
@@ -371,7 +416,7 @@ class NgramGenerativeIndex:
                 f"the n-gram index holds {ngrams.num_docs} and documents.jsonl "
                 f"{len(corpus.doc_ids)}."
             )
-        return cls(config, tokenizer, model, ngrams, corpus, manifest["lineage"], pairs)
+        return cls(config, tokenizer, model, ngrams, corpus, manifest["lineage"], pairs, generator)
 
 
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:

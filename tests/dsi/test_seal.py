@@ -190,8 +190,6 @@ def test_add_documents_to_an_ngram_index(tmp_path):
     queries = [new.texts[0], old.texts[1]]
     old_results = Retriever.load(tmp_path / "old", device="cpu").search(queries, k=3)
 
-    with pytest.raises(ValueError, match="no query generator"):
-        index.add(new, config=AddConfig(replay="generative"))
     with pytest.raises(ValueError, match="already in the index"):
         index.add(old.subset(old.doc_ids[:1]))
     entry = index.add(
@@ -217,6 +215,42 @@ def test_add_documents_to_an_ngram_index(tmp_path):
     # The saved old index is untouched.
     again = Retriever.load(tmp_path / "old", device="cpu").search(queries, k=3)
     assert [[h.doc_id for h in r] for r in again] == [[h.doc_id for h in r] for r in old_results]
+
+
+def test_generative_replay_on_an_ngram_index(tmp_path):
+    """Generated queries for old documents -> their spans; the generator is kept in the index."""
+    full = random_corpus(random.Random(12), 10)
+    old, new = full.subset(full.doc_ids[:6]), full.subset(full.doc_ids[6:])
+    config = tiny_config("ngram", steps=4)
+    config.query_generator = True
+    config.generator.train.max_steps = 3
+    config.generator.model_config = config.model_config
+    index = NgramGenerativeIndex.build(old, config, progress_bar=False)
+    assert index.query_generator is not None and index.lineage[0]["query_generator"]
+    index.save(tmp_path / "idx")
+    assert (tmp_path / "idx" / "query_generator" / "model.safetensors").is_file()
+    loaded = NgramGenerativeIndex.load(tmp_path / "idx")
+    assert loaded.query_generator is not None
+
+    add = AddConfig(replay="generative", generated_per_doc=2, replay_docs=4, max_steps=3)
+    entry = loaded.add(new, config=add, progress_bar=False, work_dir=tmp_path / "work")
+    assert entry["replay"]["generator_trained"] is False
+    assert entry["replay"]["pool"]["replay-generated"] > 0
+    # Two queries for each of the 4 replayed old documents, cached for a resumed addition.
+    generated = json.loads((tmp_path / "work" / "replay_queries.json").read_text())
+    assert len(generated) == 4 and all(len(qs) == 2 for qs in generated)
+    assert loaded.num_docs == 10 and entry["optimizer_updates"] == 3
+
+
+def test_build_with_pseudo_queries_on_an_ngram_index():
+    corpus = random_corpus(random.Random(13), 6)
+    config = tiny_config("ngram", steps=2)
+    config.pseudo_queries = 2
+    config.generator.train.max_steps = 2
+    config.generator.model_config = config.model_config
+    index = NgramGenerativeIndex.build(corpus, config, progress_bar=False)
+    assert index.lineage[0]["examples"]["pseudo"] > 0
+    assert index.query_generator is not None
 
 
 def test_retriever_for_index_picks_the_kind(built):
