@@ -150,21 +150,10 @@ class GenerativeIndex:
                     config.train.query_repeats,
                 )
             )
-        generator = None
-        if config.query_generator or config.pseudo_queries > 0:
-            generator = _cached_generator(
-                work_dir,
-                tokenizer,
-                texts,
-                [(position[d], q) for q, d in pairs],
-                config.generator,
-                progress_bar=progress_bar,
-            )
-        if config.pseudo_queries > 0:
-            assert generator is not None
-            generated = _cached_queries(
-                work_dir, "pseudo_queries.json", generator, texts, config.pseudo_queries
-            )
+        generator, generated = kept_generator(
+            config, tokenizer, texts, [(position[d], q) for q, d in pairs], work_dir, progress_bar
+        )
+        if generated:
             examples.extend(
                 _query_examples(
                     tokenizer,
@@ -794,6 +783,30 @@ def _query_examples(
     out = retrieval_examples(tokens, [t for _, t in pairs], config, eos, repeats)
     out.tasks = [task] * len(out)
     return out
+
+
+def kept_generator(
+    config: IndexConfig,
+    tokenizer: Any,
+    texts: list[str],
+    pairs: list[tuple[int, str]],
+    work_dir: Path | None,
+    progress_bar: bool,
+) -> tuple[QueryGenerator | None, list[list[str]]]:
+    """The query generator a new index keeps (``config.query_generator`` or ``pseudo_queries``),
+    trained on ``texts`` and (position, query) ``pairs``, and ``config.pseudo_queries`` queries it
+    generated per text (none when that is 0)."""
+    if not (config.query_generator or config.pseudo_queries > 0):
+        return None, []
+    generator = _cached_generator(
+        work_dir, tokenizer, texts, pairs, config.generator, progress_bar=progress_bar
+    )
+    if config.pseudo_queries == 0:
+        return generator, []
+    generated = _cached_queries(
+        work_dir, "pseudo_queries.json", generator, texts, config.pseudo_queries
+    )
+    return generator, generated
 
 
 def _cached_generator(

@@ -38,8 +38,6 @@ from dsi.index import (
     TRAINING_QUERIES_FILE,
     IndexLoadError,
     TrainingQueries,
-    _cached_generator,
-    _cached_queries,
     _claim_work_dir,
     _count_tasks,
     _fingerprint,
@@ -49,6 +47,7 @@ from dsi.index import (
     add_fingerprint,
     check_new_documents,
     generative_memory,
+    kept_generator,
     load_training_pairs,
     publish_index,
     read_manifest,
@@ -187,21 +186,10 @@ class NgramGenerativeIndex:
         position = corpus.positions()
         pairs = [] if training_queries is None else training_queries.pairs(set(position))
         examples = seal_examples(tokenizer, corpus, pairs, config.train, options, eos)
-        generator = None
-        if config.query_generator or config.pseudo_queries > 0:
-            generator = _cached_generator(
-                work_dir,
-                tokenizer,
-                texts,
-                [(position[d], q) for q, d in pairs],
-                config.generator,
-                progress_bar=progress_bar,
-            )
-        if config.pseudo_queries > 0:
-            assert generator is not None
-            generated = _cached_queries(
-                work_dir, "pseudo_queries.json", generator, texts, config.pseudo_queries
-            )
+        generator, generated = kept_generator(
+            config, tokenizer, texts, [(position[d], q) for q, d in pairs], work_dir, progress_bar
+        )
+        if generated:
             pseudo = [(q, d) for d, qs in zip(corpus.doc_ids, generated, strict=True) for q in qs]
             examples.extend(
                 query_examples(
