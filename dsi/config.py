@@ -153,8 +153,8 @@ class AddConfig:
 
     replay: what is mixed in from the documents already indexed --
       "none" (plain fine-tuning), "queries" (their real training queries), "generative"
-      (queries generated for them by the index's query generator, DSI++'s generative memory),
-      "documents" (their indexing views).
+      (queries generated for them by the index's query generator, DSI++'s generative memory,
+      mixed with their real training queries if any), "documents" (their indexing views).
     """
 
     replay: str = "documents"
@@ -164,6 +164,9 @@ class AddConfig:
     # them (None: all of them).
     generated_per_doc: int = 2
     replay_docs: int | None = None
+    # Generative replay mixes in the old documents' real training queries when the index has
+    # them (as DSI++ does): about this share of the replayed examples.
+    real_query_share: float = 0.5
     sam: bool = False
     sam_rho: float = 0.05
     # Budget of the continued training; None keeps the index's own TrainConfig value.
@@ -181,6 +184,10 @@ class AddConfig:
             )
         if self.replay_ratio < 0:
             raise ValueError(f"replay_ratio must be at least 0, got {self.replay_ratio}.")
+        if not 0.0 <= self.real_query_share <= 1.0:
+            raise ValueError(
+                f"real_query_share must be between 0 and 1, got {self.real_query_share}."
+            )
         if self.generated_per_doc < 1:
             raise ValueError(f"generated_per_doc must be at least 1, got {self.generated_per_doc}.")
         names = {f.name for f in dataclasses.fields(TrainConfig)}

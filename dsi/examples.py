@@ -26,6 +26,27 @@ class ExampleSet:
         self.tasks += other.tasks
 
 
+def mix_examples(first: ExampleSet, second: ExampleSet, second_share: float) -> ExampleSet:
+    """One pool of both sets in which ``second`` makes up about ``second_share`` of the examples
+    (the scarcer set is repeated), so that uniform draws from it follow that mix."""
+    if not len(second) or second_share <= 0.0:
+        return first
+    if not len(first) or second_share >= 1.0:
+        return second
+    wanted = second_share / (1.0 - second_share)  # len(second part) / len(first part)
+    have = len(second) / len(first)
+    out = ExampleSet([], [], [])
+    if have < wanted:
+        out.extend(first)
+        for _ in range(max(1, round(wanted / have))):
+            out.extend(second)
+    else:
+        for _ in range(max(1, round(have / wanted))):
+            out.extend(first)
+        out.extend(second)
+    return out
+
+
 def document_views(
     token_ids: Sequence[int], config: TrainConfig, eos_id: int, rng: random.Random
 ) -> list[list[int]]:

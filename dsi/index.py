@@ -38,7 +38,7 @@ import dsi
 from docid.base import DocidMap, fit_docids
 from dsi.config import AddConfig, GeneratorConfig, IndexConfig
 from dsi.data import Corpus, load_corpus
-from dsi.examples import ExampleSet, indexing_examples, retrieval_examples
+from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
 from dsi.io import atomic_write_text, publish_dir, published, sha256_file, staging_dir
 from dsi.model import (
     build_model,
@@ -331,13 +331,17 @@ class GenerativeIndex:
             return pool, False
         eos = self.model.config.eos_token_id
         old = replay_doc_ids(self.corpus, config)
+        wanted = set(old)
+        real = [(q, d) for q, d in self.training_pairs if d in wanted and d in self.docids]
+        real_pool = _query_examples(
+            self.tokenizer,
+            [(q, self._target(self.docids.sequence(d))) for q, d in real],
+            train_config,
+            eos,
+            "replay-query",
+        )
         if config.replay == "queries":
-            wanted = set(old)
-            pairs = [(q, d) for q, d in self.training_pairs if d in wanted and d in self.docids]
-            examples = [(q, self._target(self.docids.sequence(d))) for q, d in pairs]
-            return _query_examples(
-                self.tokenizer, examples, train_config, eos, "replay-query"
-            ), False
+            return real_pool, False
         if config.replay == "documents":
             texts = self.corpus.subset(old).full_texts()
             targets = [self._target(self.docids.sequence(d)) for d in old]
@@ -347,10 +351,8 @@ class GenerativeIndex:
             return pool, False
         generated, trained = generative_memory(self, old, config, work_dir, progress_bar)
         examples = [(q, self._target(self.docids.sequence(d))) for q, d in generated]
-        return (
-            _query_examples(self.tokenizer, examples, train_config, eos, "replay-generated"),
-            trained,
-        )
+        pool = _query_examples(self.tokenizer, examples, train_config, eos, "replay-generated")
+        return mix_examples(pool, real_pool, config.real_query_share), trained
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:

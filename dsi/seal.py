@@ -32,7 +32,7 @@ import torch
 from docid.ngram import salient_span_pairs, seal_score, supervised_pairs, unsupervised_pairs
 from dsi.config import AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, load_corpus
-from dsi.examples import ExampleSet, retrieval_examples
+from dsi.examples import ExampleSet, mix_examples, retrieval_examples
 from dsi.index import (
     GENERATOR_DIR,
     TRAINING_QUERIES_FILE,
@@ -243,8 +243,8 @@ class NgramGenerativeIndex:
         N-grams need no new identifiers: the new documents join the n-gram index (rebuilt over
         the whole corpus) and training continues on their span pairs (and training queries),
         mixed with replay of old documents: queries generated for them -> their spans
-        (``replay="generative"``, DSI++'s generative memory; a query generator is trained first
-        if the index keeps none), their span pairs (``"documents"``) or their training queries
+        (``replay="generative"``, DSI++'s generative memory, mixed with their real training
+        queries; a query generator is trained first if the index keeps none), their span pairs (``"documents"``) or their training queries
         (``"queries"``). ``work_dir`` keeps checkpoints and generated queries so that an
         interrupted addition resumes. If training fails, discard this object; a saved index is
         never touched.
@@ -280,23 +280,29 @@ class NgramGenerativeIndex:
             )
             pool.tasks = ["replay-span"] * len(pool)
         elif config.replay in ("queries", "generative"):
-            if config.replay == "queries":
-                wanted = set(old)
-                replayed = [(q, d) for q, d in self.training_pairs if d in wanted]
-            else:
-                replayed, generator_trained = generative_memory(
+
+            def replay_examples(replayed: list[tuple[str, str]], task: str) -> ExampleSet:
+                return query_examples(
+                    self.tokenizer,
+                    self.corpus,
+                    replayed,
+                    train_config,
+                    options,
+                    eos,
+                    options.seed,
+                    task,
+                )
+
+            wanted = set(old)
+            real = [(q, d) for q, d in self.training_pairs if d in wanted]
+            pool = replay_examples(real, "replay-query")
+            if config.replay == "generative":
+                generated, generator_trained = generative_memory(
                     self, old, config, work_dir, progress_bar
                 )
-            pool = query_examples(
-                self.tokenizer,
-                self.corpus,
-                replayed,
-                train_config,
-                options,
-                eos,
-                options.seed,
-                f"replay-{'query' if config.replay == 'queries' else 'generated'}",
-            )
+                pool = mix_examples(
+                    replay_examples(generated, "replay-generated"), pool, config.real_query_share
+                )
         stats, per_epoch = train_with_replay(
             self.model, examples, pool, config, train_config, work_dir, progress_bar
         )

@@ -11,8 +11,10 @@ the index, and its index is shared by every strategy. Then D1..D4 are added in t
 
 - ``finetune``: plain fine-tuning on the new documents (no replay);
 - ``queries``: replay of the real training queries of the documents already indexed;
-- ``generative``: replay of queries generated for them (DSI++'s generative memory);
+- ``generative``: replay of queries generated for them (DSI++'s generative memory), mixed half
+  and half with their real training queries (``AddConfig.real_query_share``), as DSI++ does;
 - ``generative_sam``: generative replay with sharpness-aware minimisation;
+- ``generated_only``: generated queries alone (not run unless asked for);
 - ``documents`` / ``documents_sam``: replay of old documents' indexing examples (for n-gram
   indexes, ``--docids ngram``, their span pairs); not run unless asked for;
 - ``retrain``: a new index built from scratch on everything so far, with D0's budget.
@@ -60,6 +62,7 @@ STRATEGIES = (
     "queries",
     "generative",
     "generative_sam",
+    "generated_only",
     "documents",
     "documents_sam",
     "retrain",
@@ -69,6 +72,7 @@ ADD_SETTINGS = {
     "queries": {"replay": "queries"},
     "generative": {"replay": "generative"},
     "generative_sam": {"replay": "generative", "sam": True},
+    "generated_only": {"replay": "generative", "real_query_share": 0.0},
     "documents": {"replay": "documents"},
     "documents_sam": {"replay": "documents", "sam": True},
 }

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dsi.config import AddConfig, GeneratorConfig, TrainConfig
+from dsi.examples import ExampleSet, mix_examples
 from dsi.index import TRAINING_QUERIES_FILE, GenerativeIndex, TrainingQueries
 from dsi.pseudo_queries import QueryGenerator
 from dsi.retriever import Retriever
@@ -236,3 +237,16 @@ def test_sigkill_during_dsi_add_keeps_old_index_and_resumes(tmp_path):
 
     clash = dsi("add", "--index", str(out), "--corpus", str(extra), check=False)
     assert clash.returncode == 2 and "'nd12' is already in the index" in clash.stderr
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_mix_examples_follows_the_share(share):
+    generated = ExampleSet([[1]] * 40, [[2]] * 40, ["replay-generated"] * 40)
+    real = ExampleSet([[3]] * 7, [[4]] * 7, ["replay-query"] * 7)
+    pool = mix_examples(generated, real, share)
+    got = pool.tasks.count("replay-query") / len(pool)
+    assert abs(got - share) < 0.1
+    # Nothing is lost: every example of a set that is in the mix is in the pool.
+    assert pool.tasks.count("replay-query") % 7 == 0
+    assert pool.tasks.count("replay-generated") in ((0, 40, 80) if share < 1 else (0,))
+    assert mix_examples(generated, ExampleSet([], [], []), 0.5) is generated

@@ -225,20 +225,24 @@ def test_generative_replay_on_an_ngram_index(tmp_path):
     config.query_generator = True
     config.generator.train.max_steps = 3
     config.generator.model_config = config.model_config
-    index = NgramGenerativeIndex.build(old, config, progress_bar=False)
+    training = TrainingQueries({"q0": old.titles[0]}, {"q0": {old.doc_ids[0]: 1}})
+    index = NgramGenerativeIndex.build(old, config, training, progress_bar=False)
     assert index.query_generator is not None and index.lineage[0]["query_generator"]
     index.save(tmp_path / "idx")
     assert (tmp_path / "idx" / "query_generator" / "model.safetensors").is_file()
     loaded = NgramGenerativeIndex.load(tmp_path / "idx")
     assert loaded.query_generator is not None
 
-    add = AddConfig(replay="generative", generated_per_doc=2, replay_docs=4, max_steps=3)
+    add = AddConfig(replay="generative", generated_per_doc=2, replay_docs=6, max_steps=3)
     entry = loaded.add(new, config=add, progress_bar=False, work_dir=tmp_path / "work")
     assert entry["replay"]["generator_trained"] is False
-    assert entry["replay"]["pool"]["replay-generated"] > 0
-    # Two queries for each of the 4 replayed old documents, cached for a resumed addition.
+    # Generated queries, mixed about half and half with the old documents' real query.
+    pool = entry["replay"]["pool"]
+    assert pool["replay-generated"] > 0
+    assert 0.3 < pool["replay-query"] / (pool["replay-query"] + pool["replay-generated"]) < 0.7
+    # Two queries for each of the 6 replayed old documents, cached for a resumed addition.
     generated = json.loads((tmp_path / "work" / "replay_queries.json").read_text())
-    assert len(generated) == 4 and all(len(qs) == 2 for qs in generated)
+    assert len(generated) == 6 and all(len(qs) == 2 for qs in generated)
     assert loaded.num_docs == 10 and entry["optimizer_updates"] == 3
 
 
