@@ -331,6 +331,13 @@ class GenerativeIndex:
             return pool, False
         eos = self.model.config.eos_token_id
         old = replay_doc_ids(self.corpus, config)
+        if config.replay == "documents":
+            texts = self.corpus.subset(old).full_texts()
+            targets = [self._target(self.docids.sequence(d)) for d in old]
+            tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            pool = indexing_examples(tokens, targets, train_config, eos, seed=config.seed)
+            pool.tasks = ["replay-index"] * len(pool)
+            return pool, False
         wanted = set(old)
         real = [(q, d) for q, d in self.training_pairs if d in wanted and d in self.docids]
         real_pool = _query_examples(
@@ -342,13 +349,6 @@ class GenerativeIndex:
         )
         if config.replay == "queries":
             return real_pool, False
-        if config.replay == "documents":
-            texts = self.corpus.subset(old).full_texts()
-            targets = [self._target(self.docids.sequence(d)) for d in old]
-            tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            pool = indexing_examples(tokens, targets, train_config, eos, seed=config.seed)
-            pool.tasks = ["replay-index"] * len(pool)
-            return pool, False
         generated, trained = generative_memory(self, old, config, work_dir, progress_bar)
         examples = [(q, self._target(self.docids.sequence(d))) for q, d in generated]
         pool = _query_examples(self.tokenizer, examples, train_config, eos, "replay-generated")

@@ -244,10 +244,10 @@ class NgramGenerativeIndex:
         the whole corpus) and training continues on their span pairs (and training queries),
         mixed with replay of old documents: queries generated for them -> their spans
         (``replay="generative"``, DSI++'s generative memory, mixed with their real training
-        queries; a query generator is trained first if the index keeps none), their span pairs (``"documents"``) or their training queries
-        (``"queries"``). ``work_dir`` keeps checkpoints and generated queries so that an
-        interrupted addition resumes. If training fails, discard this object; a saved index is
-        never touched.
+        queries; a query generator is trained first if the index keeps none), their span pairs
+        (``"documents"``) or their training queries (``"queries"``). ``work_dir`` keeps
+        checkpoints and generated queries so that an interrupted addition resumes. If training
+        fails, discard this object; a saved index is never touched.
         """
         config = config or AddConfig()
         started = time.monotonic()
