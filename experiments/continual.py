@@ -343,6 +343,8 @@ def summarize(steps: list[dict[str, Any]], shared_d0: bool) -> dict[str, Any]:
         "a": a,
         "hits10_all": [s["eval"]["all"] for s in steps],
         "hits10_d0": [row[0] for row in a],
+        # The issue's goal: D0's forgetting after the last step (best earlier minus last).
+        "forgetting_d0": max(row[0] for row in a[:-1]) - a[-1][0] if len(a) > 1 else None,
         "measures": measures,
         "updates_per_step": [t["optimizer_updates"] for t in train],
         "passes_per_step": [t["forward_backward_passes"] for t in train],
@@ -361,7 +363,9 @@ def _fmt(value: float | None) -> str:
 def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict]]) -> None:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {name: summarize(steps, True) for name, steps in results.items()}
+    # The issue's order (fine-tuning, replays, retraining), whichever run finished which.
+    ordered = sorted(results, key=STRATEGIES.index)
+    summary = {name: summarize(results[name], True) for name in ordered}
     report = {
         "settings": {k: v for k, v in vars(args).items()},
         "splits": {
@@ -394,14 +398,15 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
         "training after the shared D0 index.",
         "",
         "| strategy | A_n | F_n (lower is better) | LA_n | Hits@10 all | Hits@10 D0 | "
-        "optimizer updates | forward/backward passes | minutes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "forgetting on D0 | optimizer updates | forward/backward passes | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
         m = s["measures"][-1]
         lines.append(
             f"| {name} | {_fmt(m['A'])} | {_fmt(m['F'])} | {_fmt(m['LA'])} | "
-            f"{_fmt(s['hits10_all'][-1])} | {_fmt(s['hits10_d0'][-1])} | {s['updates_after_d0']} | "
+            f"{_fmt(s['hits10_all'][-1])} | {_fmt(s['hits10_d0'][-1])} | "
+            f"{_fmt(s['forgetting_d0'])} | {s['updates_after_d0']} | "
             f"{s['passes_after_d0']} | {s['seconds_after_d0'] / 60:.1f} |"
         )
     lines += [

@@ -1,0 +1,48 @@
+"""The DSI++ measures of experiments/continual.py, on a hand-computed accuracy matrix."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+
+import continual  # noqa: E402
+
+
+def _step(per_task: list[float | None], updates: int) -> dict:
+    training = {"optimizer_updates": updates, "forward_backward_passes": 2 * updates}
+    return {
+        "eval": {"per_task": per_task, "all": None},
+        "entry": {"training": training},
+        "seconds": 60,
+    }
+
+
+def test_measures_follow_their_definitions():
+    # a[n][i]: Hits@10 on split i after step n.
+    a = [[0.5], [0.4, 0.8], [0.6, 0.2, 0.9]]
+    measures = continual.dsi_measures(a)
+    assert measures[0] == {"A": 0.5, "F": None, "LA": 0.5}
+    assert measures[1]["A"] == pytest.approx(0.6)
+    assert measures[1]["F"] == pytest.approx(0.1)  # split 0: best 0.5 before, 0.4 now
+    assert measures[1]["LA"] == pytest.approx(0.65)
+    # Step 2: split 0 best earlier 0.5 -> 0.6 (gain: -0.1); split 1 best 0.8 -> 0.2 (0.6).
+    assert measures[2]["F"] == pytest.approx((-0.1 + 0.6) / 2)
+    assert measures[2]["A"] == pytest.approx((0.6 + 0.2 + 0.9) / 3)
+    assert measures[2]["LA"] == pytest.approx((0.5 + 0.8 + 0.9) / 3)
+
+
+def test_splits_without_test_queries_are_left_out():
+    measures = continual.dsi_measures([[0.5], [0.5, None]])
+    assert measures[1]["A"] == 0.5 and measures[1]["LA"] == 0.5
+
+
+def test_summary_counts_only_training_after_d0_and_d0_forgetting():
+    steps = [_step([0.5], 1000), _step([0.6, 0.7], 10), _step([0.45, 0.7, 0.3], 20)]
+    summary = continual.summarize(steps, shared_d0=True)
+    assert summary["updates_after_d0"] == 30 and summary["passes_after_d0"] == 60
+    assert summary["forgetting_d0"] == pytest.approx(0.15)  # best 0.6 before, 0.45 at the end
+    assert summary["hits10_d0"] == [0.5, 0.6, 0.45]
