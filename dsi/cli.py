@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         help="training time budget (default: the config's, 40)",
     )
     p.add_argument("--max-steps", type=int, default=None, help="training step budget")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="search an index; prints one JSON line per query")
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.add_argument("query", nargs="*")
     p.set_defaults(func=_cmd_search)
 
@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bm25", action="store_true", help="also evaluate BM25 on the same queries")
     p.add_argument("--run-file", default=None, help="TREC run file to write")
     p.add_argument("--device", default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("add", help="add new documents to an index (continual indexing)")
@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         help="training time budget (default: the index's own)",
     )
     p.add_argument("--max-steps", type=int, default=None, help="training step budget")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_add)
 
     p = sub.add_parser("serve", help="serve an index over HTTP (needs the serve extra)")
@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="queued queries before requests get a 503 (default 1024)",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_serve)
     return parser
 
@@ -212,7 +212,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         builder, prepare = seal.NgramGenerativeIndex, seal.prepare_work_dir
     if state.num_processes > 1:
         prepare(state, corpus, config, training, work_dir)
-    index = builder.build(corpus, config, training, work_dir=work_dir)
+    index = builder.build(corpus, config, training, work_dir=work_dir, progress_bar=not args.quiet)
     if not state.is_main_process:
         return 0  # only the main process writes the index and reports
     index.save(output)
@@ -344,7 +344,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     index = load_index(source)
     work_dir = output.parent / f".{output.name}.add.work"
     started = time.monotonic()
-    entry = index.add(corpus, training, config, work_dir=work_dir)
+    entry = index.add(corpus, training, config, work_dir=work_dir, progress_bar=not args.quiet)
     index.save(output)
     shutil.rmtree(work_dir, ignore_errors=True)
     print(

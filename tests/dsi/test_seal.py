@@ -167,7 +167,9 @@ def test_cli_index_and_search(tmp_path, capsys):
     args = ["index", "--corpus", str(path), "--output", str(output), "--docids", "ngram"]
     args += [x for s in settings for x in ("--set", s)]
     assert main([*args, "--max-steps", "3", "--quiet"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "training" not in captured.err  # --quiet: no progress bar
     assert report["docids"] == "ngram" and report["documents"] == 6
     assert main(["search", "--index", str(output), "-k", "3", "--quiet", corpus.texts[0]]) == 0
     record = json.loads(capsys.readouterr().out)
