@@ -266,29 +266,18 @@ class GenerativeIndex:
         self.trie = PrefixTrie.from_sequences([self._target(seq) for seq in docids.sequences])
         self.corpus = Corpus.concat([self.corpus, corpus])
         self.training_pairs = self.training_pairs + pairs
-        entry = {
-            "event": "add",
-            "order": sum(1 for e in self.lineage if e.get("event") == "add") + 1,
-            "corpus": corpus.source,
-            "documents": len(corpus.doc_ids),
-            "total_documents": len(docids),
-            "first_doc_id": corpus.doc_ids[0],
-            "last_doc_id": corpus.doc_ids[-1],
-            "new_symbols": new_symbols,
-            "training_queries": len(pairs),
-            "settings": config.to_dict(),
-            "examples": _count_tasks(examples),
-            "replay": {
-                "strategy": config.replay,
-                "per_epoch": per_epoch,
-                "pool": _count_tasks(pool),
-                "generator_trained": generator_trained,
-            },
-            "training": asdict(stats),
-            "optimizer_updates": stats.optimizer_updates,
-            "seconds": round(time.monotonic() - started, 1),
-            "at": _now(),
-        }
+        entry = add_entry(
+            self.lineage,
+            corpus,
+            len(docids),
+            pairs,
+            config,
+            examples,
+            (pool, per_epoch, generator_trained),
+            stats,
+            started,
+            new_symbols=new_symbols,
+        )
         self.lineage.append(entry)
         return entry
 
@@ -479,6 +468,51 @@ def train_with_replay(
         replay_per_epoch=per_epoch,
     )
     return stats, per_epoch
+
+
+def add_order(lineage: list[dict[str, Any]]) -> int:
+    """The number of the next addition to an index with this ``lineage`` (1 for the first)."""
+    return sum(1 for e in lineage if e.get("event") == "add") + 1
+
+
+def add_entry(
+    lineage: list[dict[str, Any]],
+    corpus: Corpus,
+    total_documents: int,
+    pairs: list[tuple[str, str]],
+    config: AddConfig,
+    examples: ExampleSet,
+    replay: tuple[ExampleSet, int, bool],
+    stats: TrainStats,
+    started: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The lineage entry of an addition of ``corpus`` (either index kind; ``extra`` holds what
+    only one kind records). ``replay`` is (pool, replayed per epoch, generator trained)."""
+    pool, per_epoch, generator_trained = replay
+    return {
+        "event": "add",
+        "order": add_order(lineage),
+        "corpus": corpus.source,
+        "documents": len(corpus.doc_ids),
+        "total_documents": total_documents,
+        "first_doc_id": corpus.doc_ids[0],
+        "last_doc_id": corpus.doc_ids[-1],
+        "training_queries": len(pairs),
+        "settings": config.to_dict(),
+        "examples": _count_tasks(examples),
+        "replay": {
+            "strategy": config.replay,
+            "per_epoch": per_epoch,
+            "pool": _count_tasks(pool),
+            "generator_trained": generator_trained,
+        },
+        **extra,
+        "training": asdict(stats),
+        "optimizer_updates": stats.optimizer_updates,
+        "seconds": round(time.monotonic() - started, 1),
+        "at": _now(),
+    }
 
 
 def replay_doc_ids(corpus: Corpus, config: AddConfig) -> list[str]:

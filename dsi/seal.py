@@ -44,7 +44,9 @@ from dsi.index import (
     _make_model,
     _now,
     _resolve_index_dir,
+    add_entry,
     add_fingerprint,
+    add_order,
     check_new_documents,
     generative_memory,
     kept_generator,
@@ -268,7 +270,7 @@ class NgramGenerativeIndex:
         eos = self.model.config.eos_token_id
         pairs = [] if training_queries is None else training_queries.pairs(set(corpus.doc_ids))
         # A seed of its own per addition, so new documents' spans are not drawn like old ones'.
-        order = sum(1 for e in self.lineage if e.get("event") == "add") + 1
+        order = add_order(self.lineage)
         examples = seal_examples(
             self.tokenizer, corpus, pairs, train_config, options, eos, seed=config.seed + order
         )
@@ -312,29 +314,18 @@ class NgramGenerativeIndex:
         # Commit: nothing below can fail halfway.
         self.corpus, self.ngrams = merged, ngrams
         self.training_pairs = self.training_pairs + pairs
-        entry = {
-            "event": "add",
-            "order": order,
-            "corpus": corpus.source,
-            "documents": len(corpus.doc_ids),
-            "total_documents": self.num_docs,
-            "first_doc_id": corpus.doc_ids[0],
-            "last_doc_id": corpus.doc_ids[-1],
-            "training_queries": len(pairs),
-            "settings": config.to_dict(),
-            "examples": _count_tasks(examples),
-            "replay": {
-                "strategy": config.replay,
-                "per_epoch": per_epoch,
-                "pool": _count_tasks(pool),
-                "generator_trained": generator_trained,
-            },
-            "corpus_tokens": ngrams.total_tokens,
-            "training": asdict(stats),
-            "optimizer_updates": stats.optimizer_updates,
-            "seconds": round(time.monotonic() - started, 1),
-            "at": _now(),
-        }
+        entry = add_entry(
+            self.lineage,
+            corpus,
+            self.num_docs,
+            pairs,
+            config,
+            examples,
+            (pool, per_epoch, generator_trained),
+            stats,
+            started,
+            corpus_tokens=ngrams.total_tokens,
+        )
         self.lineage.append(entry)
         return entry
 
