@@ -13,7 +13,7 @@ from typing import Any
 class ModelConfig:
     """Size of a T5 built from scratch (ignored when ``IndexConfig.model`` names a checkpoint).
 
-    The default (2.3M parameters) is the best found for 2 CPU cores: on a time budget, epochs
+    The default (1.9M parameters with the 8,000-token vocabulary) is the best found for 2 CPU cores: on a time budget, epochs
     matter more than width (experiments/quality.py).
     """
 
