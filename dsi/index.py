@@ -179,20 +179,7 @@ class GenerativeIndex:
             monitor_minutes=monitor_minutes,
         )
         model = model.cpu().eval()
-        lineage = [
-            {
-                "event": "build",
-                "corpus": corpus.source,
-                "documents": len(corpus.doc_ids),
-                "training_queries": 0 if training_queries is None else len(training_queries.qrels),
-                "examples": _count_tasks(examples),
-                "training": asdict(stats),
-                "optimizer_updates": stats.optimizer_updates,
-                "query_generator": None if generator is None else generator.stats,
-                "seconds": round(time.monotonic() - started, 1),
-                "at": _now(),
-            }
-        ]
+        lineage = [build_entry(corpus, training_queries, examples, stats, generator, started)]
         return cls(
             config, tokenizer, model, docids, trie, offset, corpus, lineage, pairs, generator
         )
@@ -468,6 +455,31 @@ def train_with_replay(
         replay_per_epoch=per_epoch,
     )
     return stats, per_epoch
+
+
+def build_entry(
+    corpus: Corpus,
+    training_queries: TrainingQueries | None,
+    examples: ExampleSet,
+    stats: TrainStats,
+    generator: QueryGenerator | None,
+    started: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The lineage entry of a build (either index kind; ``extra`` holds what only one records)."""
+    return {
+        "event": "build",
+        "corpus": corpus.source,
+        "documents": len(corpus.doc_ids),
+        "training_queries": 0 if training_queries is None else len(training_queries.qrels),
+        "examples": _count_tasks(examples),
+        **extra,
+        "training": asdict(stats),
+        "optimizer_updates": stats.optimizer_updates,
+        "query_generator": None if generator is None else generator.stats,
+        "seconds": round(time.monotonic() - started, 1),
+        "at": _now(),
+    }
 
 
 def add_order(lineage: list[dict[str, Any]]) -> int:

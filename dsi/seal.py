@@ -23,7 +23,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,13 @@ from dsi.index import (
     IndexLoadError,
     TrainingQueries,
     _claim_work_dir,
-    _count_tasks,
     _fingerprint,
     _make_model,
-    _now,
     _resolve_index_dir,
     add_entry,
     add_fingerprint,
     add_order,
+    build_entry,
     check_new_documents,
     generative_memory,
     kept_generator,
@@ -214,21 +213,16 @@ class NgramGenerativeIndex:
             monitor_minutes=monitor_minutes,
         )
         model = model.cpu().eval()
-        lineage = [
-            {
-                "event": "build",
-                "corpus": corpus.source,
-                "documents": len(corpus.doc_ids),
-                "training_queries": 0 if training_queries is None else len(training_queries.qrels),
-                "examples": _count_tasks(examples),
-                "corpus_tokens": ngrams.total_tokens,
-                "training": asdict(stats),
-                "optimizer_updates": stats.optimizer_updates,
-                "query_generator": None if generator is None else generator.stats,
-                "seconds": round(time.monotonic() - started, 1),
-                "at": _now(),
-            }
-        ]
+        entry = build_entry(
+            corpus,
+            training_queries,
+            examples,
+            stats,
+            generator,
+            started,
+            corpus_tokens=ngrams.total_tokens,
+        )
+        lineage = [entry]
         return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs, generator)
 
     # ----------------------------------------------------------------- adding
