@@ -239,10 +239,14 @@ def salient_span_pairs(
 
 
 class NgramCounts(Protocol):
-    """What :func:`seal_score` needs from an n-gram index (``trie.fmindex.NgramIndex``)."""
+    """What :func:`seal_score` and :func:`bm25_score` need from an n-gram index
+    (``trie.fmindex.NgramIndex``)."""
 
     @property
     def total_tokens(self) -> int: ...
+
+    @property
+    def doc_lengths(self) -> np.ndarray: ...
 
     def count(self, ngram: Sequence[int]) -> int: ...
 
@@ -340,4 +344,54 @@ def seal_score(
             seen |= tokens
         results.append((doc, total_score))
     results.sort(key=lambda item: (-item[1], item[0]))
+    return results if k is None else results[:k]
+
+
+def bm25_score(
+    ngrams_with_logprobs: Iterable[tuple[Sequence[int], float]],
+    index: NgramCounts,
+    *,
+    gamma: float = 0.25,
+    k1: float = 1.2,
+    b: float = 0.75,
+    max_occurrences: int = 1500,
+    k: int | None = None,
+) -> list[tuple[int, float]]:
+    """Rank documents by BM25 over the generated n-grams, each weighted by its probability.
+
+    Every distinct n-gram (best log-prob kept) is a query term of weight ``P(n|q) ** gamma``:
+
+        score(d) = sum_n P(n|q)^gamma * idf(n) * tf(n, d) (k1 + 1) / (tf(n, d) + k1 (1 - b + b |d| / avgdl))
+
+    with ``idf(n) = log(1 + (N - df + 0.5) / (df + 0.5))`` (Lucene's), ``tf`` the n-gram's
+    occurrences in ``d`` and ``|d|`` its length in tokens. Unlike :func:`seal_score` this counts
+    repeated occurrences (saturating) and normalises for document length, which is what ranks a
+    small model's many short, partly redundant n-grams best (experiments/quality.py); a small
+    ``gamma`` keeps the model's less likely n-grams as evidence. N-grams absent from the corpus
+    or occurring more than ``max_occurrences`` times drop out. Returns ``(doc_index, score)`` best
+    first (ties: lower index first), only documents with a positive score, cut to ``k`` if given.
+    """
+    best: dict[tuple[int, ...], float] = {}
+    for ngram, logprob in ngrams_with_logprobs:
+        key = tuple(int(t) for t in ngram)
+        if key and (key not in best or logprob > best[key]):
+            best[key] = float(logprob)
+    lengths = np.asarray(index.doc_lengths, dtype=np.float64)
+    num_docs = len(lengths)
+    length_norm = k1 * (1.0 - b + b * lengths / max(float(lengths.mean()), 1e-9))
+    scores: dict[int, float] = {}
+    for key, logprob in best.items():
+        count = int(index.count(key))
+        if count == 0 or count > max_occurrences:
+            continue
+        docs, tf = np.unique(index.occurrences(key)[0], return_counts=True)
+        idf = math.log1p((num_docs - len(docs) + 0.5) / (len(docs) + 0.5))
+        weight = math.exp(gamma * min(logprob, 0.0)) * idf
+        gains = weight * tf * (k1 + 1.0) / (tf + length_norm[docs])
+        for doc, gain in zip(docs.tolist(), gains.tolist(), strict=True):
+            scores[doc] = scores.get(doc, 0.0) + gain
+    results = sorted(
+        ((doc, score) for doc, score in scores.items() if score > 0.0),
+        key=lambda item: (-item[1], item[0]),
+    )
     return results if k is None else results[:k]

@@ -25,6 +25,9 @@ class ModelConfig:
     num_layers: int = 2
     num_decoder_layers: int = 2
     dropout_rate: float = 0.1
+    # The tokenizer folds case (sentencepiece's nmt_nfkc_cf): query and document words then
+    # match whatever their case, as in BM25 (SciFact dev, experiments/quality.py).
+    lowercase: bool = True
 
 
 @dataclass
@@ -44,7 +47,7 @@ class TrainConfig:
     warmup_steps: int = 300
     max_epochs: int = 200
     max_steps: int | None = None
-    max_minutes: float | None = 40.0
+    max_minutes: float | None = 60.0
     checkpoint_minutes: float = 5.0
     seed: int = 13
     num_threads: int | None = None
@@ -101,6 +104,7 @@ class IndexConfig:
     def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
         """Rebuild from ``to_dict`` output, rejecting unknown keys with a clear message."""
         data = dict(data)
+        _settings_of_older_configs(data)
         nested = {"model_config": ModelConfig, "train": TrainConfig}
         for key, kind in nested.items():
             if key in data and isinstance(data[key], dict):
@@ -134,6 +138,23 @@ class IndexConfig:
     @classmethod
     def load(cls, path: Path) -> IndexConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _settings_of_older_configs(data: dict[str, Any]) -> None:
+    """Configs saved before ``ModelConfig.lowercase`` existed describe cased tokenizers and,
+    for n-gram indexes, SEAL's intersective scoring (then the only one)."""
+    model_config = data.get("model_config")
+    if not isinstance(model_config, dict) or "lowercase" in model_config:
+        return
+    data["model_config"] = {**model_config, "lowercase": False}
+    generator = data.get("generator")
+    if isinstance(generator, dict) and isinstance(generator.get("model_config"), dict):
+        generator = {**generator}
+        generator["model_config"] = {**generator["model_config"], "lowercase": False}
+        data["generator"] = generator
+    options = data.get("docid_options")
+    if data.get("docids", "ngram") == "ngram" and isinstance(options, dict):
+        data["docid_options"] = {"scoring": "intersective", **options}
 
 
 def _build(kind: type, data: dict[str, Any], where: str) -> Any:

@@ -916,7 +916,12 @@ def _make_model(config, texts, training_queries, docids: DocidMap, work_dir: Pat
         tokenizer = load_tokenizer(tok_dir)
     else:
         extra = list(training_queries.queries.values()) if training_queries else []
-        tokenizer = train_tokenizer(texts + extra, config.model_config.vocab_size, tok_dir / "spm")
+        tokenizer = train_tokenizer(
+            texts + extra,
+            config.model_config.vocab_size,
+            tok_dir / "spm",
+            lowercase=config.model_config.lowercase,
+        )
         tokenizer.save_pretrained(tok_dir)
     offset = len(tokenizer)
     torch.manual_seed(config.train.seed)

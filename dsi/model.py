@@ -28,9 +28,13 @@ PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int, workdir: Path, seed: int = 13
+    texts: Iterable[str], vocab_size: int, workdir: Path, seed: int = 13, lowercase: bool = False
 ) -> PreTrainedTokenizerBase:
-    """Train a unigram sentencepiece model on ``texts`` with T5's special ids (pad 0, eos 1, unk 2)."""
+    """Train a unigram sentencepiece model on ``texts`` with T5's special ids (pad 0, eos 1, unk 2).
+
+    With ``lowercase`` the tokenizer folds case (its normaliser, saved with it, does this for
+    every text it is given later too).
+    """
     import sentencepiece as spm
     from transformers import T5Tokenizer
 
@@ -51,6 +55,7 @@ def train_tokenizer(
         unk_id=UNK_ID,
         bos_id=-1,
         character_coverage=0.9995,
+        normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
         input_sentence_size=200_000,
         shuffle_input_sentence=True,
         hard_vocab_limit=False,

@@ -13,7 +13,8 @@ stopwords + Snowball, ``dsi.bm25``) is evaluated on the same dev and test querie
 
 Configurations (``CONFIGS``): ``default`` is exactly what ``dsi index`` builds; the others change
 one lever. For each n-gram configuration a row ``<name>+tuned`` follows: the same trained model
-with SEAL's scoring (``alpha``, number of unigrams) chosen on dev, then evaluated on test once
+with its document scoring (BM25 or SEAL's, their weights, number of unigrams) chosen on dev,
+then evaluated on test once
 (``--no-tune-decoding`` leaves it out). Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
 ``quality_<dataset>.md`` (the test table) and ``quality_<dataset>.png`` (dev nDCG@10 against
 training minutes, BM25 as a line). Finished configurations are kept in ``--work`` and skipped
@@ -34,7 +35,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from docid.ngram import seal_score  # noqa: E402
 from dsi.bm25 import BM25Retriever  # noqa: E402
 from dsi.config import IndexConfig  # noqa: E402
 from dsi.data import load_corpus, load_qrels, load_queries  # noqa: E402
@@ -53,7 +53,11 @@ METRICS = ("nDCG@10", "Hits@1", "Hits@10", "MRR@10", "Recall@10", "Recall@100")
 # Docid-memorising schemes are capped: on 2 cores their dev quality stays near zero (see the
 # curves), so the rest of the budget goes to the configurations that learn.
 CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
-    "default": ("`dsi index` default: n-gram identifiers (SEAL), copy-trained", {}, None),
+    "default": (
+        "`dsi index` default: n-gram identifiers (SEAL), copy-trained, BM25 over the n-grams",
+        {},
+        None,
+    ),
     "semantic": ("semantic docids (hierarchical k-means, MiniLM)", {"docids": "semantic"}, 10.0),
     "atomic": ("atomic docids (one token per document)", {"docids": "atomic"}, 10.0),
 }
@@ -202,10 +206,11 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
 
 
 def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
-    """The trained n-gram configuration ``name`` with SEAL's scoring tuned on dev, then test once.
+    """The trained n-gram configuration ``name`` with its document scoring tuned on dev, then test.
 
-    The model and its generated n-grams stay as they are; only ``alpha`` (the steepness of the
-    n-gram weights) and the number of first-token unigrams change.
+    The model and its generated n-grams stay as they are; the grid spans both scorings (BM25
+    over the n-grams with its ``gamma``, SEAL's intersective score with its ``alpha``) and the
+    number of first-token unigrams, so the JSON also holds the scorings' dev comparison.
     """
     work = args.work / data["name"] / name
     done = work / "tuned.json"
@@ -214,49 +219,43 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     _, config = config_for(data, name, args)
     index = trained_index(data, config, work / "build", args)  # resumes: no more training
     retriever = NgramRetriever(index, device="cpu")
+    base = retriever.options
     most = 200
-    retriever.options = dataclasses.replace(retriever.options, unigrams=most)
+    retriever.options = dataclasses.replace(base, unigrams=most)
     qids = sorted(data["dev"])
     generated = retriever.generate_ngrams([data["queries"][q] for q in qids])
     doc_ids = index.corpus.doc_ids
+    scorings = [{"scoring": "bm25", "gamma": g} for g in (0.1, 0.25, 0.5)]
+    scorings += [{"scoring": "intersective", "alpha": a} for a in (2.0, 3.0, 4.0)]
     grid = []
-    for alpha in (2.0, 3.0, 4.0):
+    for scoring in scorings:
         for unigrams in (0, 50, 100, 200):
+            options = dataclasses.replace(base, unigrams=unigrams, **scoring)
             run = {}
             for qid, ngrams in zip(qids, generated, strict=True):
                 # generate_ngrams lists the beams' n-grams first, then the `most` unigrams.
                 chosen = ngrams[: len(ngrams) - most] + ngrams[len(ngrams) - most :][:unigrams]
-                ranked = seal_score(
-                    chosen,
-                    index.ngrams,
-                    alpha=alpha,
-                    beta=retriever.options.beta,
-                    smoothing=retriever.options.smoothing,
-                    max_occurrences=retriever.options.max_occurrences,
-                    k=100,
-                )
+                ranked = options.rank(chosen, index.ngrams, k=100)
                 run[qid] = [(doc_ids[d], score) for d, score in ranked]
             metrics = evaluate_run(run, data["dev"])
-            grid.append({"alpha": alpha, "unigrams": unigrams, "dev": metrics})
+            grid.append({**scoring, "unigrams": unigrams, "dev": metrics})
     best = max(grid, key=lambda g: (g["dev"]["nDCG@10"], g["dev"]["Hits@10"]))
+    chosen = {key: value for key, value in best.items() if key != "dev"}
     log.info(
-        "%s/%s decoding tuned on dev: alpha %s, unigrams %s (dev nDCG@10 %.3f)",
+        "%s/%s decoding tuned on dev: %s (dev nDCG@10 %.3f)",
         data["name"],
         name,
-        best["alpha"],
-        best["unigrams"],
+        chosen,
         best["dev"]["nDCG@10"],
     )
-    retriever.options = dataclasses.replace(
-        retriever.options, alpha=best["alpha"], unigrams=best["unigrams"]
-    )
+    retriever.options = dataclasses.replace(base, **chosen)
 
     def search(texts: list[str], k: int) -> list[list[tuple[str, float]]]:
         return [[(h.doc_id, h.score) for h in row] for row in retriever.search(texts, k=k)]
 
     result = {
         "name": f"{name}+tuned",
-        "description": f"{name} with alpha={best['alpha']:g}, unigrams={best['unigrams']} "
+        "description": f"{name} with {', '.join(f'{k}={v}' for k, v in chosen.items())} "
         "chosen on dev",
         "training": json.loads((work / "result.json").read_text(encoding="utf-8"))["training"],
         "dev": best["dev"],
@@ -378,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--configs", nargs="+", default=["default", "semantic"], choices=list(CONFIGS)
     )
-    parser.add_argument("--minutes", type=float, default=40.0, help="training budget per run")
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget per run")
     parser.add_argument("--eval-every", type=float, default=10.0, help="dev evaluation interval")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
@@ -387,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-tune-decoding",
         dest="tune_decoding",
         action="store_false",
-        help="skip the extra row of n-gram configurations with SEAL's scoring tuned on dev",
+        help="skip the extra row of n-gram configurations with the scoring tuned on dev",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

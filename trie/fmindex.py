@@ -228,6 +228,12 @@ class NgramIndex:
         """Number of document tokens (separators excluded): the denominator of P(n)."""
         return self._n - self.num_docs
 
+    @property
+    def doc_lengths(self) -> np.ndarray:
+        """Number of tokens of every document (separators excluded), corpus order."""
+        ends = np.append(self.doc_starts[1:], self._n)
+        return ends - self.doc_starts - 1
+
     def doc_tokens(self, doc: int) -> np.ndarray:
         """Token ids of document ``doc`` (a view, without the separator)."""
         start = int(self.doc_starts[doc])

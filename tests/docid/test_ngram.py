@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from docid.ngram import (
+    bm25_score,
     ngram_weight,
     salient_span_pairs,
     seal_score,
@@ -108,6 +109,10 @@ class ListIndex:
     def total_tokens(self) -> int:
         return sum(len(d) for d in self.docs)
 
+    @property
+    def doc_lengths(self) -> np.ndarray:
+        return np.array([len(d) for d in self.docs])
+
     def occurrences(self, ngram):
         k, out = len(ngram), []
         for d, doc in enumerate(self.docs):
@@ -170,3 +175,45 @@ def test_seal_score_with_real_index():
     for d, _ in ranked:
         doc = docs[d]
         assert any(tuple(doc[i : i + len(g)]) == g for g, _ in ngrams for i in range(len(doc)))
+
+
+def test_bm25_score_by_hand():
+    # Doc 0 has (1, 2) twice and is short; doc 1 has it once and is long; doc 2 lacks it.
+    docs = [[1, 2, 1, 2], [1, 2, 5, 5, 5, 5, 5, 5], [7, 8, 9]]
+    index = ListIndex(docs)
+    k1, b, gamma = 1.2, 0.75, 0.5
+    avgdl = (4 + 8 + 3) / 3
+    ngrams = [((1, 2), -1.0), ((1, 2), -3.0), ((7, 8), -2.0), ((42,), -0.1)]
+    ranked = bm25_score(ngrams, index, gamma=gamma, k1=k1, b=b)
+
+    def term(logprob, df, tf, length):
+        idf = math.log(1 + (3 - df + 0.5) / (df + 0.5))
+        norm = tf + k1 * (1 - b + b * length / avgdl)
+        return math.exp(gamma * logprob) * idf * tf * (k1 + 1) / norm
+
+    expected = {0: term(-1.0, 2, 2, 4), 1: term(-1.0, 2, 1, 8), 2: term(-2.0, 1, 1, 3)}
+    assert dict(ranked) == pytest.approx(expected)  # the best log-prob of (1, 2) counts, once
+    assert [d for d, _ in ranked] == sorted(expected, key=lambda d: -expected[d])
+    assert bm25_score([], index) == []
+    assert len(bm25_score(ngrams, index, k=1)) == 1
+    only_rare = bm25_score(ngrams, index, gamma=gamma, k1=k1, b=b, max_occurrences=1)
+    assert only_rare == [(2, pytest.approx(expected[2]))]
+    # A probable n-gram outweighs an improbable one; gamma = 0 makes the model's probability moot.
+    flat = dict(bm25_score([((1, 2), -1.0), ((7, 8), -9.0)], index, gamma=0.0))
+    assert flat[2] > flat[1]
+    assert dict(bm25_score([((1, 2), -1.0), ((7, 8), -9.0)], index, gamma=1.0))[2] < flat[2]
+
+
+def test_bm25_score_with_real_index():
+    from trie.fmindex import NgramIndex
+
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(2, 40, size=int(rng.integers(5, 40))).tolist() for _ in range(40)]
+    index = NgramIndex.build(docs)
+    assert index.doc_lengths.tolist() == [len(d) for d in docs]
+    ngrams = [(tuple(docs[d][i : i + 2]), -float(d % 3)) for d in (3, 7, 9) for i in (0, 2)]
+    ranked = bm25_score(ngrams, index, max_occurrences=10**6)
+    brute = bm25_score(ngrams, ListIndex(docs), max_occurrences=10**6)
+    assert [d for d, _ in ranked] == [d for d, _ in brute]
+    assert [s for _, s in ranked] == pytest.approx([s for _, s in brute])
+    assert {3, 7, 9} <= {d for d, _ in ranked}

@@ -157,3 +157,32 @@ def test_load_index_opens_either_kind(saved_index, tmp_path):
     assert isinstance(load_index(tmp_path / "ngram"), NgramGenerativeIndex)
     with pytest.raises(IndexLoadError):
         load_index(tmp_path / "missing")
+
+
+def test_lowercase_tokenizer_folds_case_and_keeps_it_when_saved(tmp_path):
+    from dsi.model import load_tokenizer, train_tokenizer
+
+    texts = [f"The Heart RATE of runner {i} rises with Exercise" for i in range(200)]
+    folded = train_tokenizer(texts, 80, tmp_path / "spm", lowercase=True)
+    assert folded.tokenize("The HEART rate") == folded.tokenize("the heart rate")
+    folded.save_pretrained(tmp_path / "saved")
+    again = load_tokenizer(tmp_path / "saved")
+    assert again("The HEART rate")["input_ids"] == folded("the heart rate")["input_ids"]
+    cased = train_tokenizer(texts, 80, tmp_path / "cased")
+    assert cased.tokenize("The HEART rate") != cased.tokenize("the heart rate")
+
+
+def test_configs_saved_before_the_lowercase_setting_read_as_they_were_built():
+    from dsi.config import IndexConfig
+
+    data = IndexConfig().to_dict()
+    assert data["model_config"]["lowercase"] is True
+    del data["model_config"]["lowercase"]
+    del data["generator"]["model_config"]["lowercase"]
+    old = IndexConfig.from_dict(data)
+    assert not old.model_config.lowercase and not old.generator.model_config.lowercase
+    assert old.docid_options == {"scoring": "intersective"}  # n-gram indexes scored by SEAL's
+    semantic = IndexConfig.from_dict({**data, "docids": "semantic"})
+    assert semantic.docid_options == {}
+    new = IndexConfig.from_dict(IndexConfig().to_dict())
+    assert new.model_config.lowercase and new.docid_options == {}

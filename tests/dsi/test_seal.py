@@ -269,3 +269,27 @@ def test_retriever_for_index_picks_the_kind(built):
     plain = Retriever.for_index(docid_index, device="cpu")
     assert type(plain) is Retriever
     assert len(plain.search(queries[:1], k=2)[0]) == 2
+
+
+def test_scoring_option_picks_the_document_score(built):
+    from docid.ngram import bm25_score, seal_score
+    from dsi.seal import SealOptions
+
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    o = retriever.options
+    direct = {
+        "bm25": lambda row: bm25_score(row, index.ngrams, gamma=o.gamma, k1=o.k1, b=o.b),
+        "intersective": lambda row: seal_score(
+            row, index.ngrams, alpha=o.alpha, beta=o.beta, smoothing=o.smoothing
+        ),
+    }
+    generated = retriever.generate_ngrams(queries[:3])
+    for scoring, score in direct.items():
+        retriever.options = dataclasses.replace(o, scoring=scoring)
+        for row, hits in zip(generated, retriever.search(queries[:3], k=5), strict=True):
+            expected = [(index.corpus.doc_ids[d], s) for d, s in score(row)[:5]]
+            # Documents past the scored ones are backfilled (score <= 0).
+            assert [(h.doc_id, h.score) for h in hits[: len(expected)]] == expected
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        SealOptions.from_config(index.config.updated({"docid_options.scoring": "tfidf"}))
