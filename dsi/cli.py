@@ -60,6 +60,7 @@ def _add_training_query_args(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsi", description=__doc__)
     from dsi import __version__
+    from dsi.config import TrainConfig
 
     parser.add_argument("--version", action="version", version=f"dsi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-minutes",
         type=float,
         default=None,
-        help="training time budget (default: the config's, 40)",
+        help=f"training time budget (default: the config's, {TrainConfig.max_minutes:g})",
     )
     p.add_argument("--max-steps", type=int, default=None, help="training step budget")
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
