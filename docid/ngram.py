@@ -301,11 +301,7 @@ def seal_score(
     is the bare formula. Returns ``(doc_index, score)`` best first (ties: lower index first),
     only documents containing at least one scored n-gram, cut to ``k`` if given.
     """
-    best: dict[tuple[int, ...], float] = {}
-    for ngram, logprob in ngrams_with_logprobs:
-        key = tuple(int(t) for t in ngram)
-        if key and (key not in best or logprob > best[key]):
-            best[key] = float(logprob)
+    best = best_logprobs(ngrams_with_logprobs)
     total = int(index.total_tokens)
     scored = []
     for key, logprob in best.items():
@@ -343,8 +339,7 @@ def seal_score(
             total_score += weight * factor
             seen |= tokens
         results.append((doc, total_score))
-    results.sort(key=lambda item: (-item[1], item[0]))
-    return results if k is None else results[:k]
+    return _best_first(results, k)
 
 
 def bm25_score(
@@ -371,11 +366,7 @@ def bm25_score(
     or occurring more than ``max_occurrences`` times drop out. Returns ``(doc_index, score)`` best
     first (ties: lower index first), only documents with a positive score, cut to ``k`` if given.
     """
-    best: dict[tuple[int, ...], float] = {}
-    for ngram, logprob in ngrams_with_logprobs:
-        key = tuple(int(t) for t in ngram)
-        if key and (key not in best or logprob > best[key]):
-            best[key] = float(logprob)
+    best = best_logprobs(ngrams_with_logprobs)
     lengths = np.asarray(index.doc_lengths, dtype=np.float64)
     num_docs = len(lengths)
     length_norm = k1 * (1.0 - b + b * lengths / max(float(lengths.mean()), 1e-9))
@@ -390,8 +381,22 @@ def bm25_score(
         gains = weight * tf * (k1 + 1.0) / (tf + length_norm[docs])
         for doc, gain in zip(docs.tolist(), gains.tolist(), strict=True):
             scores[doc] = scores.get(doc, 0.0) + gain
-    results = sorted(
-        ((doc, score) for doc, score in scores.items() if score > 0.0),
-        key=lambda item: (-item[1], item[0]),
-    )
+    return _best_first([(doc, score) for doc, score in scores.items() if score > 0.0], k)
+
+
+def best_logprobs(
+    ngrams_with_logprobs: Iterable[tuple[Sequence[int], float]],
+) -> dict[tuple[int, ...], float]:
+    """Each distinct non-empty n-gram with its best log-prob (beams may repeat an n-gram)."""
+    best: dict[tuple[int, ...], float] = {}
+    for ngram, logprob in ngrams_with_logprobs:
+        key = tuple(int(t) for t in ngram)
+        if key and (key not in best or logprob > best[key]):
+            best[key] = float(logprob)
+    return best
+
+
+def _best_first(results: list[tuple[int, float]], k: int | None) -> list[tuple[int, float]]:
+    """Sorted by score, ties by lower document index, cut to ``k``."""
+    results.sort(key=lambda item: (-item[1], item[0]))
     return results if k is None else results[:k]

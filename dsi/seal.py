@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from docid.ngram import (
+    best_logprobs,
     bm25_score,
     salient_span_pairs,
     seal_score,
@@ -609,9 +610,7 @@ class NgramRetriever(Retriever):
         self, ngrams: list[tuple[tuple[int, ...], float]], taken: set[int], need: int
     ) -> list[tuple[int, float]]:
         """Up to ``need`` more documents, from the n-grams in decreasing log-probability."""
-        best: dict[tuple[int, ...], float] = {}
-        for ngram, logprob in ngrams:
-            best[ngram] = max(logprob, best.get(ngram, -math.inf))
+        best = best_logprobs(ngrams)
         out: list[tuple[int, float]] = []
         index = self.index.ngrams
         for ngram, logprob in sorted(best.items(), key=lambda item: (-item[1], item[0])):
