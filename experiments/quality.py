@@ -60,6 +60,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     ),
     "semantic": ("semantic docids (hierarchical k-means, MiniLM)", {"docids": "semantic"}, 10.0),
     "atomic": ("atomic docids (one token per document)", {"docids": "atomic"}, 10.0),
+    "salient30": (
+        "default with 30 copy pairs per document instead of 6",
+        {"docid_options.salient_pairs_per_doc": 30},
+        None,
+    ),
 }
 # Training-minute cap per dataset: Cranfield's 1,398 short abstracts take ~50 epochs in 15.
 DATASET_CAPS: dict[str, float] = {"cranfield": 15.0}
