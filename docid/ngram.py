@@ -367,9 +367,10 @@ def bm25_score(
     first (ties: lower index first), only documents with a positive score, cut to ``k`` if given.
     """
     best = best_logprobs(ngrams_with_logprobs)
-    lengths = np.asarray(index.doc_lengths, dtype=np.float64)
+    lengths = index.doc_lengths
     num_docs = len(lengths)
-    length_norm = k1 * (1.0 - b + b * lengths / max(float(lengths.mean()), 1e-9))
+    # Only the documents an n-gram occurs in are touched: no pass over the whole corpus.
+    average_length = max(int(index.total_tokens) / max(num_docs, 1), 1e-9)
     scores: dict[int, float] = {}
     for key, logprob in best.items():
         count = int(index.count(key))
@@ -378,7 +379,8 @@ def bm25_score(
         docs, tf = np.unique(index.occurrences(key)[0], return_counts=True)
         idf = math.log1p((num_docs - len(docs) + 0.5) / (len(docs) + 0.5))
         weight = math.exp(gamma * min(logprob, 0.0)) * idf
-        gains = weight * tf * (k1 + 1.0) / (tf + length_norm[docs])
+        length_norm = k1 * (1.0 - b + b * lengths[docs] / average_length)
+        gains = weight * tf * (k1 + 1.0) / (tf + length_norm)
         for doc, gain in zip(docs.tolist(), gains.tolist(), strict=True):
             scores[doc] = scores.get(doc, 0.0) + gain
     return _best_first([(doc, score) for doc, score in scores.items() if score > 0.0], k)

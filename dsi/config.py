@@ -26,7 +26,7 @@ class ModelConfig:
     num_decoder_layers: int = 2
     dropout_rate: float = 0.1
     # The tokenizer folds case (sentencepiece's nmt_nfkc_cf): query and document words then
-    # match whatever their case, as in BM25 (SciFact dev, experiments/quality.py).
+    # match whatever their case, as in BM25 (experiments/lexical_ceiling.py, quality.py).
     lowercase: bool = True
 
 

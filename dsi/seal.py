@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 
 SCHEME = "ngram"
 NGRAM_DIR = "ngram_index"
+SCORINGS = ("bm25", "intersective")
 
 
 @dataclass
@@ -167,9 +168,6 @@ class SealOptions:
             max_occurrences=self.max_occurrences,
             k=k,
         )
-
-
-SCORINGS = ("bm25", "intersective")
 
 
 class _NoSymbols:
@@ -591,8 +589,9 @@ class NgramRetriever(Retriever):
         ``k``, since one n-gram can point to many documents. Documents are ranked by
         ``SealOptions.scoring``; if fewer than ``k`` score above 0 (e.g. only n-grams more
         frequent than ``max_occurrences``, or SEAL's score with a model that prefers frequent
-        n-grams no more than their corpus frequency predicts), documents containing the best generated
-        n-grams follow, scored by that n-gram's log-probability (negative, so below the rest).
+        n-grams no more than their corpus frequency predicts), documents containing the best
+        generated n-grams follow, scored by that n-gram's log-probability (negative, so below
+        the rest).
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")

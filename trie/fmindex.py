@@ -168,6 +168,7 @@ class NgramIndex:
         self._next_cache = _LRU(cache_size)
         self._range_cache = _LRU(cache_size)
         self._pinned: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._doc_lengths: np.ndarray | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -231,8 +232,10 @@ class NgramIndex:
     @property
     def doc_lengths(self) -> np.ndarray:
         """Number of tokens of every document (separators excluded), corpus order."""
-        ends = np.append(self.doc_starts[1:], self._n)
-        return ends - self.doc_starts - 1
+        if self._doc_lengths is None:
+            ends = np.append(self.doc_starts[1:], self._n)
+            self._doc_lengths = _frozen(ends - self.doc_starts - 1)
+        return self._doc_lengths
 
     def doc_tokens(self, doc: int) -> np.ndarray:
         """Token ids of document ``doc`` (a view, without the separator)."""
