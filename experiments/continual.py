@@ -1,6 +1,8 @@
 """Continual indexing on SciFact (DSI++ protocol): how much do additions forget, per strategy?
 
-    python experiments/continual.py     # the committed results: ~105 min on 2 CPU cores
+    python experiments/continual.py     # the committed results' settings: ~105 min, 2 CPU cores
+                                        # (they were measured at e81c97f, before the
+                                        # case-folding tokenizer and BM25 n-gram scoring)
     python experiments/continual.py --scale 0.05 --model-size tiny --embedder tfidf \\
         --max-steps-per-step 30 --build-max-steps 60 --generator-max-steps 30   # a toy run
 
