@@ -87,8 +87,15 @@ class SealOptions:
 
     # Training data (docid.ngram.supervised_pairs / salient_span_pairs / unsupervised_pairs).
     spans_per_query: int = 3
-    # Noisy window -> rare-word span inside it: teaches a model from scratch to copy.
+    # Noisy window -> rare-word span inside it: teaches a model from scratch to copy. Without
+    # training queries these pairs are all the model learns from, and fresh ones beat more epochs
+    # over few (Cranfield dev nDCG@10, experiments/quality.py); with queries, many of them dilute
+    # the query pairs (SciFact dev).
     salient_pairs_per_doc: int = 6
+    salient_pairs_per_doc_without_queries: int = 120
+    # ...but no more than this many in all (each holds ~1.5 KB while training), down to
+    # salient_pairs_per_doc per document in a large corpus.
+    max_salient_pairs: int = 1_000_000
     salient_words: tuple[int, int] = (1, 4)
     word_dropout: float = 0.25
     rarity: float = 2.0
@@ -144,6 +151,16 @@ class SealOptions:
                 f"{made.min_tokens}..{made.max_tokens}."
             )
         return made
+
+    def salient_pairs_for(self, num_docs: int, with_queries: bool) -> int:
+        """Copy pairs per document when ``num_docs`` documents are indexed with or without
+        training queries."""
+        if with_queries:
+            return self.salient_pairs_per_doc
+        affordable = self.max_salient_pairs // max(1, num_docs)
+        return max(
+            self.salient_pairs_per_doc, min(self.salient_pairs_per_doc_without_queries, affordable)
+        )
 
     def rank(
         self, ngrams: list[tuple[tuple[int, ...], float]], index: NgramIndex, k: int | None
@@ -220,6 +237,8 @@ class NgramGenerativeIndex:
         if len(corpus.doc_ids) == 0:
             raise ValueError("The corpus is empty: there is nothing to index.")
         options = SealOptions.from_config(config)
+        # The saved config names every setting, so a later change of defaults leaves it alone.
+        config = dataclasses.replace(config, docid_options=dataclasses.asdict(options))
         started = time.monotonic()
         if work_dir is not None:
             work_dir = Path(work_dir)
@@ -315,8 +334,15 @@ class NgramGenerativeIndex:
         pool, generator_trained = ExampleSet([], [], []), False
         old = replay_doc_ids(self.corpus, config)
         if config.replay == "documents":
+            # A replay pool, not the documents' only lesson: the smaller count will do.
             pool = seal_examples(
-                self.tokenizer, self.corpus.subset(old), [], train_config, options, eos
+                self.tokenizer,
+                self.corpus.subset(old),
+                [],
+                train_config,
+                options,
+                eos,
+                salient_pairs_per_doc=options.salient_pairs_per_doc,
             )
             pool.tasks = ["replay-span"] * len(pool)
         elif config.replay in ("queries", "generative"):
@@ -410,7 +436,7 @@ class NgramGenerativeIndex:
         if verify:
             verify_checksums(directory, manifest)
         try:
-            config = IndexConfig.load(directory / "config.json")
+            config = _settings_of_older_indexes(IndexConfig.load(directory / "config.json"))
             SealOptions.from_config(config)
             tokenizer = load_tokenizer(directory / "model")
             from transformers import T5ForConditionalGeneration
@@ -442,6 +468,18 @@ class NgramGenerativeIndex:
         return cls(config, tokenizer, model, ngrams, corpus, manifest["lineage"], pairs, generator)
 
 
+def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
+    """Indexes saved before their config named every SEAL setting made as many copy pairs per
+    document without training queries as with them (relevant when documents are added)."""
+    options = config.docid_options
+    if "salient_pairs_per_doc_without_queries" in options:
+        return config
+    count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
+    return dataclasses.replace(
+        config, docid_options={**options, "salient_pairs_per_doc_without_queries": count}
+    )
+
+
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:
     """The n-gram index over ``tokenize(title + " " + text)`` of every document (no EOS)."""
     doc_tokens = tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
@@ -463,13 +501,19 @@ def seal_examples(
     options: SealOptions,
     eos: int,
     seed: int | None = None,
+    salient_pairs_per_doc: int | None = None,
 ) -> ExampleSet:
     """Training examples for ``corpus``: span pairs of its documents and, for ``pairs`` of
-    (query, doc id in ``corpus``), query -> title / overlapping spans of the document."""
+    (query, doc id in ``corpus``), query -> title / overlapping spans of the document.
+
+    ``salient_pairs_per_doc`` defaults to ``options.salient_pairs_for`` indexing with queries
+    when ``pairs`` has any, without them otherwise."""
     seed = options.seed if seed is None else seed
+    if salient_pairs_per_doc is None:
+        salient_pairs_per_doc = options.salient_pairs_for(len(corpus.doc_ids), bool(pairs))
     span_pairs = salient_span_pairs(
         corpus.full_texts(),
-        pairs_per_doc=options.salient_pairs_per_doc,
+        pairs_per_doc=salient_pairs_per_doc,
         min_words=options.salient_words[0],
         max_words=options.salient_words[1],
         word_dropout=options.word_dropout,

@@ -13,7 +13,7 @@ from dsi.cli import main
 from dsi.config import AddConfig
 from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
 from dsi.retriever import Retriever
-from dsi.seal import NgramGenerativeIndex, NgramRetriever
+from dsi.seal import NgramGenerativeIndex, NgramRetriever, SealOptions, seal_examples
 from tests.conftest import random_corpus, tiny_config
 
 
@@ -120,6 +120,45 @@ def test_monitor_sees_the_index_during_training():
     # The training clock between two calls advances by one step, not by the 1 s in the monitor.
     clock = [s for s, _ in seen]
     assert clock[-1] - clock[0] < 1.0 * (len(clock) - 1)
+
+
+def test_copy_pairs_per_document_depend_on_training_queries(built):
+    index, _ = built
+    options = dataclasses.replace(
+        index.options, salient_pairs_per_doc=2, salient_pairs_per_doc_without_queries=7
+    )
+    eos = index.model.config.eos_token_id
+
+    def copy_pairs(pairs: list[tuple[str, str]], **kwargs) -> int:
+        made = seal_examples(
+            index.tokenizer, index.corpus, pairs, index.config.train, options, eos, **kwargs
+        )
+        return made.tasks.count("seal-span")
+
+    assert copy_pairs([]) == 7 * index.num_docs
+    assert copy_pairs([(index.corpus.titles[0], "d0")]) == 2 * index.num_docs
+    assert copy_pairs([], salient_pairs_per_doc=3) == 3 * index.num_docs
+    # A large corpus without queries gets fewer per document, never fewer than with queries.
+    capped = dataclasses.replace(options, max_salient_pairs=50)
+    assert capped.salient_pairs_for(10, with_queries=False) == 5
+    assert capped.salient_pairs_for(100, with_queries=False) == 2
+    assert capped.salient_pairs_for(10, with_queries=True) == 2
+
+
+def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
+    import shutil
+
+    saved_options = json.loads((saved / "config.json").read_text())["docid_options"]
+    assert set(saved_options) == {f.name for f in dataclasses.fields(SealOptions)}
+    assert NgramGenerativeIndex.load(saved).options == built[0].options
+    # An index saved before the count without queries existed keeps making as many as with them.
+    directory = tmp_path / "older"
+    shutil.copytree(saved, directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["docid_options"] = {"salient_pairs_per_doc": 4}
+    (directory / "config.json").write_text(json.dumps(config))
+    options = NgramGenerativeIndex.load(directory, verify=False).options
+    assert options.salient_pairs_per_doc_without_queries == 4
 
 
 def test_save_load_search_is_identical(built, saved):
