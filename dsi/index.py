@@ -697,12 +697,17 @@ def train_model(
     progress_bar: bool,
     monitor: Callable[[torch.nn.Module, float], None] | None = None,
     monitor_minutes: float = 5.0,
+    pool: ExampleSet | None = None,
+    pool_per_epoch: int = 0,
 ) -> TrainStats:
-    """Train on ``examples``, checkpointing into ``work_dir`` so an interrupted build resumes."""
+    """Train on ``examples`` (and ``pool_per_epoch`` examples drawn afresh from ``pool`` every
+    epoch), checkpointing into ``work_dir`` so an interrupted build resumes."""
+    drawn = f" + {pool_per_epoch} of {len(pool)} per epoch" if pool and pool_per_epoch else ""
     log.info(
-        "Training a %.1fM-parameter T5 on %d examples (%d documents).",
+        "Training a %.1fM-parameter T5 on %d examples%s (%d documents).",
         num_parameters(model) / 1e6,
         len(examples),
+        drawn,
         num_docs,
     )
     return train(
@@ -714,6 +719,8 @@ def train_model(
         progress_bar=progress_bar,
         monitor=monitor,
         monitor_minutes=monitor_minutes,
+        replay=pool,
+        replay_per_epoch=pool_per_epoch,
     )
 
 

@@ -96,6 +96,10 @@ class SealOptions:
     # ...but no more than this many in all (each holds ~1.5 KB while training), down to
     # salient_pairs_per_doc per document in a large corpus.
     max_salient_pairs: int = 1_000_000
+    # When larger than the count above, each epoch draws that many copy pairs per document
+    # afresh from a pool of this many per document (max_salient_pairs in all), instead of
+    # repeating the same ones.
+    salient_pool_per_doc: int = 0
     salient_words: tuple[int, int] = (1, 4)
     word_dropout: float = 0.25
     rarity: float = 2.0
@@ -158,8 +162,8 @@ class SealOptions:
         if with_queries:
             return self.salient_pairs_per_doc
         affordable = self.max_salient_pairs // max(1, num_docs)
-        return max(
-            self.salient_pairs_per_doc, min(self.salient_pairs_per_doc_without_queries, affordable)
+        return min(
+            self.salient_pairs_per_doc_without_queries, max(self.salient_pairs_per_doc, affordable)
         )
 
     def rank(
@@ -249,7 +253,17 @@ class NgramGenerativeIndex:
 
         position = corpus.positions()
         pairs = [] if training_queries is None else training_queries.pairs(set(position))
-        examples = seal_examples(tokenizer, corpus, pairs, config.train, options, eos)
+        copies = options.salient_pairs_for(len(corpus.doc_ids), bool(pairs))
+        pool, per_epoch = ExampleSet([], [], []), 0
+        pooled = min(options.salient_pool_per_doc, options.max_salient_pairs // len(corpus.doc_ids))
+        if pooled > copies:
+            pool = seal_examples(
+                tokenizer, corpus, [], config.train, options, eos, salient_pairs_per_doc=pooled
+            )
+            per_epoch, copies = copies * len(corpus.doc_ids), 0
+        examples = seal_examples(
+            tokenizer, corpus, pairs, config.train, options, eos, salient_pairs_per_doc=copies
+        )
         generator, generated = kept_generator(
             config, tokenizer, texts, [(position[d], q) for q, d in pairs], work_dir, progress_bar
         )
@@ -274,8 +288,12 @@ class NgramGenerativeIndex:
             progress_bar,
             monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
             monitor_minutes=monitor_minutes,
+            pool=pool,
+            pool_per_epoch=per_epoch,
         )
         model = model.cpu().eval()
+        if len(pool):
+            examples.extend(pool)
         entry = build_entry(
             corpus,
             training_queries,

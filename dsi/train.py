@@ -1,7 +1,8 @@
 """Training with accelerate: one multi-task run over indexing and retrieval examples.
 
-Optionally a replay pool is mixed in (a fresh sample of it every epoch, for continual indexing)
-and updates use sharpness-aware minimisation (``TrainConfig.sam``, see ``dsi.sam``).
+Optionally a pool is mixed in (a fresh sample of it every epoch: old documents when adding,
+copy pairs when building) and updates use sharpness-aware minimisation (``TrainConfig.sam``,
+see ``dsi.sam``).
 
 Checkpoints are plain safetensors + JSON (no pickle), written atomically, so a killed run resumes
 from the last one with the same data order.
@@ -129,15 +130,17 @@ def train(
 ) -> TrainStats:
     """Train ``model`` on ``examples`` until an epoch, step or time budget runs out.
 
-    With ``replay``, every epoch also holds ``replay_per_epoch`` examples drawn from it afresh
-    (the same draw on every process and on resume). ``monitor(model, training_seconds)`` is
+    With ``replay`` (old documents' examples when adding, or a pool of copy pairs), every epoch
+    also holds ``replay_per_epoch`` examples drawn from it afresh (the same draw on every process
+    and on resume); ``examples`` may then be empty. ``monitor(model, training_seconds)`` is
     called on the main process every ``monitor_minutes`` of training (e.g. to evaluate on a dev
     set); the time it takes does not count against the budget.
     """
-    if len(examples) == 0:
+    drawing = replay is not None and len(replay) > 0 and replay_per_epoch > 0
+    if len(examples) == 0 and not drawing:
         raise ValueError("There are no training examples: the corpus produced no inputs.")
     fresh = len(examples)
-    if replay is not None and len(replay) and replay_per_epoch > 0:
+    if drawing:
         examples = ExampleSet(
             examples.sources + replay.sources,
             examples.targets + replay.targets,

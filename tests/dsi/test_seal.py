@@ -145,6 +145,22 @@ def test_copy_pairs_per_document_depend_on_training_queries(built):
     assert capped.salient_pairs_for(10, with_queries=True) == 2
 
 
+def test_copy_pairs_drawn_afresh_from_a_pool_every_epoch(caplog):
+    corpus = random_corpus(random.Random(3), 8)
+    config = tiny_config("ngram", steps=4).updated(
+        {
+            "docid_options.salient_pairs_per_doc_without_queries": 2,
+            "docid_options.salient_pool_per_doc": 5,
+        }
+    )
+    with caplog.at_level("INFO", logger="dsi.index"):
+        index = NgramGenerativeIndex.build(corpus, config, progress_bar=False)
+    # No training queries: every example of an epoch is drawn from the pool.
+    assert "on 0 examples + 16 of 40 per epoch" in caplog.text
+    assert index.lineage[0]["examples"] == {"seal-span": 40}
+    assert index.lineage[0]["training"]["steps"] == 4
+
+
 def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     import shutil
 
