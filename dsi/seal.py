@@ -98,8 +98,8 @@ class SealOptions:
     max_salient_pairs: int = 1_000_000
     # When larger than the count above, each epoch draws that many copy pairs per document
     # afresh from a pool of this many per document (max_salient_pairs in all), instead of
-    # repeating the same ones.
-    salient_pool_per_doc: int = 0
+    # repeating the same ones (SciFact dev nDCG@10 0.629 against 0.624, experiments/quality.py).
+    salient_pool_per_doc: int = 60
     salient_words: tuple[int, int] = (1, 4)
     word_dropout: float = 0.25
     rarity: float = 2.0
@@ -488,14 +488,13 @@ class NgramGenerativeIndex:
 
 def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
     """Indexes saved before their config named every SEAL setting made as many copy pairs per
-    document without training queries as with them (relevant when documents are added)."""
+    document without training queries as with them, and the same ones every epoch."""
     options = config.docid_options
     if "salient_pairs_per_doc_without_queries" in options:
         return config
     count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
-    return dataclasses.replace(
-        config, docid_options={**options, "salient_pairs_per_doc_without_queries": count}
-    )
+    older = {"salient_pairs_per_doc_without_queries": count, "salient_pool_per_doc": 0}
+    return dataclasses.replace(config, docid_options={**options, **older})
 
 
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:

@@ -175,6 +175,7 @@ def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     (directory / "config.json").write_text(json.dumps(config))
     options = NgramGenerativeIndex.load(directory, verify=False).options
     assert options.salient_pairs_per_doc_without_queries == 4
+    assert options.salient_pool_per_doc == 0
 
 
 def test_save_load_search_is_identical(built, saved):
