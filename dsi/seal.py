@@ -161,10 +161,19 @@ class SealOptions:
         training queries."""
         if with_queries:
             return self.salient_pairs_per_doc
-        affordable = self.max_salient_pairs // max(1, num_docs)
+        affordable = self._affordable_per_doc(num_docs)
         return min(
             self.salient_pairs_per_doc_without_queries, max(self.salient_pairs_per_doc, affordable)
         )
+
+    def salient_pool_for(self, num_docs: int, with_queries: bool) -> int:
+        """Copy pairs per document that each epoch's are drawn from afresh, or 0 when every
+        epoch repeats the same ones."""
+        pooled = min(self.salient_pool_per_doc, self._affordable_per_doc(num_docs))
+        return pooled if pooled > self.salient_pairs_for(num_docs, with_queries) else 0
+
+    def _affordable_per_doc(self, num_docs: int) -> int:
+        return self.max_salient_pairs // max(1, num_docs)
 
     def rank(
         self, ngrams: list[tuple[tuple[int, ...], float]], index: NgramIndex, k: int | None
@@ -254,9 +263,9 @@ class NgramGenerativeIndex:
         position = corpus.positions()
         pairs = [] if training_queries is None else training_queries.pairs(set(position))
         copies = options.salient_pairs_for(len(corpus.doc_ids), bool(pairs))
+        pooled = options.salient_pool_for(len(corpus.doc_ids), bool(pairs))
         pool, per_epoch = ExampleSet([], [], []), 0
-        pooled = min(options.salient_pool_per_doc, options.max_salient_pairs // len(corpus.doc_ids))
-        if pooled > copies:
+        if pooled:
             pool = seal_examples(
                 tokenizer, corpus, [], config.train, options, eos, salient_pairs_per_doc=pooled
             )

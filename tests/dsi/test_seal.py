@@ -143,6 +143,11 @@ def test_copy_pairs_per_document_depend_on_training_queries(built):
     assert capped.salient_pairs_for(10, with_queries=False) == 5
     assert capped.salient_pairs_for(100, with_queries=False) == 2
     assert capped.salient_pairs_for(10, with_queries=True) == 2
+    # The pool obeys the same cap, and is none unless larger than an epoch's pairs.
+    pooled = dataclasses.replace(options, salient_pool_per_doc=4, max_salient_pairs=100)
+    assert pooled.salient_pool_for(10, with_queries=True) == 4
+    assert pooled.salient_pool_for(50, with_queries=True) == 0
+    assert pooled.salient_pool_for(10, with_queries=False) == 0
 
 
 def test_copy_pairs_drawn_afresh_from_a_pool_every_epoch(caplog):
