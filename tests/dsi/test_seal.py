@@ -147,7 +147,11 @@ def test_copy_pairs_per_document_depend_on_training_queries(built):
     pooled = dataclasses.replace(options, salient_pool_per_doc=4, max_salient_pairs=100)
     assert pooled.salient_pool_for(10, with_queries=True) == 4
     assert pooled.salient_pool_for(50, with_queries=True) == 0
-    assert pooled.salient_pool_for(10, with_queries=False) == 0
+    assert pooled.salient_pool_for(10, with_queries=False) == 0  # its own setting, 0 here
+    unqueried = dataclasses.replace(pooled, salient_pool_per_doc_without_queries=9)
+    assert unqueried.salient_pool_for(10, with_queries=False) == 9
+    # Capped at 5 per document: no more than an epoch draws, so no pool.
+    assert unqueried.salient_pool_for(20, with_queries=False) == 0
 
 
 def test_copy_pairs_drawn_afresh_from_a_pool_every_epoch(caplog):
@@ -155,7 +159,7 @@ def test_copy_pairs_drawn_afresh_from_a_pool_every_epoch(caplog):
     config = tiny_config("ngram", steps=4).updated(
         {
             "docid_options.salient_pairs_per_doc_without_queries": 2,
-            "docid_options.salient_pool_per_doc": 5,
+            "docid_options.salient_pool_per_doc_without_queries": 5,
         }
     )
     with caplog.at_level("INFO", logger="dsi.index"):
@@ -181,6 +185,14 @@ def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     options = NgramGenerativeIndex.load(directory, verify=False).options
     assert options.salient_pairs_per_doc_without_queries == 4
     assert options.salient_pool_per_doc == 0
+    assert options.salient_pool_per_doc_without_queries == 0
+    # One saved before the pool without queries existed draws none; its other settings stay.
+    config["docid_options"] = {**saved_options, "salient_pool_per_doc": 9}
+    del config["docid_options"]["salient_pool_per_doc_without_queries"]
+    (directory / "config.json").write_text(json.dumps(config))
+    options = NgramGenerativeIndex.load(directory, verify=False).options
+    assert options.salient_pool_per_doc_without_queries == 0
+    assert options.salient_pool_per_doc == 9
 
 
 def test_save_load_search_is_identical(built, saved):
