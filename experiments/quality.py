@@ -42,7 +42,7 @@ from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
-from dsi.seal import NgramGenerativeIndex, NgramRetriever  # noqa: E402
+from dsi.seal import NgramGenerativeIndex, NgramRetriever, resolved_config  # noqa: E402
 
 log = logging.getLogger("quality")
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,18 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     "fixed_copies": (
         "default with the same 6 copy pairs per document every epoch (the default before)",
         {"docid_options.salient_pool_per_doc": 0},
+        None,
+    ),
+    "large_pool": (
+        "default with each epoch's 6 copy pairs per document drawn from 200 instead of 60 "
+        "(max_salient_pairs caps it: 192 on SciFact)",
+        {"docid_options.salient_pool_per_doc": 200},
+        None,
+    ),
+    "pooled_copies": (
+        "default, without training queries: each epoch's 120 copy pairs per document drawn "
+        "afresh from 700",
+        {"docid_options.salient_pool_per_doc_without_queries": 700},
         None,
     ),
 }
@@ -163,12 +175,17 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     settings, config = config_for(name, args)
     work = args.work / data["name"] / name
     done = work / "result.json"
-    fingerprint = {"config": config.to_dict(), "eval_every": args.eval_every}
+    # Resolved, so that a changed default of dsi index does not keep a result it no longer makes.
+    resolved = resolved_config(config) if config.docids == "ngram" else config
+    fingerprint = json.loads(  # as saved: JSON turns tuples into lists
+        json.dumps({"config": resolved.to_dict(), "eval_every": args.eval_every})
+    )
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
         if saved.get("fingerprint") == fingerprint:
             log.info("%s/%s: already done, kept.", data["name"], name)
             return saved
+    (work / "tuned.json").unlink(missing_ok=True)  # tuned on the model about to be replaced
     curve: list[dict[str, Any]] = []
     queries = data["queries"]
 
