@@ -516,10 +516,7 @@ def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
     if "salient_pairs_per_doc_without_queries" not in options:
         count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
         older.update(salient_pairs_per_doc_without_queries=count, salient_pool_per_doc=0)
-    older = {key: value for key, value in older.items() if key not in options}
-    if not older:
-        return config
-    return dataclasses.replace(config, docid_options={**options, **older})
+    return dataclasses.replace(config, docid_options={**older, **options})
 
 
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:
