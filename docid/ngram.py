@@ -339,7 +339,7 @@ def seal_score(
             total_score += weight * factor
             seen |= tokens
         results.append((doc, total_score))
-    return _best_first(results, k)
+    return best_first(results, k)
 
 
 def bm25_score(
@@ -383,7 +383,7 @@ def bm25_score(
         gains = weight * tf * (k1 + 1.0) / (tf + length_norm)
         for doc, gain in zip(docs.tolist(), gains.tolist(), strict=True):
             scores[doc] = scores.get(doc, 0.0) + gain
-    return _best_first([(doc, score) for doc, score in scores.items() if score > 0.0], k)
+    return best_first([(doc, score) for doc, score in scores.items() if score > 0.0], k)
 
 
 def best_logprobs(
@@ -398,7 +398,7 @@ def best_logprobs(
     return best
 
 
-def _best_first(results: list[tuple[int, float]], k: int | None) -> list[tuple[int, float]]:
+def best_first(results: list[tuple[int, float]], k: int | None) -> list[tuple[int, float]]:
     """Sorted by score, ties by lower document index, cut to ``k``."""
     results.sort(key=lambda item: (-item[1], item[0]))
     return results if k is None else results[:k]

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from docid.words import WordIndex, analyze
 from dsi.cli import main
 from dsi.config import AddConfig
 from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
@@ -65,19 +66,53 @@ def test_every_generated_ngram_occurs_in_the_corpus(built):
             assert logprob < 0
 
 
-def test_every_hit_contains_a_generated_ngram(built):
+def test_every_hit_contains_a_generated_ngram_or_its_words(built):
     index, queries = built
     retriever = NgramRetriever(index, device="cpu")
+    retriever.options = dataclasses.replace(retriever.options, unigrams=0)
     generated = retriever.generate_ngrams(queries, num_beams=6)
-    results = retriever.search(queries, k=4, num_beams=6)
+    words = retriever.query_words([(row, []) for row in generated])
+    assert any(words)
     position = index.corpus.positions()
     texts = index.tokenizer(index.corpus.full_texts(), add_special_tokens=False)["input_ids"]
-    for hits, ngrams in zip(results, generated, strict=True):
-        assert 1 <= len(hits) <= 4
-        assert len({h.doc_id for h in hits}) == len(hits)
-        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    doc_words = analyze(index.corpus.full_texts())
+    for word_weight in (0.0, 0.75):
+        retriever.options = dataclasses.replace(retriever.options, word_weight=word_weight)
+        results = retriever.search(queries, k=4, num_beams=6)
+        for hits, ngrams, query_words in zip(results, generated, words, strict=True):
+            assert 1 <= len(hits) <= 4
+            assert len({h.doc_id for h in hits}) == len(hits)
+            assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+            for hit in hits:
+                doc = position[hit.doc_id]
+                has_ngram = any(_contains(texts[doc], n) for n, _ in ngrams)
+                has_word = word_weight > 0 and bool(set(query_words) & set(doc_words[doc]))
+                assert has_ngram or has_word
+
+
+def test_words_of_the_beams_and_first_tokens_add_their_bm25(built):
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    o = retriever.options
+    assert o.word_weight > 0 and o.word_unigrams > 0  # the defaults
+    generated = retriever._generate(queries[:4], 32, retriever.num_beams)
+    words = retriever.query_words(generated)
+    pieces = index.tokenizer.convert_ids_to_tokens
+    for (beams, unigrams), row_words, hits in zip(
+        generated, words, retriever.search(queries[:4], k=10), strict=True
+    ):
+        ngram_scores = dict(o.rank(beams + unigrams, index.ngrams, None))
+        word_scores = index.words.bm25(row_words, o.k1, o.b)
         for hit in hits:
-            assert any(_contains(texts[position[hit.doc_id]], n) for n, _ in ngrams)
+            doc = index.corpus.positions()[hit.doc_id]
+            expected = ngram_scores.get(doc, 0.0) + o.word_weight * word_scores[doc]
+            if expected > 0:  # not a backfilled document
+                assert hit.score == pytest.approx(expected)
+        # The words are those of the beams and of the best first tokens that start a word.
+        starts = [n for n, _ in unigrams if pieces(n[0]).startswith("\u2581")][: o.word_unigrams]
+        assert starts
+        decoded = [index.tokenizer.decode(list(n)) for n in [b for b, _ in beams] + starts]
+        assert row_words == analyze([" ".join(decoded)])[0]
 
 
 def test_best_unigrams_join_the_generated_ngrams(built):
@@ -193,6 +228,16 @@ def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     options = NgramGenerativeIndex.load(directory, verify=False).options
     assert options.salient_pool_per_doc_without_queries == 0
     assert options.salient_pool_per_doc == 9
+    assert options.word_weight == built[0].options.word_weight
+    # One saved before word scoring scores no words, and builds its word index when asked.
+    del config["docid_options"]["word_weight"]
+    (directory / "config.json").write_text(json.dumps(config))
+    options = NgramGenerativeIndex.load(directory, verify=False).options
+    assert options.word_weight == 0.0 and options.salient_pool_per_doc == 9
+    shutil.rmtree(directory / "word_index")
+    older = NgramGenerativeIndex.load(directory, verify=False)
+    assert older.word_index is None
+    assert older.words.vocabulary == built[0].words.vocabulary
 
 
 def test_save_load_search_is_identical(built, saved):
@@ -201,6 +246,7 @@ def test_save_load_search_is_identical(built, saved):
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["docid_scheme"] == "ngram"
     assert "ngram_index/tokens.npy" in manifest["checksums"]
+    assert "word_index/postings.npz" in manifest["checksums"]
     assert json.loads((saved / "config.json").read_text())["docids"] == "ngram"
     loaded = Retriever.load(saved, device="cpu")
     assert isinstance(loaded, NgramRetriever)
@@ -225,6 +271,27 @@ def test_loading_validates_the_directory(saved, tmp_path):
     sa.write_bytes(bytes(data))
     with pytest.raises(IndexLoadError, match="sa.npy does not match its checksum"):
         NgramGenerativeIndex.load(directory)
+    other = tmp_path / "other"
+    shutil.copytree(saved, other)
+    WordIndex.build(["one text"]).save(other / "word_index")
+    with pytest.raises(IndexLoadError, match="word index holds 1 documents"):
+        NgramGenerativeIndex.load(other, verify=False)
+
+
+def test_a_decoding_setting_does_not_restart_the_work_dir(tmp_path, caplog):
+    corpus = random_corpus(random.Random(3), 6)
+    config = tiny_config("ngram", steps=3)
+    NgramGenerativeIndex.build(corpus, config, work_dir=tmp_path, progress_bar=False)
+    checkpoints = sorted(p.name for p in tmp_path.iterdir())
+    for key, value in (("word_weight", 0.2), ("scoring", "intersective"), ("unigrams", 3)):
+        caplog.clear()
+        changed = config.updated({f"docid_options.{key}": value})
+        NgramGenerativeIndex.build(corpus, changed, work_dir=tmp_path, progress_bar=False)
+        assert "starting afresh" not in caplog.text
+        assert sorted(p.name for p in tmp_path.iterdir()) == checkpoints
+    changed = config.updated({"docid_options.salient_pairs_per_doc": 2})
+    NgramGenerativeIndex.build(corpus, changed, work_dir=tmp_path, progress_bar=False)
+    assert "starting afresh" in caplog.text
 
 
 def test_cli_index_and_search(tmp_path, capsys):
@@ -359,7 +426,7 @@ def test_scoring_option_picks_the_document_score(built):
     }
     generated = retriever.generate_ngrams(queries[:3])
     for scoring, score in direct.items():
-        retriever.options = dataclasses.replace(o, scoring=scoring)
+        retriever.options = dataclasses.replace(o, scoring=scoring, word_weight=0.0)
         for row, hits in zip(generated, retriever.search(queries[:3], k=5), strict=True):
             expected = [(index.corpus.doc_ids[d], s) for d, s in score(row)[:5]]
             # Documents past the scored ones are backfilled (score <= 0).
