@@ -42,7 +42,12 @@ from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
-from dsi.seal import NgramGenerativeIndex, NgramRetriever, resolved_config  # noqa: E402
+from dsi.seal import (  # noqa: E402
+    NgramGenerativeIndex,
+    NgramRetriever,
+    SealOptions,
+    resolved_config,
+)
 
 log = logging.getLogger("quality")
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +59,8 @@ METRICS = ("nDCG@10", "Hits@1", "Hits@10", "MRR@10", "Recall@10", "Recall@100")
 # curves), so the rest of the budget goes to the configurations that learn.
 CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     "default": (
-        "`dsi index` default: n-gram identifiers (SEAL), copy-trained, BM25 over the n-grams",
+        "`dsi index` default: n-gram identifiers (SEAL), copy-trained, BM25 over the n-grams "
+        "and their words",
         {},
         None,
     ),
@@ -74,6 +80,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         "default with each epoch's 6 copy pairs per document drawn from 200 instead of 60 "
         "(max_salient_pairs caps it: 192 on SciFact)",
         {"docid_options.salient_pool_per_doc": 200},
+        None,
+    ),
+    "short_spans": (
+        "default with training queries' target spans of 1-4 words instead of 3-10",
+        {"docid_options.min_words": 1, "docid_options.max_words": 4},
         None,
     ),
     "pooled_copies": (
@@ -169,8 +180,23 @@ def trained_index(data: dict[str, Any], config: IndexConfig, work: Path, args, *
     )
 
 
+def _decoding_apart(fingerprint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's fingerprint without its decoding-only n-gram settings, and those settings."""
+    config = dict(fingerprint["config"])
+    if config.get("docids") != "ngram":
+        return fingerprint, {}
+    options = config["docid_options"]
+    config["docid_options"] = {k: v for k, v in options.items() if k not in SealOptions.DECODING}
+    decoding = {k: v for k, v in options.items() if k in SealOptions.DECODING}
+    return {**fingerprint, "config": config}, decoding
+
+
 def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
-    """Train one configuration, with dev evaluations on the way, then evaluate it on test."""
+    """Train one configuration, with dev evaluations on the way, then evaluate it on test.
+
+    A finished run whose decoding settings alone changed is evaluated again (dev at the end of
+    training, test), not retrained; its earlier dev points keep the decoding they were measured
+    with (``curve_decoding``)."""
     description = CONFIGS[name][0]
     settings, config = config_for(name, args)
     work = args.work / data["name"] / name
@@ -184,7 +210,11 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         saved = json.loads(done.read_text(encoding="utf-8"))
         if saved.get("fingerprint") == fingerprint:
             log.info("%s/%s: already done, kept.", data["name"], name)
-            return saved
+            return {**saved, "description": description}
+        trained, old_decoding = _decoding_apart(saved.get("fingerprint") or {"config": {}})
+        if trained == _decoding_apart(fingerprint)[0]:
+            (work / "tuned.json").unlink(missing_ok=True)  # tuned around the old defaults
+            return evaluate_again(data, name, args, saved, fingerprint, old_decoding)
     (work / "tuned.json").unlink(missing_ok=True)  # tuned on the model about to be replaced
     curve: list[dict[str, Any]] = []
     queries = data["queries"]
@@ -229,12 +259,47 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     return result
 
 
+def evaluate_again(
+    data: dict[str, Any],
+    name: str,
+    args,
+    saved: dict[str, Any],
+    fingerprint: dict[str, Any],
+    old_decoding: dict[str, Any],
+) -> dict[str, Any]:
+    """The finished run ``saved`` of ``name``, its trained model evaluated with new decoding."""
+    settings, config = config_for(name, args)
+    work = args.work / data["name"] / name
+    index = trained_index(data, config, work / "build", args)  # resumes: no more training
+    log.info("%s/%s: decoding settings changed, evaluating again.", data["name"], name)
+    dev = evaluate(generative_search(index), data["queries"], data["dev"])
+    test = evaluate(generative_search(index), data["queries"], data["test"])
+    log.info("%s/%s test: %s", data["name"], name, _brief(test))
+    speed = latency(index, [data["queries"][q] for q in sorted(data["test"])[:64]])
+    curve = saved["curve"][:-1] + [{"minutes": saved["curve"][-1]["minutes"], **dev}]
+    result = {
+        **saved,
+        "description": CONFIGS[name][0],
+        "settings": settings,
+        "fingerprint": fingerprint,
+        "dev": dev,
+        "test": test,
+        "curve": curve,
+        # The first evaluation's decoding, which every dev point but the last was measured with.
+        "curve_decoding": saved.get("curve_decoding", old_decoding),
+        "latency_ms_per_query": speed,
+    }
+    atomic_write_text(work / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     """The trained n-gram configuration ``name`` with its document scoring tuned on dev, then test.
 
     The model and its generated n-grams stay as they are; the grid spans both scorings (BM25
-    over the n-grams with its ``gamma``, SEAL's intersective score with its ``alpha``) and the
-    number of first-token unigrams, so the JSON also holds the scorings' dev comparison.
+    over the n-grams with its ``gamma``, SEAL's intersective score with its ``alpha``), the
+    number of first-token unigrams and the weight of the n-grams' words, so the JSON also holds
+    the scorings' dev comparison.
     """
     work = args.work / data["name"] / name
     done = work / "tuned.json"
@@ -247,22 +312,32 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     most = 200
     retriever.options = dataclasses.replace(base, unigrams=most)
     qids = sorted(data["dev"])
-    generated = retriever.generate_ngrams([data["queries"][q] for q in qids])
+    # generate_ngrams lists the beams' n-grams first, then the `most` unigrams.
+    generated = [
+        (n[: len(n) - most], n[len(n) - most :])
+        for n in retriever.generate_ngrams([data["queries"][q] for q in qids])
+    ]
     doc_ids = index.corpus.doc_ids
     scorings = [{"scoring": "bm25", "gamma": g} for g in (0.1, 0.25, 0.5)]
     scorings += [{"scoring": "intersective", "alpha": a} for a in (2.0, 3.0, 4.0)]
     grid = []
     for scoring in scorings:
         for unigrams in (0, 50, 100, 200):
-            options = dataclasses.replace(base, unigrams=unigrams, **scoring)
-            run = {}
-            for qid, ngrams in zip(qids, generated, strict=True):
-                # generate_ngrams lists the beams' n-grams first, then the `most` unigrams.
-                chosen = ngrams[: len(ngrams) - most] + ngrams[len(ngrams) - most :][:unigrams]
-                ranked = options.rank(chosen, index.ngrams, k=100)
-                run[qid] = [(doc_ids[d], score) for d, score in ranked]
-            metrics = evaluate_run(run, data["dev"])
-            grid.append({**scoring, "unigrams": unigrams, "dev": metrics})
+            # As search() would have generated them with this many unigrams.
+            cut = [(beams, unis[:unigrams]) for beams, unis in generated]
+            words = retriever.query_words(cut)
+            for word_weight in (0.0, 0.5, 0.75, 1.0):
+                options = dataclasses.replace(
+                    base, unigrams=unigrams, word_weight=word_weight, **scoring
+                )
+                run = {}
+                for qid, (beams, unis), query_words in zip(qids, cut, words, strict=True):
+                    ranked = options.rank(beams + unis, index.ngrams, 100, query_words, index.words)
+                    run[qid] = [(doc_ids[d], score) for d, score in ranked]
+                metrics = evaluate_run(run, data["dev"])
+                grid.append(
+                    {**scoring, "unigrams": unigrams, "word_weight": word_weight, "dev": metrics}
+                )
     best = max(grid, key=lambda g: (g["dev"]["nDCG@10"], g["dev"]["Hits@10"]))
     chosen = {key: value for key, value in best.items() if key != "dev"}
     log.info(
@@ -339,6 +414,20 @@ def write_report(data: dict[str, Any], rows: list[dict[str, Any]], args) -> None
             + " | ".join(f"{t[m]:.3f}" for m in METRICS)
             + f" | {minutes} | {epochs} | {t['ms_per_query']} |"
         )
+    for row in rows:
+        if "curve_decoding" in row:
+            old, now = row["curve_decoding"], _decoding_apart(row["fingerprint"])[1]
+            changes = ", ".join(
+                f"{key} {old.get(key, 'unset')} -> {value}"
+                for key, value in now.items()
+                if old.get(key) != value
+            )
+            lines += [
+                "",
+                f"{row['name']}: evaluated again on the same trained model after its decoding "
+                f"settings changed ({changes}); the dev points of its curve before the last were "
+                "measured with the old ones.",
+            ]
     timed = [row for row in rows if "latency_ms_per_query" in row]
     if timed:
         keys = list(timed[0]["latency_ms_per_query"])
@@ -368,8 +457,21 @@ def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for row in rows:
         if "curve" in row:
-            xs = [p["minutes"] for p in row["curve"]]
-            ax.plot(xs, [p["nDCG@10"] for p in row["curve"]], marker="o", label=row["name"])
+            # A run evaluated again with new decoding: its last point alone used it.
+            again = "curve_decoding" in row
+            curve = row["curve"][:-1] if again else row["curve"]
+            xs = [p["minutes"] for p in curve]
+            line = ax.plot(xs, [p["nDCG@10"] for p in curve], marker="o", label=row["name"])
+            if again:
+                end = row["curve"][-1]
+                ax.plot(
+                    [end["minutes"]],
+                    [end["nDCG@10"]],
+                    marker="D",
+                    linestyle="",
+                    color=line[0].get_color(),
+                    label=f"{row['name']}, trained model rescored with today's decoding",
+                )
         elif "training" in row:  # the same model, decoding tuned: one point at its end
             minutes = row["training"]["seconds"] / 60
             ax.plot(

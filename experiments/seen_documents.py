@@ -1,0 +1,95 @@
+"""Where the generative retriever wins and loses against BM25: documents with training queries or not.
+
+    python experiments/seen_documents.py        # after experiments/quality.py (SciFact, default)
+
+Splits SciFact's dev and test queries by whether one of their relevant documents is also the
+relevant document of a training query (the model has learnt queries for it), and evaluates the
+trained ``default`` configuration of ``experiments/quality.py`` (its work directory, no more
+training) and BM25 on each part. Nothing is tuned here: it breaks down the same rankings that
+``quality.py`` evaluates. Writes ``<results>/seen_documents.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import quality  # noqa: E402
+
+from dsi.bm25 import BM25Retriever  # noqa: E402
+from dsi.io import atomic_write_text  # noqa: E402
+from dsi.metrics import evaluate_run  # noqa: E402
+
+log = logging.getLogger("seen_documents")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="default", choices=list(quality.CONFIGS))
+    parser.add_argument("--minutes", type=float, default=60.0, help="as quality.py ran it")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--work", type=Path, default=quality.ROOT / "runs" / "quality")
+    parser.add_argument("--results", type=Path, default=quality.ROOT / "experiments" / "results")
+    args = parser.parse_args(argv)
+    args.quiet = True
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = quality.load_dataset("scifact", args.seed)
+    work = args.work / "scifact" / args.config
+    if not (work / "result.json").exists():
+        parser.error(f"{work} holds no finished run: run experiments/quality.py first.")
+    _, config = quality.config_for(args.config, args)
+    index = quality.trained_index(data, config, work / "build", args)
+    searches = {
+        args.config: quality.generative_search(index),
+        "bm25": BM25Retriever().index(data["corpus"]).search,
+    }
+    taught = {doc for judged in data["train"].values() for doc in judged}
+    rows = []
+    for split in ("dev", "test"):
+        qids = sorted(data[split])
+        runs = {}
+        for name, search in searches.items():
+            ranked = search([data["queries"][q] for q in qids], 100)
+            runs[name] = {q: list(row) for q, row in zip(qids, ranked, strict=True)}
+        seen = [q for q in qids if set(data[split][q]) & taught]
+        parts = {"with training queries": seen, "without": sorted(set(qids) - set(seen))}
+        for part, members in parts.items():
+            qrels = {q: data[split][q] for q in members}
+            row = {"split": split, "documents": part, "queries": len(members)}
+            for name, run in runs.items():
+                row[name] = evaluate_run({q: run[q] for q in members}, qrels)
+            rows.append(row)
+            log.info(
+                "%s, %s (%d): %s nDCG@10 %.3f, bm25 %.3f",
+                *(split, part, len(members), args.config),
+                *(row[args.config]["nDCG@10"], row["bm25"]["nDCG@10"]),
+            )
+    args.results.mkdir(parents=True, exist_ok=True)
+    payload = {"dataset": "scifact", "config": args.config, "seed": args.seed, "rows": rows}
+    atomic_write_text(args.results / "seen_documents.json", json.dumps(payload, indent=2) + "\n")
+    lines = [
+        "# SciFact: queries whose relevant document has training queries, and the others",
+        "",
+        f"`{args.config}` of experiments/quality.py (seed {args.seed}) against BM25; "
+        "`python experiments/seen_documents.py`",
+        "",
+        "| split | relevant document | queries | model nDCG@10 | BM25 nDCG@10 | model Hits@10 "
+        "| BM25 Hits@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        model, bm25 = row[args.config], row["bm25"]
+        lines.append(
+            f"| {row['split']} | {row['documents']} | {row['queries']} | {model['nDCG@10']:.3f} "
+            f"| {bm25['nDCG@10']:.3f} | {model['Hits@10']:.3f} | {bm25['Hits@10']:.3f} |"
+        )
+    atomic_write_text(args.results / "seen_documents.md", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

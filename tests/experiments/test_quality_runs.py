@@ -1,0 +1,45 @@
+"""experiments/quality.py keeps a trained run when only its decoding settings changed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+
+import quality  # noqa: E402
+
+from dsi.config import IndexConfig  # noqa: E402
+from dsi.seal import resolved_config  # noqa: E402
+
+
+def _fingerprint(settings: dict) -> dict:
+    config = IndexConfig().updated(settings)
+    if config.docids == "ngram":  # as quality.run_config does
+        config = resolved_config(config)
+    return json.loads(json.dumps({"config": config.to_dict(), "eval_every": 10.0}))
+
+
+def test_decoding_settings_are_set_apart_from_training_ones():
+    base = _fingerprint({})
+    trained, decoding = quality._decoding_apart(base)
+    assert decoding["word_weight"] == 0.75 and "scoring" in decoding
+    assert "word_weight" not in trained["config"]["docid_options"]
+    assert "salient_pairs_per_doc" in trained["config"]["docid_options"]
+    assert trained["eval_every"] == 10.0
+
+    rescored = _fingerprint({"docid_options.word_weight": 0.5, "docid_options.unigrams": 7})
+    assert rescored != base
+    assert quality._decoding_apart(rescored)[0] == trained
+    retrained = _fingerprint({"docid_options.salient_pairs_per_doc": 12})
+    assert quality._decoding_apart(retrained)[0] != trained
+    # A fingerprint saved before a decoding setting existed still matches on training.
+    older = json.loads(json.dumps(base))
+    del older["config"]["docid_options"]["word_weight"]
+    assert quality._decoding_apart(older)[0] == trained
+
+
+def test_other_docid_schemes_have_no_decoding_settings():
+    semantic = _fingerprint({"docids": "semantic"})
+    assert quality._decoding_apart(semantic) == (semantic, {})
