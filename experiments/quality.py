@@ -18,7 +18,9 @@ then evaluated on test once
 (``--no-tune-decoding`` leaves it out). Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
 ``quality_<dataset>.md`` (the test table) and ``quality_<dataset>.png`` (dev nDCG@10 against
 training minutes, BM25 as a line). Finished configurations are kept in ``--work`` and skipped
-when the command is rerun with the same settings, so a killed run goes on where it stopped.
+when the command is rerun with the same settings, so a killed run goes on where it stopped; one
+whose decoding settings alone changed (``SealOptions.DECODING``) is evaluated again, not
+retrained.
 """
 
 from __future__ import annotations
