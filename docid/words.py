@@ -16,14 +16,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+
+from dsi.io import atomic_open, atomic_write_text
 
 FORMAT = "dsi-word-index"
 VERSION = 1
@@ -124,9 +123,9 @@ class WordIndex:
             "counts": self.counts,
             "doc_lengths": self.doc_lengths,
         }
-        _atomic_write(directory / POSTINGS, lambda handle: np.savez(handle, **arrays))
-        text = json.dumps(header, ensure_ascii=False)
-        _atomic_write(directory / HEADER, lambda handle: handle.write(text.encode("utf-8")))
+        with atomic_open(directory / POSTINGS) as handle:
+            np.savez(handle, **arrays)
+        atomic_write_text(directory / HEADER, json.dumps(header, ensure_ascii=False))
 
     @classmethod
     def load(cls, directory: Path) -> WordIndex:
@@ -157,16 +156,3 @@ class WordIndex:
         if not sizes_agree:
             raise ValueError(f"word index {directory} is inconsistent: its array sizes disagree.")
         return made
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """``write`` into a temporary file beside ``path``, renamed to it only when complete."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        temporary = Path(f.name)
-        try:
-            write(f)
-        except BaseException:
-            f.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(temporary, path)
