@@ -255,11 +255,17 @@ class SealOptions:
         return best_first(list(scores.items()), k)
 
 
+def split_decoding(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SEAL ``docid_options`` apart: those a trained model depends on, and the decoding-only
+    ones (``SealOptions.DECODING``)."""
+    decoding = {k: v for k, v in options.items() if k in SealOptions.DECODING}
+    return {k: v for k, v in options.items() if k not in decoding}, decoding
+
+
 def training_settings(config: IndexConfig) -> IndexConfig:
-    """``config`` without its decoding-only SEAL settings (``SealOptions.DECODING``): what a
-    trained model depends on, so that a changed decoding setting does not retrain it."""
-    options = {k: v for k, v in config.docid_options.items() if k not in SealOptions.DECODING}
-    return dataclasses.replace(config, docid_options=options)
+    """``config`` without its decoding-only SEAL settings: what a trained model depends on, so
+    that a changed decoding setting does not retrain it."""
+    return dataclasses.replace(config, docid_options=split_decoding(config.docid_options)[0])
 
 
 def resolved_config(config: IndexConfig) -> IndexConfig:

@@ -47,8 +47,8 @@ from dsi.retriever import Retriever  # noqa: E402
 from dsi.seal import (  # noqa: E402
     NgramGenerativeIndex,
     NgramRetriever,
-    SealOptions,
     resolved_config,
+    split_decoding,
 )
 
 log = logging.getLogger("quality")
@@ -187,9 +187,7 @@ def _decoding_apart(fingerprint: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     config = dict(fingerprint["config"])
     if config.get("docids") != "ngram":
         return fingerprint, {}
-    options = config["docid_options"]
-    config["docid_options"] = {k: v for k, v in options.items() if k not in SealOptions.DECODING}
-    decoding = {k: v for k, v in options.items() if k in SealOptions.DECODING}
+    config["docid_options"], decoding = split_decoding(config["docid_options"])
     return {**fingerprint, "config": config}, decoding
 
 
