@@ -767,15 +767,14 @@ class NgramRetriever(Retriever):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
         generated = self._generate(queries, batch_size, num_beams or self.num_beams)
-        words = self.query_words(generated) if self.options.word_weight else []
-        word_index = self.index.words if self.options.word_weight else None
+        scores_words = bool(self.options.word_weight)
+        words = self.query_words(generated) if scores_words else [[] for _ in generated]
+        word_index = self.index.words if scores_words else None
         doc_ids = self.index.corpus.doc_ids
         results = []
-        for row, (beams, unigrams) in enumerate(generated):
+        for (beams, unigrams), query_words in zip(generated, words, strict=True):
             ngrams = beams + unigrams
-            ranked = self.options.rank(
-                ngrams, self.index.ngrams, k, words[row] if words else (), word_index
-            )
+            ranked = self.options.rank(ngrams, self.index.ngrams, k, query_words, word_index)
             if len(ranked) < k:
                 ranked += self._backfill(ngrams, {doc for doc, _ in ranked}, k - len(ranked))
             results.append([Hit(doc_ids[doc], float(score)) for doc, score in ranked])

@@ -320,12 +320,14 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     doc_ids = index.corpus.doc_ids
     scorings = [{"scoring": "bm25", "gamma": g} for g in (0.1, 0.25, 0.5)]
     scorings += [{"scoring": "intersective", "alpha": a} for a in (2.0, 3.0, 4.0)]
+    # As search() would have generated them with this many unigrams, and their words.
+    by_unigrams = {}
+    for unigrams in (0, 50, 100, 200):
+        cut = [(beams, unis[:unigrams]) for beams, unis in generated]
+        by_unigrams[unigrams] = (cut, retriever.query_words(cut))
     grid = []
     for scoring in scorings:
-        for unigrams in (0, 50, 100, 200):
-            # As search() would have generated them with this many unigrams.
-            cut = [(beams, unis[:unigrams]) for beams, unis in generated]
-            words = retriever.query_words(cut)
+        for unigrams, (cut, words) in by_unigrams.items():
             for word_weight in (0.0, 0.5, 0.75, 1.0):
                 options = dataclasses.replace(
                     base, unigrams=unigrams, word_weight=word_weight, **scoring
