@@ -45,6 +45,7 @@ from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
 from dsi.seal import (  # noqa: E402
+    Generation,
     NgramGenerativeIndex,
     NgramRetriever,
     resolved_config,
@@ -293,6 +294,15 @@ def evaluate_again(
     return result
 
 
+def _fewer_unigrams(generation: Generation, unigrams: int) -> Generation:
+    """``generation`` as search() would have made it with only the ``unigrams`` best first
+    tokens: words are begun by those alone (each completion depends on its first token only)."""
+    kept = generation.unigrams[:unigrams]
+    firsts = {ngram[0] for ngram, _ in kept}
+    words = [w for w in generation.words if w[0][0] in firsts]
+    return generation._replace(unigrams=kept, words=words)
+
+
 def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     """The trained n-gram configuration ``name`` with its document scoring tuned on dev, then test.
 
@@ -312,18 +322,14 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     most = 200
     retriever.options = dataclasses.replace(base, unigrams=most)
     qids = sorted(data["dev"])
-    # generate_ngrams lists the beams' n-grams first, then the `most` unigrams.
-    generated = [
-        (n[: len(n) - most], n[len(n) - most :])
-        for n in retriever.generate_ngrams([data["queries"][q] for q in qids])
-    ]
+    generated = retriever.generate([data["queries"][q] for q in qids])
     doc_ids = index.corpus.doc_ids
     scorings = [{"scoring": "bm25", "gamma": g} for g in (0.1, 0.25, 0.5)]
     scorings += [{"scoring": "intersective", "alpha": a} for a in (2.0, 3.0, 4.0)]
     # As search() would have generated them with this many unigrams, and their words.
     by_unigrams = {}
     for unigrams in (0, 50, 100, 200):
-        cut = [(beams, unis[:unigrams]) for beams, unis in generated]
+        cut = [_fewer_unigrams(g, unigrams) for g in generated]
         by_unigrams[unigrams] = (cut, retriever.query_words(cut))
     grid = []
     for scoring in scorings:
@@ -333,8 +339,9 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
                     base, unigrams=unigrams, word_weight=word_weight, **scoring
                 )
                 run = {}
-                for qid, (beams, unis), query_words in zip(qids, cut, words, strict=True):
-                    ranked = options.rank(beams + unis, index.ngrams, 100, query_words, index.words)
+                for qid, g, query_words in zip(qids, cut, words, strict=True):
+                    ngrams = g.beams + g.unigrams
+                    ranked = options.rank(ngrams, index.ngrams, 100, query_words, index.words)
                     run[qid] = [(doc_ids[d], score) for d, score in ranked]
                 metrics = evaluate_run(run, data["dev"])
                 grid.append(

@@ -8,13 +8,20 @@ import random
 import time
 
 import pytest
+import torch
 
 from docid.words import WordIndex, analyze
 from dsi.cli import main
 from dsi.config import AddConfig
 from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
 from dsi.retriever import Retriever
-from dsi.seal import NgramGenerativeIndex, NgramRetriever, SealOptions, seal_examples
+from dsi.seal import (
+    Generation,
+    NgramGenerativeIndex,
+    NgramRetriever,
+    SealOptions,
+    seal_examples,
+)
 from tests.conftest import random_corpus, tiny_config
 
 
@@ -71,7 +78,7 @@ def test_every_hit_contains_a_generated_ngram_or_its_words(built):
     retriever = NgramRetriever(index, device="cpu")
     retriever.options = dataclasses.replace(retriever.options, unigrams=0)
     generated = retriever.generate_ngrams(queries, num_beams=6)
-    words = retriever.query_words([(row, []) for row in generated])
+    words = retriever.query_words([Generation(row, [], []) for row in generated])
     assert any(words)
     position = index.corpus.positions()
     texts = index.tokenizer(index.corpus.full_texts(), add_special_tokens=False)["input_ids"]
@@ -90,29 +97,73 @@ def test_every_hit_contains_a_generated_ngram_or_its_words(built):
                 assert has_ngram or has_word
 
 
-def test_words_of_the_beams_and_first_tokens_add_their_bm25(built):
+def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
     index, queries = built
     retriever = NgramRetriever(index, device="cpu")
     o = retriever.options
-    assert o.word_weight > 0 and o.word_unigrams > 0  # the defaults
-    generated = retriever._generate(queries[:4], 32, retriever.num_beams)
+    assert o.word_weight > 0 and o.word_unigrams > 0 and o.complete_words  # the defaults
+    generated = retriever.generate(queries[:4])
     words = retriever.query_words(generated)
     pieces = index.tokenizer.convert_ids_to_tokens
-    for (beams, unigrams), row_words, hits in zip(
+    for generation, row_words, hits in zip(
         generated, words, retriever.search(queries[:4], k=10), strict=True
     ):
-        ngram_scores = dict(o.rank(beams + unigrams, index.ngrams, None))
+        ngrams = generation.beams + generation.unigrams
+        ngram_scores = dict(o.rank(ngrams, index.ngrams, None))
         word_scores = index.words.bm25(row_words, o.k1, o.b)
         for hit in hits:
             doc = index.corpus.positions()[hit.doc_id]
             expected = ngram_scores.get(doc, 0.0) + o.word_weight * word_scores[doc]
             if expected > 0:  # not a backfilled document
                 assert hit.score == pytest.approx(expected)
-        # The words are those of the beams and of the best first tokens that start a word.
-        starts = [n for n, _ in unigrams if pieces(n[0]).startswith("\u2581")][: o.word_unigrams]
+        # The words are those of the beams and of the completions of the best first tokens
+        # that start a word.
+        starts = [n for n, _ in generation.unigrams if pieces(n[0]).startswith("\u2581")]
         assert starts
-        decoded = [index.tokenizer.decode(list(n)) for n in [b for b, _ in beams] + starts]
+        assert [w[0][0] for w in generation.words] == [n[0] for n in starts[: o.word_unigrams]]
+        decoded = [index.tokenizer.decode(list(n)) for n, _ in generation.beams + generation.words]
         assert row_words == analyze([" ".join(decoded)])[0]
+
+
+def test_completed_words_are_the_greedy_constrained_continuations(built):
+    """The batched completion against a one-row-at-a-time reference: same tokens, same
+    log-probabilities, each a corpus n-gram holding a single word start."""
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    generated = retriever.generate(queries, batch_size=3)
+    model, tokenizer = retriever.model, index.tokenizer
+    cfg = model.config
+    word_start = [
+        p.startswith("\u2581") for p in tokenizer.convert_ids_to_tokens(range(cfg.vocab_size))
+    ]
+    extended = 0
+    for query, generation in zip(queries, generated, strict=True):
+        enc = tokenizer(
+            [query],
+            max_length=index.config.train.max_source_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        for (word, logprob), (first, first_logprob) in zip(
+            generation.words, [u for u in generation.unigrams if word_start[u[0][0]]], strict=False
+        ):
+            expected, total = list(first), first_logprob
+            while len(expected) < retriever.options.max_tokens:
+                decoder = torch.tensor([[cfg.decoder_start_token_id, *expected]])
+                with torch.no_grad():
+                    logits = model(**enc, decoder_input_ids=decoder).logits[:, -1].float()
+                step = retriever._processor(decoder, logits.log_softmax(-1))[0]
+                best = int(step.argmax())
+                if best == cfg.eos_token_id or word_start[best] or not torch.isfinite(step[best]):
+                    break
+                expected.append(best)
+                total += float(step[best])
+            assert list(word) == expected
+            assert logprob == pytest.approx(total, abs=1e-4)
+            assert index.ngrams.count(word) > 0
+            assert sum(word_start[t] for t in word) == 1
+            extended += len(word) > 1
+    assert extended > 0  # some first tokens did grow
 
 
 def test_best_unigrams_join_the_generated_ngrams(built):
