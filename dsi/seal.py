@@ -601,9 +601,14 @@ def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
     """Indexes saved before their config named every SEAL setting made as many copy pairs per
     document without training queries as with them, and the same ones every epoch; those saved
     before ``salient_pool_per_doc_without_queries`` drew no pool without training queries;
-    those saved before ``word_weight`` did not score words."""
+    those saved before ``word_weight`` did not score words, and those saved before
+    ``complete_words`` scored the words of first tokens as they were."""
     options = config.docid_options
-    older: dict[str, float] = {"salient_pool_per_doc_without_queries": 0, "word_weight": 0.0}
+    older: dict[str, float] = {
+        "salient_pool_per_doc_without_queries": 0,
+        "word_weight": 0.0,
+        "complete_words": False,
+    }
     if "salient_pairs_per_doc_without_queries" not in options:
         count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
         older.update(salient_pairs_per_doc_without_queries=count, salient_pool_per_doc=0)

@@ -123,6 +123,11 @@ def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
         assert [w[0][0] for w in generation.words] == [n[0] for n in starts[: o.word_unigrams]]
         decoded = [index.tokenizer.decode(list(n)) for n, _ in generation.beams + generation.words]
         assert row_words == analyze([" ".join(decoded)])[0]
+    # Without completion the words are those of the first tokens themselves.
+    retriever.options = dataclasses.replace(o, complete_words=False)
+    for generation in retriever.generate(queries[:4]):
+        starts = [u for u in generation.unigrams if pieces(u[0][0]).startswith("\u2581")]
+        assert generation.words == starts[: o.word_unigrams]
 
 
 def test_completed_words_are_the_greedy_constrained_continuations(built):
@@ -280,6 +285,12 @@ def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     assert options.salient_pool_per_doc_without_queries == 0
     assert options.salient_pool_per_doc == 9
     assert options.word_weight == built[0].options.word_weight
+    assert options.complete_words
+    # One saved before words were completed scores first tokens' words as they are.
+    del config["docid_options"]["complete_words"]
+    (directory / "config.json").write_text(json.dumps(config))
+    options = NgramGenerativeIndex.load(directory, verify=False).options
+    assert not options.complete_words and options.word_weight == built[0].options.word_weight
     # One saved before word scoring scores no words, and builds its word index when asked.
     del config["docid_options"]["word_weight"]
     (directory / "config.json").write_text(json.dumps(config))
