@@ -751,6 +751,10 @@ class NgramRetriever(Retriever):
         super().__init__(index, device, num_beams, length_penalty=0.0)
         pieces = index.tokenizer.convert_ids_to_tokens(list(range(len(index.tokenizer))))
         self._word_starts = {i for i, piece in enumerate(pieces) if piece.startswith("\u2581")}
+        # Where completing a word stops: a token that starts the next word, or EOS.
+        vocab = self.model.config.vocab_size
+        self._word_ends = torch.zeros(vocab, dtype=torch.bool, device=self.device)
+        self._word_ends[[t for t in self._word_starts if t < vocab] + [self._eos]] = True
 
     def _make_processors(self) -> None:
         cfg = self.model.config
@@ -865,10 +869,14 @@ class NgramRetriever(Retriever):
         sequences, scores = constrained_generate(
             self.model, enc, beams, self.options.max_tokens + 1, self._processor, 0.0
         )
-        unigrams = self._best_unigrams(enc) if self.options.unigrams else [[]] * len(queries)
+        encoded = BaseModelOutput(last_hidden_state=self.model.get_encoder()(**enc)[0])
+        mask = enc["attention_mask"]
+        unigrams = (
+            self._best_unigrams(encoded, mask) if self.options.unigrams else [[]] * len(queries)
+        )
         words = self._word_starts_of(unigrams)
         if self.options.complete_words:
-            words = self._complete_words(enc, words)
+            words = self._complete_words(encoded, mask, words)
         results = []
         for row in range(len(queries)):
             ngrams = []
@@ -886,14 +894,15 @@ class NgramRetriever(Retriever):
             results.append(Generation(ngrams, unigrams[row], words[row]))
         return results
 
-    def _best_unigrams(self, enc) -> list[list[Scored]]:
+    def _best_unigrams(self, encoded: BaseModelOutput, mask: torch.Tensor) -> list[list[Scored]]:
         """Per query, the ``unigrams`` corpus tokens most likely as the first decoded token."""
         start = torch.full(
-            (enc["input_ids"].shape[0], 1),
-            self.model.config.decoder_start_token_id,
-            device=self.device,
+            (mask.shape[0], 1), self.model.config.decoder_start_token_id, device=self.device
         )
-        logits = self.model(**enc, decoder_input_ids=start).logits[:, 0].float()
+        logits = self.model(
+            encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=start
+        ).logits[:, 0]
+        logits = logits.float()
         allowed = torch.as_tensor(self._processor.allowed(()), device=self.device)
         allowed = allowed[(allowed != self._eos) & (allowed < logits.shape[-1])]
         logprobs = logits.log_softmax(dim=-1)[:, allowed]
@@ -911,22 +920,19 @@ class NgramRetriever(Retriever):
             for row in unigrams
         ]
 
-    def _complete_words(self, enc, firsts: list[list[Scored]]) -> list[list[Scored]]:
+    def _complete_words(
+        self, encoded: BaseModelOutput, mask: torch.Tensor, firsts: list[list[Scored]]
+    ) -> list[list[Scored]]:
         """Each first token extended by greedy constrained decoding, all queries' at once, until
         the best next token starts another word or ends the n-gram (or ``max_tokens``)."""
         owners = [row for row, tokens in enumerate(firsts) for _ in tokens]
         if not owners:
             return [[] for _ in firsts]
         select = torch.as_tensor(owners, device=self.device)
-        encoded = self.model.get_encoder()(
-            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
-        ).last_hidden_state[select]
-        attention = enc["attention_mask"][select]
+        hidden, attention = encoded.last_hidden_state[select], mask[select]
         words = [list(ngram) for row in firsts for ngram, _ in row]
         logprobs = [logprob for row in firsts for _, logprob in row]
         start = self.model.config.decoder_start_token_id
-        stops = torch.zeros(self.model.config.vocab_size, dtype=torch.bool, device=self.device)
-        stops[[t for t in self._word_starts if t < len(stops)] + [self._eos]] = True
         live = list(range(len(words)))
         # Live rows all grow by one token per step, so they stay of one length.
         for _ in range(self.options.max_tokens - 1):
@@ -934,18 +940,15 @@ class NgramRetriever(Retriever):
                 break
             rows = torch.as_tensor(live, device=self.device)
             decoder_ids = torch.tensor([[start, *words[i]] for i in live], device=self.device)
-            logits = (
-                self.model(
-                    encoder_outputs=BaseModelOutput(last_hidden_state=encoded[rows]),
-                    attention_mask=attention[rows],
-                    decoder_input_ids=decoder_ids,
-                )
-                .logits[:, -1]
-                .float()
-            )
+            logits = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[rows]),
+                attention_mask=attention[rows],
+                decoder_input_ids=decoder_ids,
+            ).logits[:, -1]
+            logits = logits.float()
             step = self._processor(decoder_ids, logits.log_softmax(dim=-1))
             best_logprob, best = step.max(dim=-1)
-            ends = stops[best] | ~torch.isfinite(best_logprob)
+            ends = self._word_ends[best] | ~torch.isfinite(best_logprob)
             still = []
             for i, token, logprob, end in zip(
                 live, best.tolist(), best_logprob.tolist(), ends.tolist(), strict=True
