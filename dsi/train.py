@@ -167,6 +167,9 @@ def train(
         pos = _load_checkpoint(published(checkpoint_dir), model, optimizer)
         log.info("Resuming training from step %d (epoch %d).", pos.step, pos.epoch)
     resumed_from = pos.step
+    # Accelerate leaves a model it prepared before as it is: a model trained again in the same
+    # process (``add`` after ``build``) would stay on the CPU, and out of DDP, without this.
+    model.__dict__.pop("_is_accelerate_prepared", None)
     model, optimizer = accelerator.prepare(model, optimizer)
     sam = SAM(optimizer, rho=config.sam_rho) if config.sam else None
     model.train()
@@ -246,8 +249,10 @@ def train(
             if monitor is not None and pos.seconds >= next_monitor:
                 paused = time.monotonic()
                 if accelerator.is_main_process:
-                    monitor(accelerator.unwrap_model(model), pos.seconds)
-                    model.train()
+                    live = accelerator.unwrap_model(model)
+                    monitor(live, pos.seconds)
+                    # A monitor may search on another device; training goes on where it was.
+                    live.to(accelerator.device).train()
                 accelerator.wait_for_everyone()
                 next_monitor += monitor_minutes * 60
                 started += time.monotonic() - paused
