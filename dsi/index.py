@@ -116,8 +116,8 @@ class GenerativeIndex:
         """Assign docids, train the model on the corpus (and queries), and build the trie.
 
         ``work_dir`` keeps the tokenizer, docids and training checkpoints; calling ``build`` again
-        with the same corpus, config and work_dir resumes where an interrupted run stopped.
-        ``monitor(index, training_seconds)`` sees the index as it is every ``monitor_minutes``
+        with the same corpus, config and work_dir resumes where an interrupted run stopped (a
+        work_dir of another corpus or config is moved aside, not deleted). ``monitor(index, training_seconds)`` sees the index as it is every ``monitor_minutes``
         of training (its model is the one in training: search it, don't keep it).
         """
         config = config or IndexConfig()
@@ -963,17 +963,26 @@ def _fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQueries |
 
 
 def _claim_work_dir(work_dir: Path, fingerprint: str) -> None:
-    """Reuse ``work_dir`` only for the same corpus and config; otherwise start it afresh."""
-    import shutil
-
+    """Reuse ``work_dir`` only for the same corpus and config; otherwise move it aside (its
+    checkpoints may be an hour of training) and start afresh."""
     stamp = work_dir / "fingerprint"
-    if work_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+    mismatch = not stamp.exists() or stamp.read_text().strip() != fingerprint
+    if work_dir.exists() and mismatch and any(work_dir.iterdir()):
+        moment = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = work_dir.with_name(f"{work_dir.name}.replaced-{moment}")
+        for n in range(1, 1000):
+            if not aside.exists():
+                break
+            aside = work_dir.with_name(f"{work_dir.name}.replaced-{moment}-{n}")
+        work_dir.rename(aside)
         log.warning(
-            "Work directory %s belongs to another corpus or config; starting afresh.", work_dir
+            "Work directory %s belongs to another corpus or config; moved it to %s (delete it "
+            "when no longer needed) and starting afresh.",
+            work_dir,
+            aside,
         )
-        shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    if not stamp.exists():
+    if not stamp.exists() or mismatch:
         atomic_write_text(stamp, fingerprint + "\n")
 
 

@@ -343,17 +343,24 @@ def test_loading_validates_the_directory(saved, tmp_path):
 def test_a_decoding_setting_does_not_restart_the_work_dir(tmp_path, caplog):
     corpus = random_corpus(random.Random(3), 6)
     config = tiny_config("ngram", steps=3)
-    NgramGenerativeIndex.build(corpus, config, work_dir=tmp_path, progress_bar=False)
-    checkpoints = sorted(p.name for p in tmp_path.iterdir())
+    work = tmp_path / "work"
+    NgramGenerativeIndex.build(corpus, config, work_dir=work, progress_bar=False)
+    checkpoints = sorted(p.name for p in work.iterdir())
     for key, value in (("word_weight", 0.2), ("scoring", "intersective"), ("unigrams", 3)):
         caplog.clear()
         changed = config.updated({f"docid_options.{key}": value})
-        NgramGenerativeIndex.build(corpus, changed, work_dir=tmp_path, progress_bar=False)
+        NgramGenerativeIndex.build(corpus, changed, work_dir=work, progress_bar=False)
         assert "starting afresh" not in caplog.text
-        assert sorted(p.name for p in tmp_path.iterdir()) == checkpoints
+        assert sorted(p.name for p in work.iterdir()) == checkpoints
+    stamp = (work / "fingerprint").read_text()
     changed = config.updated({"docid_options.salient_pairs_per_doc": 2})
-    NgramGenerativeIndex.build(corpus, changed, work_dir=tmp_path, progress_bar=False)
+    NgramGenerativeIndex.build(corpus, changed, work_dir=work, progress_bar=False)
     assert "starting afresh" in caplog.text
+    # The other config's checkpoints are moved aside, not deleted.
+    (aside,) = tmp_path.glob("work.replaced-*")
+    assert (aside / "fingerprint").read_text() == stamp
+    assert sorted(p.name for p in aside.iterdir()) == checkpoints
+    assert (work / "fingerprint").read_text() != stamp
 
 
 def test_cli_index_and_search(tmp_path, capsys):
