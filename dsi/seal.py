@@ -866,11 +866,18 @@ class NgramRetriever(Retriever):
             padding=True,
             return_tensors="pt",
         ).to(self.device)
-        sequences, scores = constrained_generate(
-            self.model, enc, beams, self.options.max_tokens + 1, self._processor, 0.0
-        )
         encoded = BaseModelOutput(last_hidden_state=self.model.get_encoder()(**enc)[0])
         mask = enc["attention_mask"]
+        # generate() repeats the encoder states for the beams inside the object it is given.
+        given = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoded.last_hidden_state)}
+        sequences, scores = constrained_generate(
+            self.model,
+            {**given, "attention_mask": mask},
+            beams,
+            self.options.max_tokens + 1,
+            self._processor,
+            0.0,
+        )
         unigrams = (
             self._best_unigrams(encoded, mask) if self.options.unigrams else [[]] * len(queries)
         )
