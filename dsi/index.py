@@ -117,7 +117,8 @@ class GenerativeIndex:
 
         ``work_dir`` keeps the tokenizer, docids and training checkpoints; calling ``build`` again
         with the same corpus, config and work_dir resumes where an interrupted run stopped (a
-        work_dir of another corpus or config is moved aside, not deleted). ``monitor(index, training_seconds)`` sees the index as it is every ``monitor_minutes``
+        work_dir of another corpus or config is moved aside, not deleted).
+        ``monitor(index, training_seconds)`` sees the index as it is every ``monitor_minutes``
         of training (its model is the one in training: search it, don't keep it).
         """
         config = config or IndexConfig()

@@ -252,7 +252,8 @@ def train(
                     live = accelerator.unwrap_model(model)
                     monitor(live, pos.seconds)
                     # A monitor may search on another device; training goes on where it was.
-                    live.to(accelerator.device).train()
+                    live.to(accelerator.device)
+                    model.train()
                 accelerator.wait_for_everyone()
                 next_monitor += monitor_minutes * 60
                 started += time.monotonic() - paused
