@@ -983,7 +983,7 @@ def _claim_work_dir(work_dir: Path, fingerprint: str) -> None:
             aside,
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    if not stamp.exists() or mismatch:
+    if mismatch:
         atomic_write_text(stamp, fingerprint + "\n")
 
 

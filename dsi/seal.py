@@ -869,10 +869,10 @@ class NgramRetriever(Retriever):
         encoded = BaseModelOutput(last_hidden_state=self.model.get_encoder()(**enc)[0])
         mask = enc["attention_mask"]
         # generate() repeats the encoder states for the beams inside the object it is given.
-        given = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoded.last_hidden_state)}
+        own_copy = BaseModelOutput(last_hidden_state=encoded.last_hidden_state)
         sequences, scores = constrained_generate(
             self.model,
-            {**given, "attention_mask": mask},
+            {"encoder_outputs": own_copy, "attention_mask": mask},
             beams,
             self.options.max_tokens + 1,
             self._processor,
