@@ -35,7 +35,7 @@ from dsi.model import PAD_ID, build_model, num_parameters  # noqa: E402
 from dsi.train import collate, epoch_batches, train  # noqa: E402
 
 SIZES = {
-    "default": ModelConfig(dropout_rate=0.1),
+    "default": ModelConfig(),
     # t5-small's shape: d_model 512, d_ff 2048, 6+6 layers, 8 heads of 64, 32k vocabulary.
     "t5-small": ModelConfig(
         vocab_size=32_000,

@@ -56,6 +56,9 @@ class TrainConfig:
     # Sharpness-aware minimisation: two forward/backward passes per update (see dsi.sam).
     sam: bool = False
     sam_rho: float = 0.05
+    # Keep an exponential moving average of the weights with this decay (None: off); evaluations
+    # during training and the trained model use the average (see dsi.averaging).
+    weight_average_decay: float | None = None
 
 
 def _generator_model() -> ModelConfig:
@@ -106,6 +109,15 @@ class IndexConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """``to_dict()`` less the settings added since that are at their neutral value, so that
+        work directories and results fingerprinted by earlier versions stay valid."""
+        data = self.to_dict()
+        for train in (data["train"], data["generator"]["train"]):
+            if train["weight_average_decay"] is None:
+                del train["weight_average_decay"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexConfig:

@@ -950,7 +950,7 @@ def _cached_docids(
 
 
 def _fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQueries | None) -> str:
-    settings = config.to_dict()
+    settings = config.identity()
     # The budget may change between an interrupted run and its resumption.
     for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
         settings["train"].pop(key)

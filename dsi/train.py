@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
+from dsi.averaging import WeightAverage
 from dsi.config import TrainConfig
 from dsi.examples import ExampleSet
 from dsi.io import atomic_write_text, publish_dir, published, staging_dir
@@ -32,6 +33,7 @@ from dsi.sam import SAM
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
+AVERAGE_FILE = "weight_average.safetensors"
 
 
 @dataclass
@@ -172,6 +174,12 @@ def train(
     model.__dict__.pop("_is_accelerate_prepared", None)
     model, optimizer = accelerator.prepare(model, optimizer)
     sam = SAM(optimizer, rho=config.sam_rho) if config.sam else None
+    average = None
+    if config.weight_average_decay:
+        average = WeightAverage(accelerator.unwrap_model(model), config.weight_average_decay)
+        saved = published(checkpoint_dir) / AVERAGE_FILE if checkpoint_dir is not None else None
+        if pos.step and saved is not None and saved.exists():
+            average.load_state_dict(load_file(str(saved)))
     model.train()
 
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -231,6 +239,8 @@ def train(
                 accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update(accelerator.unwrap_model(model), pos.step)
             last_loss = loss.detach()
             pos.step += 1
             pos.batch_in_epoch += 1
@@ -250,7 +260,11 @@ def train(
                 paused = time.monotonic()
                 if accelerator.is_main_process:
                     live = accelerator.unwrap_model(model)
-                    monitor(live, pos.seconds)
+                    if average is None:
+                        monitor(live, pos.seconds)
+                    else:
+                        with average.swapped_in(live):
+                            monitor(live, pos.seconds)
                     # A monitor may search on another device; training goes on where it was.
                     live.to(accelerator.device)
                     model.train()
@@ -259,7 +273,7 @@ def train(
                 started += time.monotonic() - paused
             due = time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60
             if checkpoint_dir is not None and _agreed(accelerator, float(due)) > 0:
-                _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos)
+                _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos, average)
                 last_checkpoint = time.monotonic()
         else:
             pos.epoch += 1
@@ -271,7 +285,10 @@ def train(
         loss_value = float(last_loss)
     pos.seconds = time.monotonic() - started
     if checkpoint_dir is not None:
-        _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos)
+        _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos, average)
+    if average is not None:
+        # The checkpoint keeps the live weights to resume from; the trained model is the average.
+        average.copy_to(accelerator.unwrap_model(model))
     stats = TrainStats(
         steps=pos.step,
         examples=pos.examples,
@@ -297,7 +314,14 @@ def _agreed(accelerator: Accelerator, value: float) -> float:
     return float(accelerator.gather(tensor).max())
 
 
-def _save_checkpoint(accelerator, directory: Path, model, optimizer, pos: _Position) -> None:
+def _save_checkpoint(
+    accelerator,
+    directory: Path,
+    model,
+    optimizer,
+    pos: _Position,
+    average: WeightAverage | None = None,
+) -> None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
@@ -310,6 +334,8 @@ def _save_checkpoint(accelerator, directory: Path, model, optimizer, pos: _Posit
         for name, value in slots.items()
     }
     save_file(tensors, str(stage / "optimizer.safetensors"))
+    if average is not None:
+        save_file(average.state_dict(), str(stage / AVERAGE_FILE))
     meta = {
         "version": CHECKPOINT_VERSION,
         "position": asdict(pos),

@@ -113,6 +113,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         {"model_config.vocab_size": 16000, **DROPOUT_THEN},
         None,
     ),
+    "weight_average": (
+        "default with an exponential moving average of the weights (decay 0.999) as the model",
+        {"train.weight_average_decay": 0.999},
+        None,
+    ),
     "pooled_copies": (
         "default, without training queries: each epoch's 120 copy pairs per document drawn "
         "afresh from 700 (dropout 0.1)",
@@ -228,7 +233,7 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     # Resolved, so that a changed default of dsi index does not keep a result it no longer makes.
     resolved = resolved_config(config) if config.docids == "ngram" else config
     fingerprint = json.loads(  # as saved: JSON turns tuples into lists
-        json.dumps({"config": resolved.to_dict(), "eval_every": args.eval_every})
+        json.dumps({"config": resolved.identity(), "eval_every": args.eval_every})
     )
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
@@ -317,6 +322,16 @@ def evaluate_again(
     return result
 
 
+# Decoding settings tried on dev for the "+tuned" rows (lists: JSON reads tuples back as lists).
+TUNING_GRID: dict[str, list[float]] = {
+    "num_beams": [10, 15, 20],
+    "gamma": [0.1, 0.25, 0.5],
+    "alpha": [2.0, 3.0, 4.0],
+    "unigrams": [0, 50, 100, 200],
+    "word_weight": [0.0, 0.5, 0.75, 1.0],
+}
+
+
 def _fewer_unigrams(generation: Generation, unigrams: int) -> Generation:
     """``generation`` as search() would have made it with only the ``unigrams`` best first
     tokens: words are begun by those alone (each completion depends on its first token only)."""
@@ -329,47 +344,54 @@ def _fewer_unigrams(generation: Generation, unigrams: int) -> Generation:
 def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     """The trained n-gram configuration ``name`` with its document scoring tuned on dev, then test.
 
-    The model and its generated n-grams stay as they are; the grid spans both scorings (BM25
-    over the n-grams with its ``gamma``, SEAL's intersective score with its ``alpha``), the
-    number of first-token unigrams and the weight of the n-grams' words, so the JSON also holds
-    the scorings' dev comparison.
+    The model stays as it is; the grid spans the beam size, both scorings (BM25 over the
+    n-grams with its ``gamma``, SEAL's intersective score with its ``alpha``), the number of
+    first-token unigrams and the weight of the n-grams' words, so the JSON also holds the
+    scorings' dev comparison. A result tuned over another grid is tuned again.
     """
     work = args.work / data["name"] / name
     done = work / "tuned.json"
     if done.exists():
-        return json.loads(done.read_text(encoding="utf-8"))
+        saved = json.loads(done.read_text(encoding="utf-8"))
+        if saved.get("tuning_grid") == TUNING_GRID:
+            return saved
     _, config = config_for(name, args)
     index = trained_index(data, config, work / "build", args)  # resumes: no more training
     retriever = NgramRetriever(index, device="cpu")
     base = retriever.options
-    most = 200
-    retriever.options = dataclasses.replace(base, unigrams=most)
+    retriever.options = dataclasses.replace(base, unigrams=max(TUNING_GRID["unigrams"]))
     qids = sorted(data["dev"])
-    generated = retriever.generate([data["queries"][q] for q in qids])
     doc_ids = index.corpus.doc_ids
-    scorings = [{"scoring": "bm25", "gamma": g} for g in (0.1, 0.25, 0.5)]
-    scorings += [{"scoring": "intersective", "alpha": a} for a in (2.0, 3.0, 4.0)]
-    # As search() would have generated them with this many unigrams, and their words.
-    by_unigrams = {}
-    for unigrams in (0, 50, 100, 200):
-        cut = [_fewer_unigrams(g, unigrams) for g in generated]
-        by_unigrams[unigrams] = (cut, retriever.query_words(cut))
+    scorings = [{"scoring": "bm25", "gamma": g} for g in TUNING_GRID["gamma"]]
+    scorings += [{"scoring": "intersective", "alpha": a} for a in TUNING_GRID["alpha"]]
     grid = []
-    for scoring in scorings:
-        for unigrams, (cut, words) in by_unigrams.items():
-            for word_weight in (0.0, 0.5, 0.75, 1.0):
-                options = dataclasses.replace(
-                    base, unigrams=unigrams, word_weight=word_weight, **scoring
-                )
-                run = {}
-                for qid, g, query_words in zip(qids, cut, words, strict=True):
-                    ngrams = g.beams + g.unigrams
-                    ranked = options.rank(ngrams, index.ngrams, 100, query_words, index.words)
-                    run[qid] = [(doc_ids[d], score) for d, score in ranked]
-                metrics = evaluate_run(run, data["dev"])
-                grid.append(
-                    {**scoring, "unigrams": unigrams, "word_weight": word_weight, "dev": metrics}
-                )
+    for num_beams in TUNING_GRID["num_beams"]:
+        generated = retriever.generate([data["queries"][q] for q in qids], num_beams=num_beams)
+        # As search() would have generated them with this many unigrams, and their words.
+        by_unigrams = {}
+        for unigrams in TUNING_GRID["unigrams"]:
+            cut = [_fewer_unigrams(g, unigrams) for g in generated]
+            by_unigrams[unigrams] = (cut, retriever.query_words(cut))
+        for scoring in scorings:
+            for unigrams, (cut, words) in by_unigrams.items():
+                for word_weight in TUNING_GRID["word_weight"]:
+                    options = dataclasses.replace(
+                        base, unigrams=unigrams, word_weight=word_weight, **scoring
+                    )
+                    run = {}
+                    for qid, g, query_words in zip(qids, cut, words, strict=True):
+                        ngrams = g.beams + g.unigrams
+                        ranked = options.rank(ngrams, index.ngrams, 100, query_words, index.words)
+                        run[qid] = [(doc_ids[d], score) for d, score in ranked]
+                    grid.append(
+                        {
+                            "num_beams": num_beams,
+                            **scoring,
+                            "unigrams": unigrams,
+                            "word_weight": word_weight,
+                            "dev": evaluate_run(run, data["dev"]),
+                        }
+                    )
     best = max(grid, key=lambda g: (g["dev"]["nDCG@10"], g["dev"]["Hits@10"]))
     chosen = {key: value for key, value in best.items() if key != "dev"}
     log.info(
@@ -379,10 +401,14 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         chosen,
         best["dev"]["nDCG@10"],
     )
-    retriever.options = dataclasses.replace(base, **chosen)
+    num_beams = chosen["num_beams"]
+    retriever.options = dataclasses.replace(
+        base, **{k: v for k, v in chosen.items() if k != "num_beams"}
+    )
 
     def search(texts: list[str], k: int) -> list[list[tuple[str, float]]]:
-        return [[(h.doc_id, h.score) for h in row] for row in retriever.search(texts, k=k)]
+        hits = retriever.search(texts, k=k, num_beams=num_beams)
+        return [[(h.doc_id, h.score) for h in row] for row in hits]
 
     result = {
         "name": f"{name}+tuned",
@@ -391,6 +417,7 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         "training": json.loads((work / "result.json").read_text(encoding="utf-8"))["training"],
         "dev": best["dev"],
         "test": evaluate(search, data["queries"], data["test"]),
+        "tuning_grid": TUNING_GRID,
         "grid": grid,
     }
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
