@@ -8,7 +8,7 @@ Typical use::
 
     average = WeightAverage(model, decay=0.999)
     for step, batch in enumerate(batches):
-        ...; optimizer.step(); average.update(step)
+        ...; optimizer.step(); average.update(model, step)
     with average.swapped_in(model):
         evaluate(model)
     average.copy_to(model)  # at the end

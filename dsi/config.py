@@ -111,8 +111,9 @@ class IndexConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """``to_dict()`` less the settings added since that are at their neutral value, so that
-        work directories and results fingerprinted by earlier versions stay valid."""
+        """``to_dict()`` without the settings added later (so far ``weight_average_decay``)
+        while they are off, so that work directories and results fingerprinted before they
+        existed stay valid."""
         data = self.to_dict()
         for train in (data["train"], data["generator"]["train"]):
             if train["weight_average_decay"] is None:

@@ -124,6 +124,16 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         {"model_config.d_model": 192, "model_config.d_ff": 768, "model_config.d_kv": 48},
         None,
     ),
+    "wide_slow": (
+        "wide with the learning rate halved (1e-3): wider layers take larger steps",
+        {
+            "model_config.d_model": 192,
+            "model_config.d_ff": 768,
+            "model_config.d_kv": 48,
+            "train.learning_rate": 1e-3,
+        },
+        None,
+    ),
     "pooled_copies": (
         "default, without training queries: each epoch's 120 copy pairs per document drawn "
         "afresh from 700 (dropout 0.1)",
