@@ -42,11 +42,9 @@ class WeightAverage:
         for mean, param in zip(self.average, _trainable(model), strict=True):
             mean.lerp_(param.detach(), weight)
 
-    @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
         """Put the averaged weights into ``model``."""
-        for mean, param in zip(self.average, _trainable(model), strict=True):
-            param.copy_(mean)
+        _assign(model, self.average)
 
     @contextmanager
     def swapped_in(self, model: torch.nn.Module) -> Iterator[None]:
@@ -56,9 +54,7 @@ class WeightAverage:
         try:
             yield
         finally:
-            with torch.no_grad():
-                for param, own in zip(_trainable(model), live, strict=True):
-                    param.copy_(own)
+            _assign(model, live)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {str(i): mean.detach().cpu().contiguous() for i, mean in enumerate(self.average)}
@@ -81,3 +77,9 @@ class WeightAverage:
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+@torch.no_grad()
+def _assign(model: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
+    for param, value in zip(_trainable(model), tensors, strict=True):
+        param.copy_(value)

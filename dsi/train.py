@@ -16,6 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -177,9 +178,8 @@ def train(
     average = None
     if config.weight_average_decay:
         average = WeightAverage(accelerator.unwrap_model(model), config.weight_average_decay)
-        saved = published(checkpoint_dir) / AVERAGE_FILE if checkpoint_dir is not None else None
-        if pos.step and saved is not None and saved.exists():
-            average.load_state_dict(load_file(str(saved)))
+        if pos.step and (published(checkpoint_dir) / AVERAGE_FILE).exists():
+            average.load_state_dict(load_file(str(published(checkpoint_dir) / AVERAGE_FILE)))
     model.train()
 
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -260,11 +260,8 @@ def train(
                 paused = time.monotonic()
                 if accelerator.is_main_process:
                     live = accelerator.unwrap_model(model)
-                    if average is None:
+                    with nullcontext() if average is None else average.swapped_in(live):
                         monitor(live, pos.seconds)
-                    else:
-                        with average.swapped_in(live):
-                            monitor(live, pos.seconds)
                     # A monitor may search on another device; training goes on where it was.
                     live.to(accelerator.device)
                     model.train()
