@@ -18,7 +18,8 @@ then evaluated on test once
 (``--no-tune-decoding`` leaves it out). Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
 ``quality_<dataset>.md`` (the test table) and ``quality_<dataset>.png`` (dev nDCG@10 against
 training minutes, BM25 as a line). Finished configurations are kept in ``--work`` and skipped
-when the command is rerun with the same settings, so a killed run goes on where it stopped; one
+when the command is rerun with the same settings, so a killed run goes on where it stopped (from
+its last checkpoint, with the dev points measured before, ``curve.json``); one
 whose decoding settings alone changed (``SealOptions.DECODING``) is evaluated again, not
 retrained.
 """
@@ -257,12 +258,15 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
             (work / "tuned.json").unlink(missing_ok=True)  # tuned around the old defaults
             return evaluate_again(data, name, args, saved, fingerprint, old_decoding)
     (work / "tuned.json").unlink(missing_ok=True)  # tuned on the model about to be replaced
-    curve: list[dict[str, Any]] = []
+    curve = _measured_curve(work / "curve.json", fingerprint)
     queries = data["queries"]
 
     def monitor(index: Any, seconds: float) -> None:
         metrics = evaluate(generative_search(index), queries, data["dev"])
-        curve.append({"minutes": round(seconds / 60, 2), **metrics})
+        _add_point(curve, {"minutes": round(seconds / 60, 2), **metrics})
+        # Kept as measured, so that a run resumed from its checkpoint keeps its earlier points.
+        record = {"fingerprint": fingerprint, "points": curve}
+        atomic_write_text(work / "curve.json", json.dumps(record, indent=2) + "\n")
         log.info(
             "%s/%s at %.1f min: dev nDCG@10 %.3f Hits@10 %.3f",
             data["name"],
@@ -279,7 +283,7 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     build_seconds = time.monotonic() - started
     stats = index.lineage[0]["training"]
     dev = evaluate(generative_search(index), queries, data["dev"])
-    curve.append({"minutes": round(stats["seconds"] / 60, 2), **dev})
+    _add_point(curve, {"minutes": round(stats["seconds"] / 60, 2), **dev})
     test = evaluate(generative_search(index), queries, data["test"])
     log.info("%s/%s test: %s", data["name"], name, _brief(test))
     speed = latency(index, [queries[q] for q in sorted(data["test"])[:64]])
@@ -298,6 +302,20 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     }
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _measured_curve(path: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dev points measured so far by the run of ``fingerprint`` (none for another run)."""
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record["points"] if record.get("fingerprint") == fingerprint else []
+
+
+def _add_point(curve: list[dict[str, Any]], point: dict[str, Any]) -> None:
+    """Append ``point``, dropping points measured at or after it: a run resumed from an earlier
+    checkpoint (or started afresh) measures those again."""
+    curve[:] = [p for p in curve if p["minutes"] < point["minutes"]] + [point]
 
 
 def evaluate_again(

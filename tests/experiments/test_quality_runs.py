@@ -1,4 +1,5 @@
-"""experiments/quality.py keeps a trained run when only its decoding settings changed."""
+"""experiments/quality.py keeps a trained run when only its decoding settings changed, and the
+dev points of a run resumed from its checkpoint."""
 
 from __future__ import annotations
 
@@ -43,3 +44,21 @@ def test_decoding_settings_are_set_apart_from_training_ones():
 def test_other_docid_schemes_have_no_decoding_settings():
     semantic = _fingerprint({"docids": "semantic"})
     assert quality._decoding_apart(semantic) == (semantic, {})
+
+
+def test_a_resumed_run_keeps_its_earlier_dev_points(tmp_path):
+    fingerprint = _fingerprint({})
+    path = tmp_path / "curve.json"
+    assert quality._measured_curve(path, fingerprint) == []
+    curve = [{"minutes": m, "nDCG@10": m / 100} for m in (10.0, 20.0, 30.0)]
+    path.write_text(json.dumps({"fingerprint": fingerprint, "points": curve}))
+    kept = quality._measured_curve(path, fingerprint)
+    assert kept == curve
+    # Resumed from the checkpoint at 25 minutes: the point at 30 is measured again.
+    quality._add_point(kept, {"minutes": 30.0, "nDCG@10": 0.5})
+    assert [(p["minutes"], p["nDCG@10"]) for p in kept] == [(10.0, 0.1), (20.0, 0.2), (30.0, 0.5)]
+    # Started afresh: every later point goes.
+    quality._add_point(kept, {"minutes": 10.0, "nDCG@10": 0.05})
+    assert kept == [{"minutes": 10.0, "nDCG@10": 0.05}]
+    # Another run's points are not its own.
+    assert quality._measured_curve(path, _fingerprint({"train.learning_rate": 1e-3})) == []
