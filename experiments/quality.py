@@ -504,6 +504,13 @@ def write_report(data: dict[str, Any], rows: list[dict[str, Any]], args) -> None
             + f" | {minutes} | {epochs} | {t['ms_per_query']} |"
         )
     for row in rows:
+        resumed = row.get("training", {}).get("resumed_from_step", 0)
+        if resumed:
+            lines += [
+                "",
+                f"{row['name']}: stopped and resumed from its checkpoint at step {resumed}; its "
+                "training minutes and epochs count every sitting.",
+            ]
         if "curve_decoding" in row:
             old, now = row["curve_decoding"], _decoding_apart(row["fingerprint"])[1]
             changes = ", ".join(
