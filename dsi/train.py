@@ -166,8 +166,10 @@ def train(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     pos = _Position()
-    if checkpoint_dir is not None and (published(checkpoint_dir) / "state.json").exists():
-        pos = _load_checkpoint(published(checkpoint_dir), model, optimizer)
+    # Resolved once: the state and the average are read from the same published directory.
+    last_checkpoint = published(checkpoint_dir) if checkpoint_dir is not None else None
+    if last_checkpoint is not None and (last_checkpoint / "state.json").exists():
+        pos = _load_checkpoint(last_checkpoint, model, optimizer)
         log.info("Resuming training from step %d (epoch %d).", pos.step, pos.epoch)
     resumed_from = pos.step
     # Accelerate leaves a model it prepared before as it is: a model trained again in the same
@@ -178,8 +180,9 @@ def train(
     average = None
     if config.weight_average_decay:
         average = WeightAverage(accelerator.unwrap_model(model), config.weight_average_decay)
-        if pos.step and (published(checkpoint_dir) / AVERAGE_FILE).exists():
-            average.load_state_dict(load_file(str(published(checkpoint_dir) / AVERAGE_FILE)))
+        saved = last_checkpoint / AVERAGE_FILE if pos.step else None  # resumed: it is set
+        if saved is not None and saved.exists():
+            average.load_state_dict(load_file(str(saved)))
     model.train()
 
     world, rank = accelerator.num_processes, accelerator.process_index
