@@ -137,6 +137,12 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         {"train.seed": 14},
         None,
     ),
+    "wide_slow_seed14": (
+        "wide_slow at training seed 14 (the same dev split): its second seed, beside seed14's "
+        "for the default",
+        {**WIDE_MODEL, "train.learning_rate": 1e-3, "train.seed": 14},
+        None,
+    ),
     "pooled_copies": (
         "default, without training queries: each epoch's 120 copy pairs per document drawn "
         "afresh from 700 (dropout 0.1)",
@@ -230,6 +236,15 @@ def trained_index(data: dict[str, Any], config: IndexConfig, work: Path, args, *
     )
 
 
+def fingerprint_of(config: IndexConfig, args) -> dict[str, Any]:
+    """What a finished run of ``config`` is kept by (``result.json``'s ``fingerprint``)."""
+    # Resolved, so that a changed default of dsi index does not keep a result it no longer makes.
+    resolved = resolved_config(config) if config.docids == "ngram" else config
+    return json.loads(  # as saved: JSON turns tuples into lists
+        json.dumps({"config": resolved.identity(), "eval_every": args.eval_every})
+    )
+
+
 def _decoding_apart(fingerprint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A run's fingerprint without its decoding-only n-gram settings, and those settings."""
     config = dict(fingerprint["config"])
@@ -249,11 +264,7 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     settings, config = config_for(name, args)
     work = args.work / data["name"] / name
     done = work / "result.json"
-    # Resolved, so that a changed default of dsi index does not keep a result it no longer makes.
-    resolved = resolved_config(config) if config.docids == "ngram" else config
-    fingerprint = json.loads(  # as saved: JSON turns tuples into lists
-        json.dumps({"config": resolved.identity(), "eval_every": args.eval_every})
-    )
+    fingerprint = fingerprint_of(config, args)
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
         if saved.get("fingerprint") == fingerprint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
@@ -12,14 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 import quality  # noqa: E402
 
 from dsi.config import IndexConfig  # noqa: E402
-from dsi.seal import resolved_config  # noqa: E402
 
 
 def _fingerprint(settings: dict) -> dict:
-    config = IndexConfig().updated(settings)
-    if config.docids == "ngram":  # as quality.run_config does
-        config = resolved_config(config)
-    return json.loads(json.dumps({"config": config.to_dict(), "eval_every": 10.0}))
+    return quality.fingerprint_of(IndexConfig().updated(settings), Namespace(eval_every=10.0))
 
 
 def test_decoding_settings_are_set_apart_from_training_ones():
