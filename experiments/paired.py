@@ -5,10 +5,11 @@
 The dev and test splits are small (SciFact 150 / 300 queries, Cranfield 45 / 180), so a
 difference of a point of nDCG@10 may be the draw of the queries, or of the training seed. For
 each finished run of ``experiments/quality.py`` (its work directory, no more training; runs
-whose configuration changed since are left out) this ranks the dev and test queries again, then
-compares the per-query nDCG@10 and Hits@10 of two retrievers on the same queries: the mean
-difference, its 95% interval over bootstrap resamples of the queries, and the share of resamples
-in which the first retriever does not beat the second. ``SEED_GROUPS`` average a configuration's
+whose configuration changed since, or whose model is gone, are left out) this ranks the dev and
+test queries again (and checks that the scores are quality.py's), then compares the per-query
+nDCG@10 and Hits@10 of two retrievers on the same queries: the mean difference, its 95% interval
+over bootstrap resamples of the queries, and the share of resamples in which the first
+retriever does not beat the second. ``SEED_GROUPS`` average a configuration's
 runs at several training seeds per query, so that a configuration is compared, not one draw of
 it. Writes ``<results>/paired.{json,md}``.
 """
