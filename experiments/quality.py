@@ -220,6 +220,15 @@ def latency(index: Any, texts: list[str]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- the runs
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings that name this script's runs, for the scripts that read its finished runs."""
+    parser.add_argument("--minutes", type=float, default=60.0, help="as quality.py ran it")
+    parser.add_argument("--eval-every", type=float, default=10.0, help="as quality.py ran it")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+
+
 def config_for(name: str, args) -> tuple[dict[str, Any], IndexConfig]:
     _, settings, cap = CONFIGS[name]
     minutes = args.minutes if cap is None else min(args.minutes, cap)

@@ -31,10 +31,7 @@ log = logging.getLogger("seen_documents")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="default", choices=list(quality.CONFIGS))
-    parser.add_argument("--minutes", type=float, default=60.0, help="as quality.py ran it")
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--work", type=Path, default=quality.ROOT / "runs" / "quality")
-    parser.add_argument("--results", type=Path, default=quality.ROOT / "experiments" / "results")
+    quality.add_run_arguments(parser)
     args = parser.parse_args(argv)
     args.quiet = True
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
