@@ -91,8 +91,7 @@ def per_query_scores(data: dict[str, Any], args) -> dict[str, dict[str, dict[str
     def measure(name: str, search, saved: dict[str, Any] | None = None) -> None:
         for split, measured in scores.items():
             qids = sorted(data[split])
-            ranked = search([data["queries"][q] for q in qids], 100)
-            run = {q: list(row) for q, row in zip(qids, ranked, strict=True)}
+            run = quality.ranked_run(search, data["queries"], qids)
             by_query = per_query(run, data[split])
             measured[name] = {
                 m: np.array([by_query[q][m] for q in qids if q in by_query]) for m in METRICS

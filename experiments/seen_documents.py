@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         qids = sorted(data[split])
         runs = {}
         for name, search in searches.items():
-            ranked = search([data["queries"][q] for q in qids], 100)
-            runs[name] = {q: list(row) for q, row in zip(qids, ranked, strict=True)}
+            runs[name] = quality.ranked_run(search, data["queries"], qids)
         seen = [q for q in qids if set(data[split][q]) & taught]
         parts = {"with training queries": seen, "without": sorted(set(qids) - set(seen))}
         for part, members in parts.items():
