@@ -13,8 +13,8 @@ from typing import Any
 class ModelConfig:
     """Size of a T5 built from scratch (ignored when ``IndexConfig.model`` names a checkpoint).
 
-    The default (1.9M parameters with the 8,000-token vocabulary) is the best found for 2 CPU cores: on a time budget, epochs
-    matter more than width (experiments/quality.py).
+    The default (1.9M parameters with the 8,000-token vocabulary) is the best found for 2 CPU
+    cores: on a time budget, epochs matter more than width (experiments/quality.py).
     """
 
     vocab_size: int = 8000
@@ -59,6 +59,11 @@ class TrainConfig:
     # Keep an exponential moving average of the weights with this decay (None: off); evaluations
     # during training and the trained model use the average (see dsi.averaging).
     weight_average_decay: float | None = None
+
+
+# Training settings added after indexes and results were first fingerprinted, with the value
+# that turns each off (see IndexConfig.identity).
+TRAIN_SETTINGS_ADDED_LATER: dict[str, Any] = {"weight_average_decay": None}
 
 
 def _generator_model() -> ModelConfig:
@@ -111,13 +116,14 @@ class IndexConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """``to_dict()`` without the settings added later (so far ``weight_average_decay``)
-        while they are off, so that work directories and results fingerprinted before they
-        existed stay valid."""
+        """``to_dict()`` without the training settings added later while they are off
+        (``TRAIN_SETTINGS_ADDED_LATER``), so that work directories and results fingerprinted
+        before they existed stay valid."""
         data = self.to_dict()
         for train in (data["train"], data["generator"]["train"]):
-            if train["weight_average_decay"] is None:
-                del train["weight_average_decay"]
+            for name, off in TRAIN_SETTINGS_ADDED_LATER.items():
+                if train[name] == off:
+                    del train[name]
         return data
 
     @classmethod

@@ -6,10 +6,12 @@
 Protocol (fixed seed): SciFact's 809 training queries are split into ``train`` (659) and ``dev``
 (150); every configuration trains on the corpus and ``train`` only. Cranfield has no training
 queries: the models learn from the documents alone, and a fixed fifth of its 225 queries is the
-dev set (``test`` is the rest). During training each configuration is evaluated on dev every
-``--eval-every`` minutes of training (the curve of the plot; evaluation time does not count
-against the budget); after training it is evaluated on test once (the table). BM25 (bm25s,
-stopwords + Snowball, ``dsi.bm25``) is evaluated on the same dev and test queries.
+dev set (``test`` is the rest). ``--datasets scifact_unsupervised`` is SciFact in Cranfield's
+setting: its 809 training queries are the dev set, none is trained on. During training each
+configuration is evaluated on dev every ``--eval-every`` minutes of training (the curve of the
+plot; evaluation time does not count against the budget); after training it is evaluated on
+test once (the table). BM25 (bm25s, stopwords + Snowball, ``dsi.bm25``) is evaluated on the
+same dev and test queries.
 
 Configurations (``CONFIGS``): ``default`` is exactly what ``dsi index`` builds; the others change
 one lever. For each n-gram configuration a row ``<name>+tuned`` follows: the same trained model
@@ -155,14 +157,26 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
 
 
 # ------------------------------------------------------------------------------------ data
+# A dataset with training queries, as in the unsupervised setting: its models learn from the
+# documents alone, as on Cranfield, and all its training queries are the dev set. Levers for
+# corpora without queries are chosen on these 809 dev queries: Cranfield's 45 cannot tell them
+# apart.
+UNSUPERVISED = "_unsupervised"
+
+
 def load_dataset(name: str, seed: int) -> dict[str, Any]:
-    """Corpus, queries, training qrels (or None) and the dev / test qrels of ``name``."""
-    folder = SHARED / name
+    """Corpus, queries, training qrels (or None) and the dev / test qrels of ``name``
+    (``<folder>_unsupervised``: the folder's training queries as dev, none to train on)."""
+    unsupervised = name.endswith(UNSUPERVISED)
+    folder = SHARED / name.removesuffix(UNSUPERVISED)
     corpus = load_corpus(folder, skip_empty=True)
     queries = load_queries(folder / "queries.jsonl")
     test = load_qrels(folder / "qrels" / "test.tsv")
     rng = random.Random(seed)
-    if (folder / "qrels" / "train.tsv").exists():
+    if unsupervised:
+        train = None
+        dev = load_qrels(folder / "qrels" / "train.tsv")
+    elif (folder / "qrels" / "train.tsv").exists():
         train = load_qrels(folder / "qrels" / "train.tsv")
         dev_ids = set(rng.sample(sorted(train), 150))
         dev = {q: train[q] for q in dev_ids}
@@ -228,9 +242,9 @@ def latency(index: Any, texts: list[str]) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- the runs
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The settings that name this script's runs, for the scripts that read its finished runs."""
-    parser.add_argument("--minutes", type=float, default=60.0, help="as quality.py ran it")
-    parser.add_argument("--eval-every", type=float, default=10.0, help="as quality.py ran it")
+    """The settings that name this script's runs (also read by the scripts that read them)."""
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget per run")
+    parser.add_argument("--eval-every", type=float, default=10.0, help="dev evaluation interval")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
@@ -632,11 +646,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--configs", nargs="+", default=["default", "semantic"], choices=list(CONFIGS)
     )
-    parser.add_argument("--minutes", type=float, default=60.0, help="training budget per run")
-    parser.add_argument("--eval-every", type=float, default=10.0, help="dev evaluation interval")
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
-    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    add_run_arguments(parser)
     parser.add_argument(
         "--no-tune-decoding",
         dest="tune_decoding",

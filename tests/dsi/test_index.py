@@ -186,3 +186,17 @@ def test_configs_saved_before_the_lowercase_setting_read_as_they_were_built():
     assert semantic.docid_options == {}
     new = IndexConfig.from_dict(IndexConfig().to_dict())
     assert new.model_config.lowercase and new.docid_options == {}
+
+
+def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
+    from dsi.config import TRAIN_SETTINGS_ADDED_LATER, IndexConfig
+
+    plain = IndexConfig()
+    identity = plain.identity()
+    for name in TRAIN_SETTINGS_ADDED_LATER:
+        assert name not in identity["train"] and name not in identity["generator"]["train"]
+        assert name in plain.to_dict()["train"]
+    averaged = plain.updated({"train.weight_average_decay": 0.99}).identity()
+    assert averaged["train"]["weight_average_decay"] == 0.99
+    assert "weight_average_decay" not in averaged["generator"]["train"]
+    assert IndexConfig.from_dict(identity) == plain  # what was left out reads back as off

@@ -59,3 +59,38 @@ def test_a_resumed_run_keeps_its_earlier_dev_points(tmp_path):
     assert kept == [{"minutes": 10.0, "nDCG@10": 0.05}]
     # Another run's points are not its own.
     assert quality._measured_curve(path, _fingerprint({"train.learning_rate": 1e-3})) == []
+
+
+def _beir_folder(folder: Path, train_queries: int, test_queries: int) -> None:
+    (folder / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": f"title {i}", "text": f"text {i}"} for i in range(20)]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    qids = [f"q{i}" for i in range(train_queries + test_queries)]
+    queries = [{"_id": q, "text": f"query {q}"} for q in qids]
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    for split, chosen in (("train", qids[:train_queries]), ("test", qids[train_queries:])):
+        if chosen:
+            rows = "".join(f"{q}\td{i % 20}\t1\n" for i, q in enumerate(chosen))
+            (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+
+
+def test_dev_splits_of_each_setting(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "SHARED", tmp_path)
+    _beir_folder(tmp_path / "withqueries", train_queries=200, test_queries=30)
+    _beir_folder(tmp_path / "withoutqueries", train_queries=0, test_queries=50)
+
+    supervised = quality.load_dataset("withqueries", 13)
+    assert (len(supervised["train"]), len(supervised["dev"])) == (50, 150)
+    assert not set(supervised["train"]) & set(supervised["dev"])
+    assert len(supervised["test"]) == 30
+
+    # The same folder without its training queries to train on: all of them are dev.
+    unsupervised = quality.load_dataset("withqueries_unsupervised", 13)
+    assert unsupervised["train"] is None
+    assert set(unsupervised["dev"]) == set(supervised["train"]) | set(supervised["dev"])
+    assert unsupervised["test"] == supervised["test"]
+    assert unsupervised["name"] == "withqueries_unsupervised"  # its own work dir and results
+
+    alone = quality.load_dataset("withoutqueries", 13)
+    assert alone["train"] is None and (len(alone["dev"]), len(alone["test"])) == (10, 40)
+    assert not set(alone["dev"]) & set(alone["test"])
