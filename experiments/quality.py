@@ -157,10 +157,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
 
 
 # ------------------------------------------------------------------------------------ data
-# A dataset with training queries, as in the unsupervised setting: its models learn from the
-# documents alone, as on Cranfield, and all its training queries are the dev set. Levers for
-# corpora without queries are chosen on these 809 dev queries: Cranfield's 45 cannot tell them
-# apart.
+# "<dataset>_unsupervised": a dataset with training queries in Cranfield's setting, its models
+# learning from the documents alone and all its training queries the dev set. SciFact's 809 can
+# tell apart levers for corpora without queries that Cranfield's 45 dev queries cannot.
 UNSUPERVISED = "_unsupervised"
 
 
@@ -242,7 +241,8 @@ def latency(index: Any, texts: list[str]) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- the runs
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The settings that name this script's runs (also read by the scripts that read them)."""
+    """The settings that name this script's runs; the scripts that read finished runs take
+    them too."""
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget per run")
     parser.add_argument("--eval-every", type=float, default=10.0, help="dev evaluation interval")
     parser.add_argument("--seed", type=int, default=13)
