@@ -64,26 +64,6 @@ def paired_difference(
     }
 
 
-def finished_run(data: dict[str, Any], name: str, args) -> tuple[Any, dict[str, Any]] | None:
-    """The trained index of ``name``'s finished run and its result; None when it has none, its
-    trained model is gone, or its configuration changed since (quality.py trains those)."""
-    work = args.work / data["name"] / name
-    done = work / "result.json"
-    if not done.exists():
-        return None
-    _, config = quality.config_for(name, args)
-    saved = json.loads(done.read_text(encoding="utf-8"))
-    if saved.get("fingerprint") != quality.fingerprint_of(config, args):
-        log.warning("%s/%s: its configuration changed since it ran; left out.", data["name"], name)
-        return None
-    if not (work / "build" / "checkpoint").exists():
-        log.warning("%s/%s: its trained model is gone; left out.", data["name"], name)
-        return None
-    # A budget of one step, long spent: the model is read back, never trained further.
-    frozen = config.updated({"train.max_steps": 1})
-    return quality.trained_index(data, frozen, work / "build", args), saved
-
-
 def per_query_scores(data: dict[str, Any], args) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """split -> retriever -> metric -> per-query scores (queries in sorted order)."""
     scores: dict[str, dict[str, dict[str, np.ndarray]]] = {"dev": {}, "test": {}}
@@ -107,7 +87,7 @@ def per_query_scores(data: dict[str, Any], args) -> dict[str, dict[str, dict[str
     for name in quality.CONFIGS:
         if quality.CONFIGS[name][1].get("docids", "ngram") != "ngram":
             continue  # semantic and atomic docids: far below, nothing to compare
-        found = finished_run(data, name, args)
+        found = quality.finished_run(data, name, args)
         if found is None:
             continue
         measure(name, quality.generative_search(found[0]), found[1])

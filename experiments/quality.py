@@ -275,6 +275,27 @@ def fingerprint_of(config: IndexConfig, args) -> dict[str, Any]:
     )
 
 
+def finished_run(data: dict[str, Any], name: str, args) -> tuple[Any, dict[str, Any]] | None:
+    """The trained index of ``name``'s finished run and its saved result, read back without
+    training; None when it has none, its configuration changed since (``run_config`` trains
+    those) or its trained model is gone, where reading it back would train it."""
+    work = args.work / data["name"] / name
+    done = work / "result.json"
+    if not done.exists():
+        return None
+    _, config = config_for(name, args)
+    saved = json.loads(done.read_text(encoding="utf-8"))
+    if saved.get("fingerprint") != fingerprint_of(config, args):
+        log.warning("%s/%s: its configuration changed since it ran; left out.", data["name"], name)
+        return None
+    if not (work / "build" / "checkpoint").exists():
+        log.warning("%s/%s: its trained model is gone; left out.", data["name"], name)
+        return None
+    # A budget of one step, long spent: the model is read back, never trained further.
+    frozen = config.updated({"train.max_steps": 1})
+    return trained_index(data, frozen, work / "build", args), saved
+
+
 def _decoding_apart(fingerprint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A run's fingerprint without its decoding-only n-gram settings, and those settings."""
     config = dict(fingerprint["config"])

@@ -36,13 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     args.quiet = True
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = quality.load_dataset("scifact", args.seed)
-    work = args.work / "scifact" / args.config
-    if not (work / "result.json").exists():
-        parser.error(f"{work} holds no finished run: run experiments/quality.py first.")
-    _, config = quality.config_for(args.config, args)
-    index = quality.trained_index(data, config, work / "build", args)
+    found = quality.finished_run(data, args.config, args)
+    if found is None:
+        parser.error(
+            f"{args.work / 'scifact' / args.config} holds no finished run of {args.config} with "
+            "its trained model: run experiments/quality.py first."
+        )
     searches = {
-        args.config: quality.generative_search(index),
+        args.config: quality.generative_search(found[0]),
         "bm25": BM25Retriever().index(data["corpus"]).search,
     }
     taught = {doc for judged in data["train"].values() for doc in judged}

@@ -94,3 +94,25 @@ def test_dev_splits_of_each_setting(tmp_path, monkeypatch):
     alone = quality.load_dataset("withoutqueries", 13)
     assert alone["train"] is None and (len(alone["dev"]), len(alone["test"])) == (10, 40)
     assert not set(alone["dev"]) & set(alone["test"])
+
+
+def test_a_finished_run_is_read_back_only_as_it_was_trained(tmp_path):
+    args = Namespace(work=tmp_path, minutes=60.0, seed=13, eval_every=10.0, quiet=True)
+    data = {"name": "corpus"}  # every case below is refused before the corpus is read
+    work = tmp_path / "corpus" / "default"
+    assert quality.finished_run(data, "default", args) is None  # never run
+
+    _, config = quality.config_for("default", args)
+    work.mkdir(parents=True)
+    result = {"fingerprint": quality.fingerprint_of(config, args)}
+    (work / "result.json").write_text(json.dumps(result))
+    # Its result is there, its model is not: reading it back would train a new one.
+    assert quality.finished_run(data, "default", args) is None
+    assert not (work / "build").exists()
+
+    (work / "build" / "checkpoint").mkdir(parents=True)
+    # Run with another budget, the same name is another configuration.
+    assert (
+        quality.finished_run(data, "default", Namespace(**{**vars(args), "minutes": 30.0})) is None
+    )
+    assert not any((work / "build" / "checkpoint").iterdir())
