@@ -275,11 +275,16 @@ def fingerprint_of(config: IndexConfig, args) -> dict[str, Any]:
     )
 
 
+def run_dir(data: dict[str, Any], name: str, args) -> Path:
+    """Where the run of ``name`` on ``data`` keeps its checkpoints, dev curve and result."""
+    return args.work / data["name"] / name
+
+
 def finished_run(data: dict[str, Any], name: str, args) -> tuple[Any, dict[str, Any]] | None:
     """The trained index of ``name``'s finished run and its saved result, read back without
     training; None when it has none, its configuration changed since (``run_config`` trains
     those) or its trained model is gone, where reading it back would train it."""
-    work = args.work / data["name"] / name
+    work = run_dir(data, name, args)
     done = work / "result.json"
     if not done.exists():
         return None
@@ -313,7 +318,7 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     with (``curve_decoding``)."""
     description = CONFIGS[name][0]
     settings, config = config_for(name, args)
-    work = args.work / data["name"] / name
+    work = run_dir(data, name, args)
     done = work / "result.json"
     fingerprint = fingerprint_of(config, args)
     if done.exists():
@@ -396,7 +401,7 @@ def evaluate_again(
 ) -> dict[str, Any]:
     """The finished run ``saved`` of ``name``, its trained model evaluated with new decoding."""
     settings, config = config_for(name, args)
-    work = args.work / data["name"] / name
+    work = run_dir(data, name, args)
     index = trained_index(data, config, work / "build", args)  # resumes: no more training
     log.info("%s/%s: decoding settings changed, evaluating again.", data["name"], name)
     dev = evaluate(generative_search(index), data["queries"], data["dev"])
@@ -447,7 +452,7 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     first-token unigrams and the weight of the n-grams' words, so the JSON also holds the
     scorings' dev comparison. A result tuned over another grid is tuned again.
     """
-    work = args.work / data["name"] / name
+    work = run_dir(data, name, args)
     done = work / "tuned.json"
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))

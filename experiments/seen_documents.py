@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     found = quality.finished_run(data, args.config, args)
     if found is None:
         parser.error(
-            f"{args.work / 'scifact' / args.config} holds no finished run of {args.config} with "
+            f"{quality.run_dir(data, args.config, args)} holds no finished run of {args.config} with "
             "its trained model: run experiments/quality.py first."
         )
     searches = {
