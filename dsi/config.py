@@ -25,7 +25,8 @@ class ModelConfig:
     num_layers: int = 2
     num_decoder_layers: int = 2
     # No dropout: a model trained for minutes sees each fresh copy pair a few times, far from
-    # overfitting it, and learns faster without (experiments/quality.py, the `dropout` lever).
+    # overfitting it, and learns faster without (experiments/quality.py, the `dropout` lever:
+    # SciFact dev nDCG@10 0.731 against 0.710, and 0.635 against 0.617 from the documents alone).
     dropout_rate: float = 0.0
     # The tokenizer folds case (sentencepiece's nmt_nfkc_cf): query and document words then
     # match whatever their case, as in BM25 (experiments/lexical_ceiling.py, quality.py).
