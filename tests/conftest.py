@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -11,6 +12,15 @@ from dsi.config import IndexConfig, ModelConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child Python that imports this checkout: the repo first on its path,
+    then whatever PYTHONPATH held already (where the dependencies may come from)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1", **extra}
+
+
 WORDS = (
     "river stone lantern copper meadow falcon harbor violet thunder orchard glacier ember willow "
     "canyon saffron beacon marble cedar tundra coral prairie quartz nectar summit lagoon ivory "

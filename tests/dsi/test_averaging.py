@@ -55,7 +55,8 @@ def _model_and_examples():
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # On the CPU: train() leaves a model on its accelerator, checkpoints read back on the CPU.
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def test_training_with_an_average_trains_the_same_and_returns_the_average(tmp_path):
@@ -82,11 +83,12 @@ def test_training_with_an_average_trains_the_same_and_returns_the_average(tmp_pa
     # The live weights, left in the checkpoint to resume from, are those of plain training:
     # the average and the evaluations that see it do not touch them.
     live = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
-    for name, value in plain_model.state_dict().items():
+    plain_weights = _weights(plain_model)
+    for name, value in plain_weights.items():
         if name in live:
             assert torch.allclose(live[name], value), name
     returned = _weights(averaged_model)
-    assert any(not torch.allclose(returned[k], plain_model.state_dict()[k]) for k in returned)
+    assert any(not torch.allclose(returned[k], plain_weights[k]) for k in returned)
     assert (tmp_path / "ckpt" / AVERAGE_FILE).exists()
     # A finished run resumed trains no more and returns the same average, read back.
     again = copy.deepcopy(model)

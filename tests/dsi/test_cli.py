@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dsi.retriever import Retriever
-from tests.conftest import REPO, random_corpus
+from tests.conftest import child_env, random_corpus
 
 TINY = [
     "--set",
@@ -41,7 +40,7 @@ TINY = [
 
 
 def dsi(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "dsi.cli", *args], capture_output=True, text=True, env=env, **kwargs
     )
@@ -52,7 +51,7 @@ def dsi(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess
 
 def kill_after_checkpoint(args: list[str], state: Path) -> None:
     """Run ``dsi *args`` and SIGKILL it a second after it wrote the checkpoint ``state``."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    env = child_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dsi.cli", *args],
         env=env,

@@ -9,13 +9,12 @@ itself on a machine without CUDA).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 
 from dsi.retriever import Retriever
-from tests.conftest import REPO
+from tests.conftest import child_env
 from tests.dsi.test_cli import TINY, write_corpus
 
 
@@ -29,14 +28,7 @@ def test_two_processes_train_one_loadable_index(tmp_path):
     # 40 documents, batch 8: the ranks split each epoch's batches between them.
     corpus = write_corpus(tmp_path / "corpus.jsonl", n_docs=40)
     out = tmp_path / "idx"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "TQDM_DISABLE": "1",
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
+    env = child_env(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1", CUDA_VISIBLE_DEVICES="")
     launch = [
         sys.executable,
         "-m",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import functools
 import json
-import os
 import pickle
 import random
 import shutil
@@ -27,7 +26,7 @@ import pytest
 
 from dsi.index import MANIFEST_DIGEST, GenerativeIndex, IndexLoadError, TrainingQueries
 from dsi.retriever import Retriever
-from tests.conftest import REPO, random_corpus, tiny_config
+from tests.conftest import child_env, random_corpus, tiny_config
 
 QUERIES = ["river stone lantern", "amber birch", "quartz nectar summit", ""]
 K = 4
@@ -369,7 +368,7 @@ print(json.dumps([[h.doc_id for h in row] for row in hits]))
 
 
 def test_load_and_search_run_no_pickle_in_a_fresh_interpreter(expected) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     args = [str(reference_index()), json.dumps(QUERIES), str(K)]
     proc = subprocess.run(
         [sys.executable, "-c", PICKLE_TRAP, *args], capture_output=True, text=True, env=env

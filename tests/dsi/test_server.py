@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import socket
@@ -32,7 +31,7 @@ import dsi  # noqa: E402
 from dsi.index import GenerativeIndex  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
 from dsi.server import ServerSettings, bind, create_app, parse_search  # noqa: E402
-from tests.conftest import REPO, random_corpus, tiny_config  # noqa: E402
+from tests.conftest import child_env, random_corpus, tiny_config  # noqa: E402
 
 N_DOCS = 16
 BOUNDS = {"max_body_bytes": 4096, "max_queries": 8, "max_query_chars": 200, "max_k": 20}
@@ -452,7 +451,7 @@ def test_settings_are_validated() -> None:
 
 # ----------------------------------------------------------------------------- dsi serve
 def _dsi(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     return subprocess.Popen(
         [sys.executable, "-m", "dsi.cli", *args],
         env=env,
