@@ -5,10 +5,12 @@
 #
 # Written for this workplace's H100/H200 image: its python3 already holds a CUDA torch,
 # transformers, accelerate, sentencepiece, safetensors and scikit-learn, and no registry is
-# reachable there. marisa-trie and faiss-cpu are not in the image: carry them as wheels in .whl/
-# (carry: [".whl"]); made here with
+# reachable there. marisa-trie, faiss-cpu, bm25s, PyStemmer and pydivsufsort are not in the
+# image: carry them as wheels in .whl/ (carry: [".whl"]); made here with
 #   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_28_x86_64 -d .whl marisa-trie==1.4.1 faiss-cpu==1.15.1
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+#     --platform manylinux1_x86_64 -d .whl marisa-trie==1.4.1 faiss-cpu==1.15.1 bm25s==0.3.16 \
+#     PyStemmer==3.1.0 pydivsufsort==0.0.20
 # On a machine with a registry and no torch, the script pip-installs torch (Linux wheels on PyPI
 # are CUDA builds) and the missing packages instead.
 set -euo pipefail
@@ -50,7 +52,8 @@ fi
     || { log "editable install failed; using PYTHONPATH"; export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"; }
 missing=$(python - <<'EOF'
 import importlib.util
-need = {"marisa_trie": "marisa-trie", "faiss": "faiss-cpu", "accelerate": "accelerate",
+need = {"marisa_trie": "marisa-trie", "faiss": "faiss-cpu", "bm25s": "bm25s",
+        "Stemmer": "PyStemmer", "pydivsufsort": "pydivsufsort", "accelerate": "accelerate",
         "transformers": "transformers", "sentencepiece": "sentencepiece",
         "safetensors": "safetensors", "sklearn": "scikit-learn", "tqdm": "tqdm"}
 print(" ".join(p for m, p in need.items() if importlib.util.find_spec(m) is None))
