@@ -280,6 +280,16 @@ def run_dir(data: dict[str, Any], name: str, args) -> Path:
     return args.work / data["name"] / name
 
 
+def read_back(data: dict[str, Any], name: str, config: IndexConfig, args) -> Any:
+    """The index of ``name``'s trained model under ``config`` (its decoding may differ), read
+    back from the run's checkpoint and never trained further; an error where that is gone."""
+    build = run_dir(data, name, args) / "build"
+    if not (build / "checkpoint").exists():
+        raise FileNotFoundError(f"{build} holds no trained model to read back.")
+    # A budget of one step, long spent: whatever budget the run had, no step is taken.
+    return trained_index(data, config.updated({"train.max_steps": 1}), build, args)
+
+
 def finished_run(data: dict[str, Any], name: str, args) -> tuple[Any, dict[str, Any]] | None:
     """The trained index of ``name``'s finished run and its saved result, read back without
     training; None when it has none, its configuration changed since (``run_config`` trains
@@ -296,9 +306,7 @@ def finished_run(data: dict[str, Any], name: str, args) -> tuple[Any, dict[str, 
     if not (work / "build" / "checkpoint").exists():
         log.warning("%s/%s: its trained model is gone; left out.", data["name"], name)
         return None
-    # A budget of one step, long spent: the model is read back, never trained further.
-    frozen = config.updated({"train.max_steps": 1})
-    return trained_index(data, frozen, work / "build", args), saved
+    return read_back(data, name, config, args), saved
 
 
 def _decoding_apart(fingerprint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -401,8 +409,7 @@ def evaluate_again(
 ) -> dict[str, Any]:
     """The finished run ``saved`` of ``name``, its trained model evaluated with new decoding."""
     settings, config = config_for(name, args)
-    work = run_dir(data, name, args)
-    index = trained_index(data, config, work / "build", args)  # resumes: no more training
+    index = read_back(data, name, config, args)
     log.info("%s/%s: decoding settings changed, evaluating again.", data["name"], name)
     dev = evaluate(generative_search(index), data["queries"], data["dev"])
     test = evaluate(generative_search(index), data["queries"], data["test"])
@@ -421,7 +428,9 @@ def evaluate_again(
         "curve_decoding": saved.get("curve_decoding", old_decoding),
         "latency_ms_per_query": speed,
     }
-    atomic_write_text(work / "result.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(
+        run_dir(data, name, args) / "result.json", json.dumps(result, indent=2) + "\n"
+    )
     return result
 
 
@@ -459,7 +468,7 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         if saved.get("tuning_grid") == TUNING_GRID:
             return saved
     _, config = config_for(name, args)
-    index = trained_index(data, config, work / "build", args)  # resumes: no more training
+    index = read_back(data, name, config, args)
     retriever = NgramRetriever(index, device="cpu")
     base = retriever.options
     retriever.options = dataclasses.replace(base, unigrams=max(TUNING_GRID["unigrams"]))

@@ -8,6 +8,8 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 
 import quality  # noqa: E402
@@ -99,7 +101,7 @@ def test_dev_splits_of_each_setting(tmp_path, monkeypatch):
 def test_a_finished_run_is_read_back_only_as_it_was_trained(tmp_path):
     args = Namespace(work=tmp_path, minutes=60.0, seed=13, eval_every=10.0, quiet=True)
     data = {"name": "corpus"}  # every case below is refused before the corpus is read
-    work = tmp_path / "corpus" / "default"
+    work = quality.run_dir(data, "default", args)
     assert quality.finished_run(data, "default", args) is None  # never run
 
     _, config = quality.config_for("default", args)
@@ -108,6 +110,9 @@ def test_a_finished_run_is_read_back_only_as_it_was_trained(tmp_path):
     (work / "result.json").write_text(json.dumps(result))
     # Its result is there, its model is not: reading it back would train a new one.
     assert quality.finished_run(data, "default", args) is None
+    # Nor is a model read back for new decoding (evaluate_again, tune_decoding): refused.
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        quality.read_back(data, "default", config, args)
     assert not (work / "build").exists()
 
     (work / "build" / "checkpoint").mkdir(parents=True)
