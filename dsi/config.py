@@ -31,6 +31,10 @@ class ModelConfig:
     # The tokenizer folds case (sentencepiece's nmt_nfkc_cf): query and document words then
     # match whatever their case, as in BM25 (experiments/lexical_ceiling.py, quality.py).
     lowercase: bool = True
+    # A copy distribution over the input's tokens mixed into the next-token distribution by a
+    # learned gate (dsi.model.CopyT5, a pointer-generator): copying a rare word then needs no
+    # vocabulary row learned for it.
+    copy_attention: bool = False
 
 
 @dataclass
@@ -62,9 +66,10 @@ class TrainConfig:
     weight_average_decay: float | None = None
 
 
-# Training settings added after indexes and results were first fingerprinted, with the value
-# that turns each off (see IndexConfig.identity).
+# Settings added after indexes and results were first fingerprinted, with the value that turns
+# each off (see IndexConfig.identity).
 TRAIN_SETTINGS_ADDED_LATER: dict[str, Any] = {"weight_average_decay": None}
+MODEL_SETTINGS_ADDED_LATER: dict[str, Any] = {"copy_attention": False}
 
 
 def _generator_model() -> ModelConfig:
@@ -117,14 +122,19 @@ class IndexConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """``to_dict()`` without the training settings added later while they are off
-        (``TRAIN_SETTINGS_ADDED_LATER``), so that work directories and results fingerprinted
-        before they existed stay valid."""
+        """``to_dict()`` without the settings added later while they are off
+        (``TRAIN_SETTINGS_ADDED_LATER``, ``MODEL_SETTINGS_ADDED_LATER``), so that work
+        directories and results fingerprinted before they existed stay valid."""
         data = self.to_dict()
-        for train in (data["train"], data["generator"]["train"]):
-            for name, off in TRAIN_SETTINGS_ADDED_LATER.items():
-                if train[name] == off:
-                    del train[name]
+        added_later = {
+            "train": TRAIN_SETTINGS_ADDED_LATER,
+            "model_config": MODEL_SETTINGS_ADDED_LATER,
+        }
+        for part in (data, data["generator"]):
+            for key, settings in added_later.items():
+                for name, off in settings.items():
+                    if part[key][name] == off:
+                        del part[key][name]
         return data
 
     @classmethod

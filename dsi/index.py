@@ -46,6 +46,7 @@ from dsi.model import (
     load_model,
     load_tokenizer,
     num_parameters,
+    open_model,
     train_tokenizer,
 )
 from dsi.pseudo_queries import QueryGenerator
@@ -377,11 +378,7 @@ class GenerativeIndex:
         try:
             config = IndexConfig.load(directory / "config.json")
             tokenizer = load_tokenizer(directory / "model")
-            from transformers import T5ForConditionalGeneration
-
-            model = T5ForConditionalGeneration.from_pretrained(
-                str(directory / "model"), use_safetensors=True
-            ).eval()
+            model = open_model(directory / "model", use_safetensors=True).eval()
             docids = DocidMap.load(directory)
             trie = PrefixTrie.load(directory / "trie.marisa")
             corpus = load_corpus(directory / "documents.jsonl")

@@ -10,15 +10,19 @@ import io
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import (
     AutoTokenizer,
     PreTrainedTokenizerBase,
     T5Config,
     T5ForConditionalGeneration,
 )
+from transformers.modeling_outputs import BaseModelOutput
 
 from dsi.config import ModelConfig
 
@@ -72,8 +76,126 @@ def load_tokenizer(name_or_dir: str | Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(name_or_dir))
 
 
+@dataclass
+class EncodedSource(BaseModelOutput):
+    """Encoder states with the token ids they encode, which :class:`CopyT5` copies from."""
+
+    source_ids: torch.LongTensor | None = None
+
+
+class _SourceKeepingEncoder:
+    """The encoder of a :class:`CopyT5`, returning :class:`EncodedSource` (what ``generate`` and
+    callers get from ``get_encoder()``, so that beams carry the source ids with the states)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        self.encoder = encoder
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs) -> EncodedSource:
+        if input_ids is None:
+            raise ValueError("A copying model encodes token ids, not embeddings.")
+        kwargs["return_dict"] = True
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return EncodedSource(last_hidden_state=states.last_hidden_state, source_ids=input_ids)
+
+    __call__ = forward
+
+
+class CopyT5(T5ForConditionalGeneration):
+    """T5 whose next token is drawn from a mixture of its vocabulary softmax and a copy
+    distribution over the tokens of its input (a pointer-generator, See et al. 2017).
+
+    The copy distribution is an attention of the decoder state over the encoder states, its
+    weights summed per input token; a learned gate mixes the two. Its ``logits`` are the
+    mixture's log-probabilities (normalised, so a ``log_softmax`` leaves them unchanged); given
+    ``labels`` it computes only the loss.
+    Encoder outputs given to :meth:`forward` must be :class:`EncodedSource`, as
+    ``get_encoder()`` returns them.
+    """
+
+    def __init__(self, config: T5Config) -> None:
+        super().__init__(config)
+        d_model = config.d_model
+        self.copy_query = nn.Linear(d_model, d_model, bias=False)
+        self.copy_gate = nn.Linear(d_model, 1)
+        with torch.no_grad():
+            # Scores of unit variance over T5's normalised states: the decoder's reach lm_head
+            # scaled by d_model ** -0.5, the encoder's at unit scale.
+            self.copy_query.weight.normal_(0.0, 1.0)
+            self.copy_gate.weight.zero_()
+            self.copy_gate.bias.zero_()
+
+    @staticmethod
+    def _copy_loss(
+        vocab_logprobs: torch.Tensor,
+        attention: torch.Tensor,
+        gate: torch.Tensor,
+        source_ids: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean negative log-probability of the labels (-100: ignored) under the mixture."""
+        labels = labels.to(vocab_logprobs.device)
+        known = labels != -100
+        targets = labels.clamp_min(0)
+        vocab = vocab_logprobs.gather(2, targets[..., None]).squeeze(-1)
+        copied = (attention * (source_ids[:, None, :] == targets[..., None])).sum(dim=-1)
+        gate = gate.squeeze(-1)
+        logprobs = torch.logaddexp(
+            F.logsigmoid(gate) + vocab, F.logsigmoid(-gate) + copied.clamp_min(1e-20).log()
+        )
+        return -(logprobs * known).sum() / known.sum().clamp_min(1)
+
+    def get_encoder(self, *args, **kwargs) -> _SourceKeepingEncoder:
+        return _SourceKeepingEncoder(super().get_encoder(*args, **kwargs))
+
+    def forward(
+        self, input_ids=None, attention_mask=None, encoder_outputs=None, labels=None, **kwargs
+    ):
+        if encoder_outputs is None:
+            encoder_outputs = self.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+        source_ids = getattr(encoder_outputs, "source_ids", None)
+        if source_ids is None:
+            raise ValueError(
+                "A copying model needs the source ids with its encoder outputs: encode with "
+                "model.get_encoder(), which returns them."
+            )
+        no_decoder_input = kwargs.get("decoder_input_ids") is None
+        if labels is not None and no_decoder_input and kwargs.get("decoder_inputs_embeds") is None:
+            kwargs["decoder_input_ids"] = self._shift_right(labels)
+        decoder_states: list[torch.Tensor] = []
+        # The decoder's final states are what lm_head reads; the parent's forward keeps them.
+        hook = self.lm_head.register_forward_hook(
+            lambda _m, args, _o: decoder_states.append(args[0])
+        )
+        try:
+            out = super().forward(
+                attention_mask=attention_mask, encoder_outputs=encoder_outputs, **kwargs
+            )
+        finally:
+            hook.remove()
+        states = decoder_states[-1]
+        keys = encoder_outputs.last_hidden_state
+        scores = self.copy_query(states) @ keys.transpose(1, 2) / keys.shape[-1] ** 0.5
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask[:, None, :] == 0, -1e9)
+        attention = scores.float().softmax(dim=-1)
+        gate = self.copy_gate(states).float()
+        vocab_logprobs = out.logits.float().log_softmax(dim=-1)
+        if labels is not None:
+            out["loss"] = self._copy_loss(vocab_logprobs, attention, gate, source_ids, labels)
+            # The mixture over the whole vocabulary would cost as much again as the step.
+            out["logits"] = None
+            return out
+        index = source_ids[:, None, :].expand(-1, attention.shape[1], -1)
+        copy = torch.zeros_like(vocab_logprobs).scatter_add_(2, index, attention)
+        out["logits"] = torch.logaddexp(
+            F.logsigmoid(gate) + vocab_logprobs, F.logsigmoid(-gate) + copy.clamp_min(1e-20).log()
+        )
+        return out
+
+
 def build_model(config: ModelConfig, text_vocab_size: int, num_docid_symbols: int):
-    """A randomly initialised T5 whose vocabulary is the text vocabulary plus the docid symbols."""
+    """A randomly initialised T5 whose vocabulary is the text vocabulary plus the docid symbols
+    (a :class:`CopyT5` with ``config.copy_attention``)."""
     if config.num_layers != config.num_decoder_layers:
         # transformers 5 generation fails in the decoder cache when the depths differ.
         raise ValueError(
@@ -94,8 +216,9 @@ def build_model(config: ModelConfig, text_vocab_size: int, num_docid_symbols: in
         eos_token_id=EOS_ID,
         feed_forward_proj="relu",
         tie_word_embeddings=True,
+        copy_attention=config.copy_attention,
     )
-    model = T5ForConditionalGeneration(t5)
+    model = (CopyT5 if config.copy_attention else T5ForConditionalGeneration)(t5)
     _set_generation_ids(model)
     return model
 
@@ -105,12 +228,19 @@ def load_model(name_or_dir: str | Path, num_docid_symbols: int | None = None):
 
     Returns ``(model, docid_offset)``: the first token id that belongs to docid symbols.
     """
-    model = T5ForConditionalGeneration.from_pretrained(str(name_or_dir))
+    model = open_model(name_or_dir)
     offset = model.config.vocab_size
     if num_docid_symbols:
         model.resize_token_embeddings(offset + num_docid_symbols, mean_resizing=False)
     _set_generation_ids(model)
     return model, offset
+
+
+def open_model(name_or_dir: str | Path, **kwargs) -> T5ForConditionalGeneration:
+    """A saved T5 (a :class:`CopyT5` where its config says ``copy_attention``), as saved."""
+    config = T5Config.from_pretrained(str(name_or_dir))
+    kind = CopyT5 if getattr(config, "copy_attention", False) else T5ForConditionalGeneration
+    return kind.from_pretrained(str(name_or_dir), **kwargs)
 
 
 def grow_vocabulary(model, new_size: int) -> None:

@@ -27,7 +27,7 @@ import torch
 from dsi.config import GeneratorConfig, ModelConfig, TrainConfig
 from dsi.examples import ExampleSet
 from dsi.io import atomic_write_text
-from dsi.model import build_model, num_parameters
+from dsi.model import build_model, num_parameters, open_model
 from dsi.train import train
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,6 @@ class QueryGenerator:
     @classmethod
     def load(cls, directory: str | Path, tokenizer: Any) -> QueryGenerator:
         """Read a generator written by ``save``; ``tokenizer`` is the index's."""
-        from transformers import T5ForConditionalGeneration
-
         directory = Path(directory)
         meta_path = directory / GENERATOR_FILE
         if not meta_path.is_file():
@@ -203,7 +201,7 @@ class QueryGenerator:
             config = _generator_config(meta["config"])
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{meta_path} holds an invalid generator config ({exc}).") from exc
-        model = T5ForConditionalGeneration.from_pretrained(str(directory), use_safetensors=True)
+        model = open_model(directory, use_safetensors=True)
         if model.config.vocab_size != len(tokenizer):
             raise ValueError(
                 f"The query generator in {directory} has a vocabulary of "

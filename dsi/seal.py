@@ -74,7 +74,7 @@ from dsi.index import (
     verify_checksums,
 )
 from dsi.io import staging_dir
-from dsi.model import load_tokenizer
+from dsi.model import load_tokenizer, open_model
 from dsi.pseudo_queries import QueryGenerator
 from dsi.retriever import _EMPTY_SLOT, Hit, Retriever, constrained_generate
 from trie.fmindex import NgramIndex
@@ -558,11 +558,7 @@ class NgramGenerativeIndex:
             config = _settings_of_older_indexes(IndexConfig.load(directory / "config.json"))
             SealOptions.from_config(config)
             tokenizer = load_tokenizer(directory / "model")
-            from transformers import T5ForConditionalGeneration
-
-            model = T5ForConditionalGeneration.from_pretrained(
-                str(directory / "model"), use_safetensors=True
-            ).eval()
+            model = open_model(directory / "model", use_safetensors=True).eval()
             ngrams = NgramIndex.load(directory / NGRAM_DIR)
             corpus = load_corpus(directory / "documents.jsonl")
             pairs = load_training_pairs(directory / TRAINING_QUERIES_FILE)
@@ -866,13 +862,14 @@ class NgramRetriever(Retriever):
             padding=True,
             return_tensors="pt",
         ).to(self.device)
-        encoded = BaseModelOutput(last_hidden_state=self.model.get_encoder()(**enc)[0])
+        encoded = self.model.get_encoder()(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], return_dict=True
+        )
         mask = enc["attention_mask"]
-        # generate() repeats the encoder states for the beams inside the object it is given.
-        own_copy = BaseModelOutput(last_hidden_state=encoded.last_hidden_state)
         sequences, scores = constrained_generate(
             self.model,
-            {"encoder_outputs": own_copy, "attention_mask": mask},
+            # generate() repeats the encoder states for the beams inside the object it is given.
+            {"encoder_outputs": _rows(encoded), "attention_mask": mask},
             beams,
             self.options.max_tokens + 1,
             self._processor,
@@ -936,7 +933,7 @@ class NgramRetriever(Retriever):
         if not owners:
             return [[] for _ in firsts]
         select = torch.as_tensor(owners, device=self.device)
-        hidden, attention = encoded.last_hidden_state[select], mask[select]
+        encoded, attention = _rows(encoded, select), mask[select]
         words = [list(ngram) for row in firsts for ngram, _ in row]
         logprobs = [logprob for row in firsts for _, logprob in row]
         start = self.model.config.decoder_start_token_id
@@ -948,7 +945,7 @@ class NgramRetriever(Retriever):
             rows = torch.as_tensor(live, device=self.device)
             decoder_ids = torch.tensor([[start, *words[i]] for i in live], device=self.device)
             logits = self.model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[rows]),
+                encoder_outputs=_rows(encoded, rows),
                 attention_mask=attention[rows],
                 decoder_input_ids=decoder_ids,
             ).logits[:, -1]
@@ -969,3 +966,10 @@ class NgramRetriever(Retriever):
         for row, word, logprob in zip(owners, words, logprobs, strict=True):
             out[row].append((tuple(word), logprob))
         return out
+
+
+def _rows(encoded: BaseModelOutput, rows: torch.Tensor | None = None) -> BaseModelOutput:
+    """A new encoder output of ``encoded``'s kind (a copying model's carries its source ids)
+    holding the given rows of each of its tensors (all of them without ``rows``)."""
+    fields = {name: value if rows is None else value[rows] for name, value in encoded.items()}
+    return type(encoded)(**fields)

@@ -147,6 +147,12 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         {**WIDE_SLOW, "train.seed": 14},
         None,
     ),
+    "copy_attention": (
+        "default with a pointer-generator: a copy distribution over the input's tokens mixed "
+        "into the next-token distribution by a learned gate (model_config.copy_attention)",
+        {"model_config.copy_attention": True},
+        None,
+    ),
     "pooled_copies": (
         "default, without training queries: each epoch's 120 copy pairs per document drawn "
         "afresh from 700 (dropout 0.1)",

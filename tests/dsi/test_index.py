@@ -189,7 +189,7 @@ def test_configs_saved_before_the_lowercase_setting_read_as_they_were_built():
 
 
 def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
-    from dsi.config import TRAIN_SETTINGS_ADDED_LATER, IndexConfig
+    from dsi.config import MODEL_SETTINGS_ADDED_LATER, TRAIN_SETTINGS_ADDED_LATER, IndexConfig
 
     plain = IndexConfig()
     identity = plain.identity()
@@ -199,4 +199,9 @@ def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
     averaged = plain.updated({"train.weight_average_decay": 0.99}).identity()
     assert averaged["train"]["weight_average_decay"] == 0.99
     assert "weight_average_decay" not in averaged["generator"]["train"]
+    for name in MODEL_SETTINGS_ADDED_LATER:
+        assert name not in identity["model_config"] and name in plain.to_dict()["model_config"]
+        assert name not in identity["generator"]["model_config"]
+    copying = plain.updated({"model_config.copy_attention": True}).identity()
+    assert copying["model_config"]["copy_attention"] is True
     assert IndexConfig.from_dict(identity) == plain  # what was left out reads back as off
