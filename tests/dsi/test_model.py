@@ -117,10 +117,21 @@ def test_beam_search_carries_the_source_ids_with_the_beams():
         num_return_sequences=3,
         max_new_tokens=4,
         do_sample=False,
+        length_penalty=0.0,
         output_scores=True,
         return_dict_in_generate=True,
     )
     assert out.sequences.shape[0] == 12
+    # Each beam's score is its summed log-probability under the mixture of its own input.
+    sequences = out.sequences
+    rows = {k: v.repeat_interleave(3, dim=0) for k, v in plain_inputs.items()}
+    with torch.no_grad():
+        logprobs = model(**rows, decoder_input_ids=sequences[:, :-1]).logits
+    steps = logprobs.gather(2, sequences[:, 1:, None]).squeeze(-1)
+    is_eos = (sequences[:, 1:] == model.config.eos_token_id).long()
+    after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
+    expected = steps.masked_fill(after_eos, 0.0).sum(dim=1)
+    assert torch.allclose(out.sequences_scores, expected, atol=1e-4)
     # Greedy on the mixture by hand: the best beam of a 1-step search is its argmax.
     first = model.generate(**plain_inputs, num_beams=3, max_new_tokens=1, do_sample=False)
     with torch.no_grad():
