@@ -138,10 +138,7 @@ class CopyT5(T5ForConditionalGeneration):
         targets = labels.clamp_min(0)
         vocab = vocab_logprobs.gather(2, targets[..., None]).squeeze(-1)
         copied = (attention * (source_ids[:, None, :] == targets[..., None])).sum(dim=-1)
-        gate = gate.squeeze(-1)
-        logprobs = torch.logaddexp(
-            F.logsigmoid(gate) + vocab, F.logsigmoid(-gate) + copied.clamp_min(1e-20).log()
-        )
+        logprobs = _mixture(gate.squeeze(-1), vocab, copied)
         return -(logprobs * known).sum() / known.sum().clamp_min(1)
 
     def get_encoder(self, *args, **kwargs) -> _SourceKeepingEncoder:
@@ -187,10 +184,17 @@ class CopyT5(T5ForConditionalGeneration):
             return out
         index = source_ids[:, None, :].expand(-1, attention.shape[1], -1)
         copy = torch.zeros_like(vocab_logprobs).scatter_add_(2, index, attention)
-        out["logits"] = torch.logaddexp(
-            F.logsigmoid(gate) + vocab_logprobs, F.logsigmoid(-gate) + copy.clamp_min(1e-20).log()
-        )
+        out["logits"] = _mixture(gate, vocab_logprobs, copy)
         return out
+
+
+def _mixture(gate: torch.Tensor, vocab_logprobs: torch.Tensor, copy: torch.Tensor) -> torch.Tensor:
+    """log(sigmoid(gate) * p_vocab + sigmoid(-gate) * p_copy), from the vocabulary's
+    log-probabilities and the copy probabilities."""
+    # clamp: log(0) would give the gradient 0 * inf for tokens absent from the input.
+    return torch.logaddexp(
+        F.logsigmoid(gate) + vocab_logprobs, F.logsigmoid(-gate) + copy.clamp_min(1e-20).log()
+    )
 
 
 def build_model(config: ModelConfig, text_vocab_size: int, num_docid_symbols: int):
