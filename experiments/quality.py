@@ -153,6 +153,12 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         {"model_config.copy_attention": True},
         None,
     ),
+    "copy_attention_seed14": (
+        "copy_attention at training seed 14 (the same dev split): its second seed, beside "
+        "seed14's for the default",
+        {"model_config.copy_attention": True, "train.seed": 14},
+        None,
+    ),
     "pooled_copies": (
         "default, without training queries: each epoch's 120 copy pairs per document drawn "
         "afresh from 700 (dropout 0.1)",
