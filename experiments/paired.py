@@ -39,6 +39,7 @@ METRICS = ("nDCG@10", "Hits@10")
 # A configuration -> its runs at training seeds 13, 14, ... (quality.CONFIGS names).
 SEED_GROUPS: dict[str, tuple[str, ...]] = {
     "default": ("default", "seed14"),
+    "no_copy": ("no_copy", "no_copy_seed14"),
     "wide_slow": ("wide_slow", "wide_slow_seed14"),
 }
 

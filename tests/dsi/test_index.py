@@ -188,6 +188,20 @@ def test_configs_saved_before_the_lowercase_setting_read_as_they_were_built():
     assert new.model_config.lowercase and new.docid_options == {}
 
 
+def test_configs_saved_before_copying_read_as_plain_t5s():
+    from dsi.config import IndexConfig
+
+    data = IndexConfig().to_dict()
+    assert data["model_config"]["copy_attention"] is True  # the default copies
+    del data["model_config"]["copy_attention"]
+    del data["generator"]["model_config"]["copy_attention"]
+    old = IndexConfig.from_dict(data)
+    assert not old.model_config.copy_attention and not old.generator.model_config.copy_attention
+    assert old.model_config.lowercase and old.docid_options == {}  # nothing else changes
+    copying = IndexConfig.from_dict(IndexConfig().to_dict())
+    assert copying.model_config.copy_attention and not copying.generator.model_config.copy_attention
+
+
 def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
     from dsi.config import MODEL_SETTINGS_ADDED_LATER, TRAIN_SETTINGS_ADDED_LATER, IndexConfig
 
@@ -199,9 +213,12 @@ def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
     averaged = plain.updated({"train.weight_average_decay": 0.99}).identity()
     assert averaged["train"]["weight_average_decay"] == 0.99
     assert "weight_average_decay" not in averaged["generator"]["train"]
-    for name in MODEL_SETTINGS_ADDED_LATER:
-        assert name not in identity["model_config"] and name in plain.to_dict()["model_config"]
-        assert name not in identity["generator"]["model_config"]
-    copying = plain.updated({"model_config.copy_attention": True}).identity()
-    assert copying["model_config"]["copy_attention"] is True
+    assert set(MODEL_SETTINGS_ADDED_LATER) == {"copy_attention"}
+    # Copying is on by default, so it is part of the default's identity; the generator's plain
+    # T5 and an index's plain T5 leave it out, as configs from before it did.
+    assert identity["model_config"]["copy_attention"] is True
+    assert "copy_attention" not in identity["generator"]["model_config"]
+    no_copy = plain.updated({"model_config.copy_attention": False})
+    assert "copy_attention" not in no_copy.identity()["model_config"]
     assert IndexConfig.from_dict(identity) == plain  # what was left out reads back as off
+    assert IndexConfig.from_dict(no_copy.identity()) == no_copy
