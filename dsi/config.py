@@ -192,7 +192,8 @@ def _settings_of_older_configs(data: dict[str, Any]) -> None:
         return
     generator = data.get("generator")
     has_generator = isinstance(generator, dict) and isinstance(generator.get("model_config"), dict)
-    older = {"copy_attention": False}
+    # Left out meant off, as in IndexConfig.identity.
+    older: dict[str, Any] = dict(MODEL_SETTINGS_ADDED_LATER)
     if "lowercase" not in model_config:
         older["lowercase"] = False
         options = data.get("docid_options")
