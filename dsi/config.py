@@ -73,6 +73,8 @@ class TrainConfig:
 # each off (see IndexConfig.identity).
 TRAIN_SETTINGS_ADDED_LATER: dict[str, Any] = {"weight_average_decay": None}
 MODEL_SETTINGS_ADDED_LATER: dict[str, Any] = {"copy_attention": False}
+# The n-gram scheme's (dsi.seal.SealOptions), in docid_options where a config names them.
+DOCID_SETTINGS_ADDED_LATER: dict[str, Any] = {"word_weight_without_queries": None}
 
 
 def _generator_model() -> ModelConfig:
@@ -127,8 +129,9 @@ class IndexConfig:
 
     def identity(self) -> dict[str, Any]:
         """``to_dict()`` without the settings added later while they are off
-        (``TRAIN_SETTINGS_ADDED_LATER``, ``MODEL_SETTINGS_ADDED_LATER``), so that work
-        directories and results fingerprinted before they existed stay valid."""
+        (``TRAIN_SETTINGS_ADDED_LATER``, ``MODEL_SETTINGS_ADDED_LATER``,
+        ``DOCID_SETTINGS_ADDED_LATER``), so that work directories and results fingerprinted
+        before they existed stay valid."""
         data = self.to_dict()
         added_later = {
             "train": TRAIN_SETTINGS_ADDED_LATER,
@@ -139,6 +142,10 @@ class IndexConfig:
                 for name, off in settings.items():
                     if part[key][name] == off:
                         del part[key][name]
+        options = data["docid_options"]
+        for name, off in DOCID_SETTINGS_ADDED_LATER.items():
+            if name in options and options[name] == off:
+                del options[name]
         return data
 
     @classmethod

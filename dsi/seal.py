@@ -6,7 +6,8 @@ plain text tokens, so no docid symbols are added to the vocabulary. Search decod
 beam search constrained to the corpus (``trie.ngram_processor``) and ranks the documents that
 contain them by BM25 over the n-grams weighted by their probability (``docid.ngram.bm25_score``)
 or SEAL's intersective score (``docid.ngram.seal_score``), plus a BM25 over the stemmed words of
-the n-grams (``docid.words``; ``SealOptions.word_weight``).
+the n-grams (``docid.words``; ``SealOptions.word_weight``, ``word_weight_without_queries`` for a
+model trained without queries).
 
 Index directory (the same format as ``dsi.index``; ``manifest.json`` says ``docid_scheme:
 "ngram"``): ``manifest.json``, ``config.json`` (``docids: "ngram"``; ``docid_options`` hold the
@@ -44,7 +45,7 @@ from docid.ngram import (
     unsupervised_pairs,
 )
 from docid.words import WordIndex, analyze
-from dsi.config import AddConfig, IndexConfig, TrainConfig
+from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, mix_examples, retrieval_examples
 from dsi.index import (
@@ -155,6 +156,13 @@ class SealOptions:
     # first token that starts another word): a first piece alone ("antidep") is no word of the
     # corpus (dev nDCG@10 SciFact 0.710 against 0.681, Cranfield 0.283 against 0.288).
     complete_words: bool = True
+    # A model trained without queries has only learned to copy document spans: its n-grams are
+    # the query's own phrases, whose words rank documents better than the phrases do, so they
+    # weigh more (``for_search``; None: ``word_weight``). Dev nDCG@10 with 3 against 0.75:
+    # Cranfield 0.387 and 0.381 against 0.371 and 0.344 (two seeds), SciFact learning from its
+    # documents alone 0.690 against 0.690 (809 queries); with training queries 3 ranked SciFact
+    # dev worse (0.704 against 0.730), so those keep word_weight.
+    word_weight_without_queries: float | None = 3.0
 
     # Settings that only change how a trained model is searched, not how it is trained.
     DECODING: ClassVar[tuple[str, ...]] = (
@@ -171,6 +179,7 @@ class SealOptions:
         "word_weight",
         "word_unigrams",
         "complete_words",
+        "word_weight_without_queries",
     )
 
     @classmethod
@@ -197,6 +206,13 @@ class SealOptions:
                 f"{made.min_tokens}..{made.max_tokens}."
             )
         return made
+
+    def for_search(self, with_queries: bool) -> SealOptions:
+        """These options as a model trained with (or without) training queries is searched:
+        without them ``word_weight`` is ``word_weight_without_queries`` (when set)."""
+        if with_queries or self.word_weight_without_queries is None:
+            return self
+        return dataclasses.replace(self, word_weight=self.word_weight_without_queries)
 
     def salient_pairs_for(self, num_docs: int, with_queries: bool) -> int:
         """Copy pairs per document when ``num_docs`` documents are indexed with or without
@@ -597,13 +613,15 @@ def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
     """Indexes saved before their config named every SEAL setting made as many copy pairs per
     document without training queries as with them, and the same ones every epoch; those saved
     before ``salient_pool_per_doc_without_queries`` drew no pool without training queries;
-    those saved before ``word_weight`` did not score words, and those saved before
-    ``complete_words`` scored the words of first tokens as they were."""
+    those saved before ``word_weight`` did not score words, those saved before
+    ``complete_words`` scored the words of first tokens as they were, and those saved before
+    ``word_weight_without_queries`` weighed words the same without training queries."""
     options = config.docid_options
-    older: dict[str, float] = {
+    older: dict[str, float | None] = {
         "salient_pool_per_doc_without_queries": 0,
         "word_weight": 0.0,
         "complete_words": False,
+        **DOCID_SETTINGS_ADDED_LATER,
     }
     if "salient_pairs_per_doc_without_queries" not in options:
         count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
@@ -742,7 +760,7 @@ class NgramRetriever(Retriever):
         device: str | torch.device | None = None,
         num_beams: int | None = None,
     ) -> None:
-        self.options = index.options
+        self.options = index.options.for_search(with_queries=bool(index.training_pairs))
         # SEAL ranks n-grams by their summed token log-probabilities: no length penalty.
         super().__init__(index, device, num_beams, length_penalty=0.0)
         pieces = index.tokenizer.convert_ids_to_tokens(list(range(len(index.tokenizer))))

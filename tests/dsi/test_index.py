@@ -222,3 +222,13 @@ def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
     assert "copy_attention" not in no_copy.identity()["model_config"]
     assert IndexConfig.from_dict(identity) == plain  # what was left out reads back as off
     assert IndexConfig.from_dict(no_copy.identity()) == no_copy
+    # The n-gram scheme's, in a config that names its settings (as an index saves it).
+    from dsi.config import DOCID_SETTINGS_ADDED_LATER
+    from dsi.seal import resolved_config
+
+    assert set(DOCID_SETTINGS_ADDED_LATER) == {"word_weight_without_queries"}
+    resolved = resolved_config(plain)
+    assert resolved.identity()["docid_options"]["word_weight_without_queries"] is not None
+    alike = resolved.updated({"docid_options.word_weight_without_queries": None})
+    assert "word_weight_without_queries" not in alike.identity()["docid_options"]
+    assert alike.identity()["docid_options"]["word_weight"] == resolved.docid_options["word_weight"]

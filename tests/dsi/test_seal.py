@@ -131,6 +131,37 @@ def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
         assert generation.words == starts[: o.word_unigrams]
 
 
+def test_words_weigh_more_for_a_model_trained_without_queries(built):
+    index, queries = built
+    options = index.options
+    assert options.word_weight_without_queries > options.word_weight  # the defaults
+    assert options.for_search(with_queries=True) == options
+    # The fixture's model learned from training queries: its words weigh as word_weight says.
+    assert NgramRetriever(index, device="cpu").options == options
+    unqueried = dataclasses.replace(index, training_pairs=[])
+    retriever = NgramRetriever(unqueried, device="cpu")
+    weight = options.word_weight_without_queries
+    assert retriever.options == dataclasses.replace(options, word_weight=weight)
+    generated = retriever.generate(queries[:4])
+    words = retriever.query_words(generated)
+    for generation, row_words, hits in zip(
+        generated, words, retriever.search(queries[:4], k=10), strict=True
+    ):
+        ngram_scores = dict(
+            options.rank(generation.beams + generation.unigrams, index.ngrams, None)
+        )
+        word_scores = index.words.bm25(row_words, options.k1, options.b)
+        for hit in hits:
+            doc = index.corpus.positions()[hit.doc_id]
+            expected = ngram_scores.get(doc, 0.0) + weight * word_scores[doc]
+            if expected > 0:  # not a backfilled document
+                assert hit.score == pytest.approx(expected)
+    # None weighs them alike, as indexes saved before the setting do.
+    alike = unqueried.config.updated({"docid_options.word_weight_without_queries": None})
+    searched = NgramRetriever(dataclasses.replace(unqueried, config=alike), device="cpu")
+    assert searched.options.word_weight == options.word_weight
+
+
 def test_completed_words_are_the_greedy_constrained_continuations(built):
     """The batched completion against a one-row-at-a-time reference: same tokens, same
     log-probabilities, each a corpus n-gram holding a single word start."""
@@ -299,6 +330,11 @@ def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     (directory / "config.json").write_text(json.dumps(config))
     options = NgramGenerativeIndex.load(directory, verify=False).options
     assert not options.complete_words and options.word_weight == built[0].options.word_weight
+    # One saved before words weighed more without training queries weighs them alike.
+    del config["docid_options"]["word_weight_without_queries"]
+    (directory / "config.json").write_text(json.dumps(config))
+    options = NgramGenerativeIndex.load(directory, verify=False).options
+    assert options.word_weight_without_queries is None and not options.complete_words
     # One saved before word scoring scores no words, and builds its word index when asked.
     del config["docid_options"]["word_weight"]
     (directory / "config.json").write_text(json.dumps(config))
