@@ -1,0 +1,111 @@
+"""How much the words of the generated n-grams should weigh, with and without training queries.
+
+    python experiments/word_weight.py   # after experiments/quality.py (its finished runs)
+
+For each finished copying run of ``experiments/quality.py`` whose model is kept (no more
+training), the dev queries are decoded once and documents ranked by the BM25 over the n-grams
+plus ``w`` times the BM25 over their words (``SealOptions.rank``), for each ``w`` of
+``WEIGHTS``. Models trained without queries (Cranfield, SciFact learning from its documents
+alone) chose ``SealOptions.word_weight_without_queries`` by the mean of two dev numbers: Cranfield
+(the mean of its two seeds) and SciFact without its queries; the runs with training queries show
+why those keep ``word_weight``. Writes ``<results>/word_weight.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import quality  # noqa: E402
+
+from dsi.io import atomic_write_text  # noqa: E402
+from dsi.metrics import evaluate_run  # noqa: E402
+from dsi.seal import NgramRetriever  # noqa: E402
+
+log = logging.getLogger("word_weight")
+WEIGHTS = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+# (dataset, quality.CONFIGS name): the copying default at training seeds 13 and 14.
+RUNS = (
+    ("cranfield", "default"),
+    ("cranfield", "seed14"),
+    ("scifact_unsupervised", "default"),
+    ("scifact", "default"),
+    ("scifact", "seed14"),
+)
+
+
+def dev_by_weight(data: dict, name: str, args) -> dict[float, float] | None:
+    """Dev nDCG@10 of run ``name`` for each word weight; None when its model is gone."""
+    if quality.finished_run(data, name, args) is None:
+        return None
+    _, config = quality.config_for(name, args)
+    index = quality.read_back(data, name, config, args)
+    retriever = NgramRetriever(index, device="cpu")
+    qids = sorted(data["dev"])
+    generated = retriever.generate([data["queries"][q] for q in qids])
+    words = retriever.query_words(generated)
+    doc_ids = index.corpus.doc_ids
+    out = {}
+    for weight in WEIGHTS:
+        options = dataclasses.replace(retriever.options, word_weight=weight)
+        run = {}
+        for qid, generation, query_words in zip(qids, generated, words, strict=True):
+            ngrams = generation.beams + generation.unigrams
+            ranked = options.rank(ngrams, index.ngrams, 100, query_words, index.words)
+            run[qid] = [(doc_ids[doc], score) for doc, score in ranked]
+        out[weight] = evaluate_run(run, data["dev"])["nDCG@10"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    quality.add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    args.quiet = True
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not quality.SHARED.exists():
+        parser.error(f"{quality.SHARED} is missing: the datasets live in ../shared/data.")
+    rows = {}
+    for dataset, name in RUNS:
+        data = quality.load_dataset(dataset, args.seed)
+        found = dev_by_weight(data, name, args)
+        if found is not None:
+            rows[f"{dataset}/{name}"] = found
+            log.info("%s/%s: %s", dataset, name, {w: round(v, 4) for w, v in found.items()})
+    without = ("cranfield/default", "cranfield/seed14", "scifact_unsupervised/default")
+    choice = None
+    if all(r in rows for r in without):
+        means = {
+            w: ((rows[without[0]][w] + rows[without[1]][w]) / 2 + rows[without[2]][w]) / 2
+            for w in WEIGHTS
+        }
+        choice = {"means": means, "chosen": max(means, key=means.get)}
+    args.results.mkdir(parents=True, exist_ok=True)
+    payload = {"weights": WEIGHTS, "dev_nDCG@10": rows, "without_queries": choice}
+    atomic_write_text(args.results / "word_weight.json", json.dumps(payload, indent=2) + "\n")
+    lines = [
+        "# Dev nDCG@10 by the weight of the n-grams' words (`python experiments/word_weight.py`)",
+        "",
+        "| run | " + " | ".join(f"w = {w}" for w in WEIGHTS) + " |",
+        "|---|" + "---|" * len(WEIGHTS),
+    ]
+    for run, found in rows.items():
+        lines.append(f"| {run} | " + " | ".join(f"{found[w]:.4f}" for w in WEIGHTS) + " |")
+    if choice:
+        lines.append(
+            "| without queries: mean of Cranfield's two seeds and scifact_unsupervised | "
+            + " | ".join(f"{choice['means'][w]:.4f}" for w in WEIGHTS)
+            + " |"
+        )
+        lines += ["", f"Chosen for models trained without queries: w = {choice['chosen']}."]
+    atomic_write_text(args.results / "word_weight.md", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
