@@ -125,12 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["scifact", "cranfield"])
     parser.add_argument("--resamples", type=int, default=10000)
-    quality.add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    args.quiet = True
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if not quality.SHARED.exists():
-        parser.error(f"{quality.SHARED} is missing: the datasets live in ../shared/data.")
+    args = quality.parse_reader_arguments(parser, argv)
     rows = []
     for dataset in args.datasets:
         data = quality.load_dataset(dataset, args.seed)

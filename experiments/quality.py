@@ -270,6 +270,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
 
 
+def parse_reader_arguments(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """The arguments of a script that reads this script's finished runs (never training them,
+    so quietly), with logging set up; a usage error when ../shared/data is missing."""
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    args.quiet = True
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not SHARED.exists():
+        parser.error(f"{SHARED} is missing: the datasets live in ../shared/data.")
+    return args
+
+
 def config_for(name: str, args) -> tuple[dict[str, Any], IndexConfig]:
     _, settings, cap = CONFIGS[name]
     minutes = args.minutes if cap is None else min(args.minutes, cap)

@@ -31,10 +31,7 @@ log = logging.getLogger("seen_documents")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="default", choices=list(quality.CONFIGS))
-    quality.add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    args.quiet = True
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = quality.parse_reader_arguments(parser, argv)
     data = quality.load_dataset("scifact", args.seed)
     found = quality.finished_run(data, args.config, args)
     if found is None:
