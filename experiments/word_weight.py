@@ -5,7 +5,7 @@
 For each finished copying run of ``experiments/quality.py`` whose model is kept (no more
 training), the dev queries are decoded once and documents ranked by the BM25 over the n-grams
 plus ``w`` times the BM25 over their words (``SealOptions.rank``), for each ``w`` of
-``WEIGHTS``. Models trained without queries (Cranfield, SciFact learning from its documents
+``WEIGHTS`` (0: the n-grams alone), and by the words alone. Models trained without queries (Cranfield, SciFact learning from its documents
 alone) chose ``SealOptions.word_weight_without_queries`` by the mean of two dev numbers: Cranfield
 (the mean of its two seeds) and SciFact without its queries; the runs with training queries show
 why those keep ``word_weight``. Writes ``<results>/word_weight.{json,md}``.
@@ -20,16 +20,22 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import quality  # noqa: E402
 
+from docid.ngram import best_first  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.seal import NgramRetriever  # noqa: E402
 
 log = logging.getLogger("word_weight")
-WEIGHTS = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+WEIGHTS = (0.0, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+# The weights the rule chose among (0.75 was word_weight for every model before).
+CHOICES = WEIGHTS[1:]
+WORDS_ALONE = "words alone"
 # (dataset, quality.CONFIGS name): the copying default at training seeds 13 and 14.
 RUNS = (
     ("cranfield", "default"),
@@ -40,8 +46,9 @@ RUNS = (
 )
 
 
-def dev_by_weight(data: dict, name: str, args) -> dict[float, float] | None:
-    """Dev nDCG@10 of run ``name`` for each word weight; None when its model is gone."""
+def dev_by_weight(data: dict, name: str, args) -> dict[float | str, float] | None:
+    """Dev nDCG@10 of run ``name`` for each word weight and for the words alone; None when its
+    model is gone."""
     if quality.finished_run(data, name, args) is None:
         return None
     _, config = quality.config_for(name, args)
@@ -60,6 +67,12 @@ def dev_by_weight(data: dict, name: str, args) -> dict[float, float] | None:
             ranked = options.rank(ngrams, index.ngrams, 100, query_words, index.words)
             run[qid] = [(doc_ids[doc], score) for doc, score in ranked]
         out[weight] = evaluate_run(run, data["dev"])["nDCG@10"]
+    run = {}
+    for qid, query_words in zip(qids, words, strict=True):
+        scores = index.words.bm25(query_words, retriever.options.k1, retriever.options.b)
+        ranked = best_first([(int(d), float(scores[d])) for d in np.flatnonzero(scores)], 100)
+        run[qid] = [(doc_ids[doc], score) for doc, score in ranked]
+    out[WORDS_ALONE] = evaluate_run(run, data["dev"])["nDCG@10"]
     return out
 
 
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     if all(r in rows for r in without):
         means = {
             w: ((rows[without[0]][w] + rows[without[1]][w]) / 2 + rows[without[2]][w]) / 2
-            for w in WEIGHTS
+            for w in CHOICES
         }
         choice = {"means": means, "chosen": max(means, key=means.get)}
     args.results.mkdir(parents=True, exist_ok=True)
@@ -87,16 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Dev nDCG@10 by the weight of the n-grams' words (`python experiments/word_weight.py`)",
         "",
-        "| run | " + " | ".join(f"w = {w}" for w in WEIGHTS) + " |",
-        "|---|" + "---|" * len(WEIGHTS),
+        "| run | " + " | ".join(f"w = {w}" for w in WEIGHTS) + f" | {WORDS_ALONE} |",
+        "|---|" + "---|" * (len(WEIGHTS) + 1),
     ]
     for run, found in rows.items():
-        lines.append(f"| {run} | " + " | ".join(f"{found[w]:.4f}" for w in WEIGHTS) + " |")
+        cells = [found[w] for w in (*WEIGHTS, WORDS_ALONE)]
+        lines.append(f"| {run} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
     if choice:
         lines.append(
-            "| without queries: mean of Cranfield's two seeds and scifact_unsupervised | "
-            + " | ".join(f"{choice['means'][w]:.4f}" for w in WEIGHTS)
-            + " |"
+            "| without queries: mean of Cranfield's two seeds and scifact_unsupervised | - | "
+            + " | ".join(f"{choice['means'][w]:.4f}" for w in CHOICES)
+            + " | - |"
         )
         lines += ["", f"Chosen for models trained without queries: w = {choice['chosen']}."]
     atomic_write_text(args.results / "word_weight.md", "\n".join(lines) + "\n")
