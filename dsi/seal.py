@@ -161,7 +161,7 @@ class SealOptions:
     # weigh more (``for_search``; None: ``word_weight``). Dev nDCG@10 with 3 against 0.75:
     # Cranfield 0.387 and 0.381 against 0.371 and 0.344 (two seeds), SciFact learning from its
     # documents alone 0.690 against 0.690 (809 queries); with training queries 3 ranked SciFact
-    # dev worse (0.704 against 0.730), so those keep word_weight.
+    # dev worse (0.704 against 0.715, the mean of two seeds), so those keep word_weight.
     word_weight_without_queries: float | None = 3.0
 
     # Settings that only change how a trained model is searched, not how it is trained.
