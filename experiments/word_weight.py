@@ -49,10 +49,10 @@ RUNS = (
 def dev_by_weight(data: dict, name: str, args) -> dict[float | str, float] | None:
     """Dev nDCG@10 of run ``name`` for each word weight and for the words alone; None when its
     model is gone."""
-    if quality.finished_run(data, name, args) is None:
+    finished = quality.finished_run(data, name, args)
+    if finished is None:
         return None
-    _, config = quality.config_for(name, args)
-    index = quality.read_back(data, name, config, args)
+    index, _ = finished
     retriever = NgramRetriever(index, device="cpu")
     qids = sorted(data["dev"])
     generated = retriever.generate([data["queries"][q] for q in qids])
