@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,17 +92,25 @@ class WordIndex:
     def bm25(self, words: Iterable[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
         """BM25 score of every document for a query of ``words`` (analysed words; each counted
         once, unknown ones ignored), with Lucene's ``idf``; zeros where none occurs."""
+        return self.weighted_bm25(dict.fromkeys(words, 1.0), k1, b)
+
+    def weighted_bm25(
+        self, weights: Mapping[str, float], k1: float = 1.2, b: float = 0.75
+    ) -> np.ndarray:
+        """Like :meth:`bm25`, each word's term scaled by its weight in ``weights``."""
         scores = np.zeros(self.num_docs)
-        ids = sorted({self.vocabulary[w] for w in words if w in self.vocabulary})
-        if not ids:
+        known = sorted(
+            (self.vocabulary[w], weight) for w, weight in weights.items() if w in self.vocabulary
+        )
+        if not known:
             return scores
         average = max(float(self.doc_lengths.mean()), 1e-9)
-        for word in ids:
+        for word, weight in known:
             start, end = self.offsets[word], self.offsets[word + 1]
             docs, tf = self.docs[start:end], self.counts[start:end]
             idf = math.log1p((self.num_docs - len(docs) + 0.5) / (len(docs) + 0.5))
             norm = k1 * (1.0 - b + b * self.doc_lengths[docs] / average)
-            scores[docs] += idf * tf * (k1 + 1.0) / (tf + norm)
+            scores[docs] += weight * idf * tf * (k1 + 1.0) / (tf + norm)
         return scores
 
     def save(self, directory: Path) -> None:

@@ -69,12 +69,19 @@ class TrainConfig:
     weight_average_decay: float | None = None
 
 
-# Settings added after indexes and results were first fingerprinted, with the value that turns
-# each off (see IndexConfig.identity).
+# Settings added after indexes and results were first fingerprinted, each with the value that
+# leaves it without effect, as it was before it existed (see IndexConfig.identity).
 TRAIN_SETTINGS_ADDED_LATER: dict[str, Any] = {"weight_average_decay": None}
 MODEL_SETTINGS_ADDED_LATER: dict[str, Any] = {"copy_attention": False}
 # The n-gram scheme's (dsi.seal.SealOptions), in docid_options where a config names them.
-DOCID_SETTINGS_ADDED_LATER: dict[str, Any] = {"word_weight_without_queries": None}
+DOCID_SETTINGS_ADDED_LATER: dict[str, Any] = {
+    "word_weight_without_queries": None,
+    "feedback_docs": 0,
+    "feedback_docs_without_queries": None,
+    # These matter only while feedback is on: the values they came with.
+    "feedback_words": 10,
+    "feedback_weight": 0.25,
+}
 
 
 def _generator_model() -> ModelConfig:

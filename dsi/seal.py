@@ -87,6 +87,9 @@ SCHEME = "ngram"
 NGRAM_DIR = "ngram_index"
 WORD_DIR = "word_index"
 SCORINGS = ("bm25", "intersective")
+# Feedback reads documents in windows as long as the longest the model was trained to copy from
+# (docid.ngram.salient_span_pairs' source_words).
+FEEDBACK_WINDOW_WORDS = 24
 
 
 @dataclass
@@ -163,6 +166,18 @@ class SealOptions:
     # documents alone 0.690 against 0.690 (809 queries); with training queries 3 ranked SciFact
     # dev worse (0.704 against 0.715, the mean of two seeds), so those keep word_weight.
     word_weight_without_queries: float | None = 3.0
+    # Generative pseudo-relevance feedback (0 documents = off): the model reads each of the
+    # ``feedback_docs`` best documents of the first ranking in windows, as it read documents in
+    # training, and the ``feedback_words`` words it generates most often there score documents
+    # too (BM25 weighted by their share), scaled so that the best of them scores
+    # ``feedback_weight`` times the first ranking's best. A model trained without queries
+    # reads ``feedback_docs_without_queries`` (None: ``feedback_docs``): its first ranking is
+    # the query's own words, and the words of its best documents add what the query lacks.
+    # Chosen on dev by experiments/feedback.py.
+    feedback_docs: int = 0
+    feedback_docs_without_queries: int | None = 5
+    feedback_words: int = 10
+    feedback_weight: float = 0.25
 
     # Settings that only change how a trained model is searched, not how it is trained.
     DECODING: ClassVar[tuple[str, ...]] = (
@@ -180,6 +195,10 @@ class SealOptions:
         "word_unigrams",
         "complete_words",
         "word_weight_without_queries",
+        "feedback_docs",
+        "feedback_docs_without_queries",
+        "feedback_words",
+        "feedback_weight",
     )
 
     @classmethod
@@ -200,6 +219,13 @@ class SealOptions:
             raise ValueError(
                 f"docid_options scoring must be one of {list(SCORINGS)}, got {made.scoring!r}."
             )
+        docs = (made.feedback_docs, made.feedback_docs_without_queries or 0)
+        if min(docs) < 0 or made.feedback_words < 1 or made.feedback_weight < 0:
+            raise ValueError(
+                "feedback_docs(_without_queries) and feedback_weight must be at least 0 and "
+                f"feedback_words at least 1, got {docs}, {made.feedback_weight} and "
+                f"{made.feedback_words}."
+            )
         if not 1 <= made.min_tokens <= made.max_tokens:
             raise ValueError(
                 f"n-gram lengths must satisfy 1 <= min_tokens <= max_tokens, got "
@@ -209,10 +235,15 @@ class SealOptions:
 
     def for_search(self, with_queries: bool) -> SealOptions:
         """These options as a model trained with (or without) training queries is searched:
-        without them ``word_weight`` is ``word_weight_without_queries`` (when set)."""
-        if with_queries or self.word_weight_without_queries is None:
+        without them ``word_weight`` and ``feedback_docs`` are ``word_weight_without_queries``
+        and ``feedback_docs_without_queries`` (where set)."""
+        if with_queries:
             return self
-        return dataclasses.replace(self, word_weight=self.word_weight_without_queries)
+        without = {
+            "word_weight": self.word_weight_without_queries,
+            "feedback_docs": self.feedback_docs_without_queries,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in without.items() if v is not None})
 
     def salient_pairs_for(self, num_docs: int, with_queries: bool) -> int:
         """Copy pairs per document when ``num_docs`` documents are indexed with or without
@@ -615,7 +646,8 @@ def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
     before ``salient_pool_per_doc_without_queries`` drew no pool without training queries;
     those saved before ``word_weight`` did not score words, those saved before
     ``complete_words`` scored the words of first tokens as they were, and those saved before
-    ``word_weight_without_queries`` weighed words the same without training queries."""
+    ``word_weight_without_queries`` weighed words the same without training queries; none had
+    feedback."""
     options = config.docid_options
     older: dict[str, float | None] = {
         "salient_pool_per_doc_without_queries": 0,
@@ -769,6 +801,8 @@ class NgramRetriever(Retriever):
         vocab = self.model.config.vocab_size
         self._word_ends = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         self._word_ends[[t for t in self._word_starts if t < vocab] + [self._eos]] = True
+        # Per beam count, per document index: generated_words_of's result.
+        self._generated_words: dict[int, dict[int, dict[str, float]]] = {}
 
     def _make_processors(self) -> None:
         cfg = self.model.config
@@ -809,18 +843,100 @@ class NgramRetriever(Retriever):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
         generated = self.generate(queries, batch_size, num_beams)
+        return self.rank_generations(generated, k, batch_size, num_beams)
+
+    def rank_generations(
+        self,
+        generated: Sequence[Generation],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search`'s ranking of what :meth:`generate` generated for the queries (with
+        feedback, the model generates for the best documents too)."""
         scores_words = bool(self.options.word_weight)
         words = self.query_words(generated) if scores_words else [[] for _ in generated]
         word_index = self.index.words if scores_words else None
+        feedback = self.options.feedback_docs > 0 and self.options.feedback_weight > 0
+        ranked_all = [
+            self.options.rank(
+                generation.beams + generation.unigrams,
+                self.index.ngrams,
+                None if feedback else k,
+                query_words,
+                word_index,
+            )
+            for generation, query_words in zip(generated, words, strict=True)
+        ]
+        if feedback:
+            ranked_all = self._with_feedback(ranked_all, k, batch_size, num_beams)
         doc_ids = self.index.corpus.doc_ids
         results = []
-        for generation, query_words in zip(generated, words, strict=True):
-            ngrams = generation.beams + generation.unigrams
-            ranked = self.options.rank(ngrams, self.index.ngrams, k, query_words, word_index)
+        for generation, ranked in zip(generated, ranked_all, strict=True):
             if len(ranked) < k:
+                ngrams = generation.beams + generation.unigrams
                 ranked += self._backfill(ngrams, {doc for doc, _ in ranked}, k - len(ranked))
             results.append([Hit(doc_ids[doc], float(score)) for doc, score in ranked])
         return results
+
+    def _with_feedback(
+        self,
+        rankings: list[list[tuple[int, float]]],
+        k: int,
+        batch_size: int,
+        num_beams: int | None,
+    ) -> list[list[tuple[int, float]]]:
+        """Each full first ranking plus the BM25 of the words generated from its best
+        documents (``SealOptions.feedback_docs``), cut to ``k``."""
+        options = self.options
+        best_docs = [[doc for doc, _ in ranked[: options.feedback_docs]] for ranked in rankings]
+        shares = self.generated_words_of(
+            sorted({d for docs in best_docs for d in docs}), batch_size, num_beams
+        )
+        out = []
+        for ranked, docs in zip(rankings, best_docs, strict=True):
+            weights: dict[str, float] = {}
+            for doc in docs:
+                for word, share in shares[doc].items():
+                    weights[word] = weights.get(word, 0.0) + share
+            heaviest = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
+            extra = self.index.words.weighted_bm25(
+                dict(heaviest[: options.feedback_words]), options.k1, options.b
+            )
+            scores = dict(ranked)
+            if docs and extra.max() > 0:
+                scale = options.feedback_weight * ranked[0][1] / extra.max()
+                for doc in np.flatnonzero(extra).tolist():
+                    scores[doc] = scores.get(doc, 0.0) + scale * float(extra[doc])
+            out.append(best_first(list(scores.items()), k))
+        return out
+
+    def generated_words_of(
+        self, docs: Sequence[int], batch_size: int = 32, num_beams: int | None = None
+    ) -> dict[int, dict[str, float]]:
+        """Per document (by index), the analysed words the model generates reading it in
+        windows of ``FEEDBACK_WINDOW_WORDS`` words, each with its share of them (a word counts
+        once per window); cached, as the model does not change under a retriever."""
+        beams = num_beams or self.num_beams
+        cache = self._generated_words.setdefault(beams, {})
+        missing = [doc for doc in dict.fromkeys(docs) if doc not in cache]
+        if missing:
+            texts = self.index.corpus.full_texts()
+            windows, owners = [], []
+            for doc in missing:
+                words = texts[doc].split()
+                for start in range(0, max(len(words), 1), FEEDBACK_WINDOW_WORDS):
+                    windows.append(" ".join(words[start : start + FEEDBACK_WINDOW_WORDS]))
+                    owners.append(doc)
+            generated = self.generate(windows, batch_size, beams)
+            counts: dict[int, dict[str, int]] = {doc: {} for doc in missing}
+            for doc, words in zip(owners, self.query_words(generated), strict=True):
+                for word in set(words):
+                    counts[doc][word] = counts[doc].get(word, 0) + 1
+            for doc, counted in counts.items():
+                total = sum(counted.values()) or 1
+                cache[doc] = {word: n / total for word, n in counted.items()}
+        return {doc: cache[doc] for doc in docs}
 
     def _backfill(
         self, ngrams: list[tuple[tuple[int, ...], float]], taken: set[int], need: int

@@ -51,6 +51,7 @@ from dsi.seal import (  # noqa: E402
     Generation,
     NgramGenerativeIndex,
     NgramRetriever,
+    SealOptions,
     resolved_config,
     split_decoding,
 )
@@ -68,8 +69,12 @@ METRICS = ("nDCG@10", "Hits@1", "Hits@10", "MRR@10", "Recall@10", "Recall@100")
 NO_COPY = {"model_config.copy_attention": False}
 DROPOUT_THEN = {"model_config.dropout_rate": 0.1, **NO_COPY}
 # The n-gram levers whose trained models are no longer kept were measured before a model
-# trained without queries weighed the words of its n-grams more; they keep weighing them alike.
-WORDS_ALIKE = {"docid_options.word_weight_without_queries": None}
+# trained without queries weighed the words of its n-grams more and read its best documents
+# (feedback); they keep weighing them alike, without feedback.
+AS_MEASURED = {
+    "docid_options.word_weight_without_queries": None,
+    "docid_options.feedback_docs_without_queries": None,
+}
 WIDE_MODEL = {
     "model_config.d_model": 192,
     "model_config.d_ff": 768,
@@ -87,7 +92,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     ),
     "no_copy": (
         "default without the copy distribution: a plain T5 (the default before)",
-        {**NO_COPY, **WORDS_ALIKE},
+        {**NO_COPY, **AS_MEASURED},
         None,
     ),
     "semantic": (
@@ -102,51 +107,51 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     ),
     "dropout": (
         "no_copy with dropout 0.1 (the default before that)",
-        {**DROPOUT_THEN, **WORDS_ALIKE},
+        {**DROPOUT_THEN, **AS_MEASURED},
         None,
     ),
     "salient30": (
         "no_copy with 30 copy pairs per document instead of 6 (dropout 0.1)",
-        {"docid_options.salient_pairs_per_doc": 30, **DROPOUT_THEN, **WORDS_ALIKE},
+        {"docid_options.salient_pairs_per_doc": 30, **DROPOUT_THEN, **AS_MEASURED},
         None,
     ),
     "fixed_copies": (
         "no_copy with the same 6 copy pairs per document every epoch (the default before; "
         "dropout 0.1)",
-        {"docid_options.salient_pool_per_doc": 0, **DROPOUT_THEN, **WORDS_ALIKE},
+        {"docid_options.salient_pool_per_doc": 0, **DROPOUT_THEN, **AS_MEASURED},
         None,
     ),
     "large_pool": (
         "no_copy with each epoch's 6 copy pairs per document drawn from 200 instead of 60 "
         "(max_salient_pairs caps it: 192 on SciFact; dropout 0.1)",
-        {"docid_options.salient_pool_per_doc": 200, **DROPOUT_THEN, **WORDS_ALIKE},
+        {"docid_options.salient_pool_per_doc": 200, **DROPOUT_THEN, **AS_MEASURED},
         None,
     ),
     "short_spans": (
         "no_copy with training queries' target spans of 1-4 words instead of 3-10 (dropout 0.1)",
-        {"docid_options.min_words": 1, "docid_options.max_words": 4, **DROPOUT_THEN, **WORDS_ALIKE},
+        {"docid_options.min_words": 1, "docid_options.max_words": 4, **DROPOUT_THEN, **AS_MEASURED},
         None,
     ),
     "vocab16k": (
         "no_copy with a tokenizer of 16000 pieces instead of 8000 (fewer pieces per word to "
         "copy; 0.81x the examples/s; dropout 0.1)",
-        {"model_config.vocab_size": 16000, **DROPOUT_THEN, **WORDS_ALIKE},
+        {"model_config.vocab_size": 16000, **DROPOUT_THEN, **AS_MEASURED},
         None,
     ),
     "weight_average": (
         "no_copy with an exponential moving average of the weights (decay 0.999) as the model",
-        {"train.weight_average_decay": 0.999, **NO_COPY, **WORDS_ALIKE},
+        {"train.weight_average_decay": 0.999, **NO_COPY, **AS_MEASURED},
         None,
     ),
     "wide": (
         "no_copy with a wider model: d_model 192, d_ff 768, heads of 48 (3.6M parameters "
         "against 1.9M; 0.72x the examples/s)",
-        {**WIDE_MODEL, **WORDS_ALIKE},
+        {**WIDE_MODEL, **AS_MEASURED},
         None,
     ),
     "wide_slow": (
         "wide with the learning rate halved (1e-3): wider layers take larger steps",
-        {**WIDE_SLOW, **WORDS_ALIKE},
+        {**WIDE_SLOW, **AS_MEASURED},
         None,
     ),
     "seed14": (
@@ -158,19 +163,19 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     "no_copy_seed14": (
         "no_copy at training seed 14 (the same dev split): its second seed, beside seed14's "
         "for the default",
-        {"train.seed": 14, **NO_COPY, **WORDS_ALIKE},
+        {"train.seed": 14, **NO_COPY, **AS_MEASURED},
         None,
     ),
     "wide_slow_seed14": (
         "wide_slow at training seed 14 (the same dev split): its second seed, beside "
         "no_copy_seed14's",
-        {**WIDE_SLOW, "train.seed": 14, **WORDS_ALIKE},
+        {**WIDE_SLOW, "train.seed": 14, **AS_MEASURED},
         None,
     ),
     "pooled_copies": (
         "no_copy, without training queries: each epoch's 120 copy pairs per document drawn "
         "afresh from 700 (dropout 0.1)",
-        {"docid_options.salient_pool_per_doc_without_queries": 700, **DROPOUT_THEN, **WORDS_ALIKE},
+        {"docid_options.salient_pool_per_doc_without_queries": 700, **DROPOUT_THEN, **AS_MEASURED},
         None,
     ),
 }
@@ -322,17 +327,27 @@ def read_back(data: dict[str, Any], name: str, config: IndexConfig, args) -> Any
     return trained_index(data, config.updated({"train.max_steps": 1}), build, args)
 
 
-def finished_run(data: dict[str, Any], name: str, args) -> tuple[Any, dict[str, Any]] | None:
+def finished_run(
+    data: dict[str, Any], name: str, args, decoding_may_differ: bool = False
+) -> tuple[Any, dict[str, Any]] | None:
     """The trained index of ``name``'s finished run and its saved result, read back without
     training; None when it has none, its configuration changed since (``run_config`` trains
-    those) or its trained model is gone, where reading it back would train it."""
+    those) or its trained model is gone, where reading it back would train it.
+
+    With ``decoding_may_differ``, a run whose decoding settings alone changed counts too (for
+    scripts that set their own; its saved result was decoded with the old ones)."""
     work = run_dir(data, name, args)
     done = work / "result.json"
     if not done.exists():
         return None
     _, config = config_for(name, args)
     saved = json.loads(done.read_text(encoding="utf-8"))
-    if saved.get("fingerprint") != fingerprint_of(config, args):
+    now = fingerprint_of(config, args)
+    if decoding_may_differ and "fingerprint" in saved:
+        saved_fingerprint, now = _decoding_apart(saved["fingerprint"])[0], _decoding_apart(now)[0]
+    else:
+        saved_fingerprint = saved.get("fingerprint")
+    if saved_fingerprint != now:
         log.warning("%s/%s: its configuration changed since it ran; left out.", data["name"], name)
         return None
     if not (work / "build" / "checkpoint").exists():
@@ -491,42 +506,42 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     The model stays as it is; the grid spans the beam size, both scorings (BM25 over the
     n-grams with its ``gamma``, SEAL's intersective score with its ``alpha``), the number of
     first-token unigrams and the weight of the n-grams' words, so the JSON also holds the
-    scorings' dev comparison. A result tuned over another grid is tuned again.
+    scorings' dev comparison. A result tuned over another grid, or around other decoding
+    settings, is tuned again.
     """
     work = run_dir(data, name, args)
     done = work / "tuned.json"
+    _, config = config_for(name, args)
+    options = SealOptions.from_config(resolved_config(config))
+    base = options.for_search(with_queries=data["train"] is not None)
+    # What the grid leaves as it is: JSON-normalised, as saved.
+    untuned = json.loads(json.dumps({n: getattr(base, n) for n in base.DECODING}))
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
-        if saved.get("tuning_grid") == TUNING_GRID:
+        if saved.get("tuning_grid") == TUNING_GRID and saved.get("untuned") == untuned:
             return saved
-    _, config = config_for(name, args)
     index = read_back(data, name, config, args)
     retriever = NgramRetriever(index, device="cpu")
-    base = retriever.options
     retriever.options = dataclasses.replace(base, unigrams=max(TUNING_GRID["unigrams"]))
     qids = sorted(data["dev"])
-    doc_ids = index.corpus.doc_ids
     scorings = [{"scoring": "bm25", "gamma": g} for g in TUNING_GRID["gamma"]]
     scorings += [{"scoring": "intersective", "alpha": a} for a in TUNING_GRID["alpha"]]
     grid = []
     for num_beams in TUNING_GRID["num_beams"]:
         generated = retriever.generate([data["queries"][q] for q in qids], num_beams=num_beams)
-        # As search() would have generated them with this many unigrams, and their words.
-        by_unigrams = {}
-        for unigrams in TUNING_GRID["unigrams"]:
-            cut = [_fewer_unigrams(g, unigrams) for g in generated]
-            by_unigrams[unigrams] = (cut, retriever.query_words(cut))
         for scoring in scorings:
-            for unigrams, (cut, words) in by_unigrams.items():
+            for unigrams in TUNING_GRID["unigrams"]:
+                # As search() would have generated them with this many unigrams.
+                cut = [_fewer_unigrams(g, unigrams) for g in generated]
                 for word_weight in TUNING_GRID["word_weight"]:
-                    options = dataclasses.replace(
+                    retriever.options = dataclasses.replace(
                         base, unigrams=unigrams, word_weight=word_weight, **scoring
                     )
-                    run = {}
-                    for qid, g, query_words in zip(qids, cut, words, strict=True):
-                        ngrams = g.beams + g.unigrams
-                        ranked = options.rank(ngrams, index.ngrams, 100, query_words, index.words)
-                        run[qid] = [(doc_ids[d], score) for d, score in ranked]
+                    ranked = retriever.rank_generations(cut, 100, num_beams=num_beams)
+                    run = {
+                        qid: [(hit.doc_id, hit.score) for hit in hits]
+                        for qid, hits in zip(qids, ranked, strict=True)
+                    }
                     grid.append(
                         {
                             "num_beams": num_beams,
@@ -562,6 +577,7 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         "dev": best["dev"],
         "test": evaluate(search, data["queries"], data["test"]),
         "tuning_grid": TUNING_GRID,
+        "untuned": untuned,
         "grid": grid,
     }
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")

@@ -226,9 +226,25 @@ def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
     from dsi.config import DOCID_SETTINGS_ADDED_LATER
     from dsi.seal import resolved_config
 
-    assert set(DOCID_SETTINGS_ADDED_LATER) == {"word_weight_without_queries"}
+    assert set(DOCID_SETTINGS_ADDED_LATER) == {
+        "word_weight_without_queries",
+        "feedback_docs",
+        "feedback_docs_without_queries",
+        "feedback_words",
+        "feedback_weight",
+    }
     resolved = resolved_config(plain)
     assert resolved.identity()["docid_options"]["word_weight_without_queries"] is not None
     alike = resolved.updated({"docid_options.word_weight_without_queries": None})
     assert "word_weight_without_queries" not in alike.identity()["docid_options"]
     assert alike.identity()["docid_options"]["word_weight"] == resolved.docid_options["word_weight"]
+    # Feedback settings are left out while they are as they were before feedback existed.
+    before = resolved.updated(
+        {f"docid_options.{name}": off for name, off in DOCID_SETTINGS_ADDED_LATER.items()}
+    )
+    assert not set(DOCID_SETTINGS_ADDED_LATER) & set(before.identity()["docid_options"])
+    fed = before.updated({"docid_options.feedback_docs": 5, "docid_options.feedback_words": 40})
+    assert fed.identity()["docid_options"]["feedback_docs"] == 5
+    assert fed.identity()["docid_options"]["feedback_words"] == 40
+    assert "feedback_weight" not in fed.identity()["docid_options"]
+    assert resolved.identity()["docid_options"]["feedback_docs_without_queries"] is not None

@@ -141,7 +141,12 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
     unqueried = dataclasses.replace(index, training_pairs=[])
     retriever = NgramRetriever(unqueried, device="cpu")
     weight = options.word_weight_without_queries
-    assert retriever.options == dataclasses.replace(options, word_weight=weight)
+    # It reads its best documents too (the default without queries; tested on its own below).
+    assert options.feedback_docs == 0 < options.feedback_docs_without_queries
+    assert retriever.options == dataclasses.replace(
+        options, word_weight=weight, feedback_docs=options.feedback_docs_without_queries
+    )
+    retriever.options = dataclasses.replace(retriever.options, feedback_docs=0)
     generated = retriever.generate(queries[:4])
     words = retriever.query_words(generated)
     for generation, row_words, hits in zip(
@@ -160,6 +165,77 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
     alike = unqueried.config.updated({"docid_options.word_weight_without_queries": None})
     searched = NgramRetriever(dataclasses.replace(unqueried, config=alike), device="cpu")
     assert searched.options.word_weight == options.word_weight
+    alike = alike.updated({"docid_options.feedback_docs_without_queries": None})
+    searched = NgramRetriever(dataclasses.replace(unqueried, config=alike), device="cpu")
+    assert searched.options.feedback_docs == options.feedback_docs
+
+
+def test_feedback_adds_the_bm25_of_the_words_generated_from_the_best_documents(built):
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    retriever.options = dataclasses.replace(retriever.options, feedback_docs=0)
+    plain = retriever.search(queries[:4], k=5)
+    o = dataclasses.replace(retriever.options, feedback_docs=2, feedback_words=6)
+    retriever.options = o
+    generated = retriever.generate(queries[:4])
+    words = retriever.query_words(generated)
+    texts = index.corpus.full_texts()
+    windows_read = []
+    generate = retriever.generate
+    retriever.generate = lambda texts, *a: windows_read.extend(texts) or generate(texts, *a)
+    for generation, row_words, hits in zip(
+        generated, words, retriever.rank_generations(generated, k=5), strict=True
+    ):
+        first = o.rank(
+            generation.beams + generation.unigrams, index.ngrams, None, row_words, index.words
+        )
+        best = [doc for doc, _ in first[:2]]
+        shares = retriever.generated_words_of(best)
+        weights: dict[str, float] = {}
+        for doc in best:
+            assert sum(shares[doc].values()) == pytest.approx(1.0)
+            for word, share in shares[doc].items():
+                weights[word] = weights.get(word, 0.0) + share
+        heaviest = dict(sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
+        extra = index.words.weighted_bm25(heaviest, o.k1, o.b)
+        assert extra.max() > 0
+        scale = o.feedback_weight * first[0][1] / extra.max()
+        expected = dict(first)
+        for doc in range(index.num_docs):
+            expected[doc] = expected.get(doc, 0.0) + scale * extra[doc]
+        assert len(hits) == 5
+        for hit in hits:
+            assert hit.score == pytest.approx(expected[index.corpus.positions()[hit.doc_id]])
+        assert [h.score for h in hits] == sorted(expected.values(), reverse=True)[:5]
+    # The words of a document are what the model generates reading its 24-word windows.
+    doc = best[0]
+    read = texts[doc].split()
+    windows = [" ".join(read[i : i + 24]) for i in range(0, len(read), 24)]
+    counted: dict[str, int] = {}
+    for window_words in retriever.query_words(generate(windows)):
+        for word in set(window_words):
+            counted[word] = counted.get(word, 0) + 1
+    total = sum(counted.values())
+    assert retriever.generated_words_of([doc])[doc] == {w: n / total for w, n in counted.items()}
+    # Each document is read once per retriever (and beam count), however often it ranks high.
+    assert set(windows_read) <= {
+        " ".join(texts[d].split()[i : i + 24])
+        for d in range(index.num_docs)
+        for i in range(0, 400, 24)
+    }
+    assert len(windows_read) == len(set(windows_read))
+    # No feedback documents: the plain ranking.
+    retriever.options = dataclasses.replace(o, feedback_docs=0)
+    assert retriever.search(queries[:4], k=5) == plain
+    for bad in (
+        {"feedback_docs": -1},
+        {"feedback_docs_without_queries": -1},
+        {"feedback_words": 0},
+        {"feedback_weight": -0.5},
+    ):
+        config = index.config.updated({f"docid_options.{k}": v for k, v in bad.items()})
+        with pytest.raises(ValueError, match="feedback"):
+            SealOptions.from_config(config)
 
 
 def test_completed_words_are_the_greedy_constrained_continuations(built):
@@ -335,6 +411,17 @@ def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     (directory / "config.json").write_text(json.dumps(config))
     options = NgramGenerativeIndex.load(directory, verify=False).options
     assert options.word_weight_without_queries is None and not options.complete_words
+    # One saved before feedback existed ranks without it.
+    for name in (
+        "feedback_docs",
+        "feedback_docs_without_queries",
+        "feedback_words",
+        "feedback_weight",
+    ):
+        del config["docid_options"][name]
+    (directory / "config.json").write_text(json.dumps(config))
+    options = NgramGenerativeIndex.load(directory, verify=False).options
+    assert options.feedback_docs == 0 and options.word_weight_without_queries is None
     # One saved before word scoring scores no words, and builds its word index when asked.
     del config["docid_options"]["word_weight"]
     (directory / "config.json").write_text(json.dumps(config))
