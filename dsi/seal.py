@@ -834,7 +834,9 @@ class NgramRetriever(Retriever):
         ``num_beams`` n-grams are generated per query; unlike docid search it need not reach
         ``k``, since one n-gram can point to many documents. Documents are ranked by
         ``SealOptions.scoring`` plus ``word_weight`` times the BM25 of the words of the beams'
-        n-grams and of the words the best unigrams begin (:meth:`query_words`); if fewer than ``k``
+        n-grams and of the words the best unigrams begin (:meth:`query_words`), plus, with
+        ``feedback_docs``, the BM25 of the words the model generates reading the best of those
+        documents (:meth:`generated_words_of`); if fewer than ``k``
         score above 0 (e.g. only n-grams more frequent than ``max_occurrences``, or SEAL's score
         with a model that prefers frequent n-grams no more than their corpus frequency
         predicts), documents containing the best generated n-grams follow, scored by that
