@@ -923,10 +923,11 @@ class NgramRetriever(Retriever):
         cache = self._generated_words.setdefault(beams, {})
         missing = [doc for doc in dict.fromkeys(docs) if doc not in cache]
         if missing:
-            texts = self.index.corpus.full_texts()
+            corpus = self.index.corpus
             windows, owners = [], []
             for doc in missing:
-                words = texts[doc].split()
+                # Title and text, as the model was trained on them (Corpus.full_texts, one document).
+                words = f"{corpus.titles[doc]} {corpus.texts[doc]}".split()
                 for start in range(0, max(len(words), 1), FEEDBACK_WINDOW_WORDS):
                     windows.append(" ".join(words[start : start + FEEDBACK_WINDOW_WORDS]))
                     owners.append(doc)
