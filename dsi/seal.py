@@ -26,7 +26,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -305,6 +305,30 @@ class SealOptions:
         scores = {int(doc): float(word_scores[doc]) for doc in np.flatnonzero(word_scores)}
         for doc, score in ranked:
             scores[doc] = scores.get(doc, 0.0) + score
+        return best_first(list(scores.items()), k)
+
+    def add_feedback(
+        self,
+        ranked: list[tuple[int, float]],
+        shares: Sequence[Mapping[str, float]],
+        word_index: WordIndex,
+        k: int | None,
+    ) -> list[tuple[int, float]]:
+        """``ranked`` (a full first ranking, best first) plus the BM25 of the
+        ``feedback_words`` words with the largest summed share in ``shares`` (one mapping of
+        word -> share per document read), scaled so that its best document gets
+        ``feedback_weight`` times ``ranked``'s best score; best first, cut to ``k``."""
+        weights: dict[str, float] = {}
+        for document in shares:
+            for word, share in document.items():
+                weights[word] = weights.get(word, 0.0) + share
+        heaviest = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
+        extra = word_index.weighted_bm25(dict(heaviest[: self.feedback_words]), self.k1, self.b)
+        scores = dict(ranked)
+        if ranked and extra.max() > 0:
+            scale = self.feedback_weight * ranked[0][1] / extra.max()
+            for doc in np.flatnonzero(extra).tolist():
+                scores[doc] = scores.get(doc, 0.0) + scale * float(extra[doc])
         return best_first(list(scores.items()), k)
 
 
@@ -895,23 +919,10 @@ class NgramRetriever(Retriever):
         shares = self.generated_words_of(
             sorted({d for docs in best_docs for d in docs}), batch_size, num_beams
         )
-        out = []
-        for ranked, docs in zip(rankings, best_docs, strict=True):
-            weights: dict[str, float] = {}
-            for doc in docs:
-                for word, share in shares[doc].items():
-                    weights[word] = weights.get(word, 0.0) + share
-            heaviest = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
-            extra = self.index.words.weighted_bm25(
-                dict(heaviest[: options.feedback_words]), options.k1, options.b
-            )
-            scores = dict(ranked)
-            if docs and extra.max() > 0:
-                scale = options.feedback_weight * ranked[0][1] / extra.max()
-                for doc in np.flatnonzero(extra).tolist():
-                    scores[doc] = scores.get(doc, 0.0) + scale * float(extra[doc])
-            out.append(best_first(list(scores.items()), k))
-        return out
+        return [
+            options.add_feedback(ranked, [shares[doc] for doc in docs], self.index.words, k)
+            for ranked, docs in zip(rankings, best_docs, strict=True)
+        ]
 
     def generated_words_of(
         self, docs: Sequence[int], batch_size: int = 32, num_beams: int | None = None

@@ -22,21 +22,19 @@ import itertools
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import quality  # noqa: E402
 import word_weight  # noqa: E402
 
-from docid.ngram import best_first  # noqa: E402
 from docid.words import WordIndex, analyze  # noqa: E402
 from dsi.bm25 import BM25Retriever  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
-from dsi.seal import NgramRetriever  # noqa: E402
+from dsi.seal import NgramRetriever, SealOptions  # noqa: E402
 
 log = logging.getLogger("feedback")
 OFF = "off"
@@ -77,11 +75,11 @@ def dev_by_setting(data: dict, name: str, args) -> dict[str, float] | None:
 
 
 def bm25_with_feedback(data: dict, qrels: dict, setting: dict[str, float]) -> dict[str, float]:
-    """nDCG@10 of BM25 on ``qrels``, alone and with lexical feedback: the ``feedback_words``
-    words with the largest summed share of the ``feedback_docs`` best documents' own words,
-    their BM25 scaled to ``feedback_weight`` times BM25's best, as ``SealOptions`` adds the
-    model's."""
+    """nDCG@10 of BM25 on ``qrels``, alone and with lexical feedback: ``SealOptions.add_feedback``
+    with the ``feedback_docs`` best documents' own words (each by its share of the document's
+    words) instead of the model's."""
     corpus = data["corpus"]
+    options = dataclasses.replace(SealOptions(), **setting)
     bm25 = BM25Retriever().index(corpus)
     words = WordIndex.build(corpus.full_texts())
     doc_words = analyze(corpus.full_texts())
@@ -91,19 +89,12 @@ def bm25_with_feedback(data: dict, qrels: dict, setting: dict[str, float]) -> di
     alone, fed = {}, {}
     for qid, ranked in zip(qids, rankings, strict=True):
         alone[qid] = ranked[:100]
-        weights: dict[str, float] = {}
-        for doc_id, _ in ranked[: setting["feedback_docs"]]:
+        shares = []
+        for doc_id, _ in ranked[: options.feedback_docs]:
             own = doc_words[position[doc_id]]
-            for word in own:
-                weights[word] = weights.get(word, 0.0) + 1.0 / len(own)
-        heaviest = sorted(weights.items(), key=lambda item: (-item[1], item[0]))
-        extra = words.weighted_bm25(dict(heaviest[: setting["feedback_words"]]))
-        scores = {position[d]: s for d, s in ranked}
-        if ranked and extra.max() > 0:
-            scale = setting["feedback_weight"] * ranked[0][1] / extra.max()
-            for doc in np.flatnonzero(extra).tolist():
-                scores[doc] = scores.get(doc, 0.0) + scale * float(extra[doc])
-        best = best_first(list(scores.items()), 100)
+            shares.append({word: count / len(own) for word, count in Counter(own).items()})
+        first = [(position[d], s) for d, s in ranked]
+        best = options.add_feedback(first, shares, words, 100)
         fed[qid] = [(corpus.doc_ids[d], s) for d, s in best]
     return {
         "bm25": evaluate_run(alone, qrels)["nDCG@10"],
