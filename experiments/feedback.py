@@ -42,7 +42,6 @@ GRID = [
     {"feedback_docs": docs, "feedback_words": words, "feedback_weight": weight}
     for docs, words, weight in itertools.product((3, 5, 10), (10, 20, 40), (0.25, 0.5, 1.0, 2.0))
 ]
-WITHOUT_QUERIES = ("cranfield/default", "cranfield/seed14", "scifact_unsupervised/default")
 WITH_QUERIES = ("scifact/default", "scifact/seed14")
 
 
@@ -106,10 +105,10 @@ def choose(rows: dict[str, dict[str, float]]) -> dict | None:
     """The rule's choice: without queries, the setting with the best mean of Cranfield (its two
     seeds averaged) and SciFact without queries; with queries, that setting only if it raises
     SciFact's dev (two seeds averaged) over no feedback."""
-    if not all(r in rows for r in WITHOUT_QUERIES + WITH_QUERIES):
+    if not all(r in rows for r in word_weight.WITHOUT_QUERIES + WITH_QUERIES):
         return None
-    cranfield, seed14, unsupervised = (rows[r] for r in WITHOUT_QUERIES)
-    means = {key: ((cranfield[key] + seed14[key]) / 2 + unsupervised[key]) / 2 for key in cranfield}
+    keys = rows[word_weight.WITHOUT_QUERIES[0]]
+    means = {key: word_weight.without_queries_mean(rows, key) for key in keys}
     chosen = max(means, key=means.get)
     with_queries = {key: sum(rows[r][key] for r in WITH_QUERIES) / 2 for key in (OFF, chosen)}
     return {

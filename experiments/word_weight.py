@@ -45,6 +45,17 @@ RUNS = (
     ("scifact", "seed14"),
 )
 
+# The runs of models trained without queries whose dev a rule averages: Cranfield's two seeds,
+# then SciFact learning from its documents alone.
+WITHOUT_QUERIES = ("cranfield/default", "cranfield/seed14", "scifact_unsupervised/default")
+
+
+def without_queries_mean(rows: dict[str, dict], key) -> float:
+    """The rule's dev number for ``key``: the mean of Cranfield (its two seeds averaged) and
+    SciFact without queries."""
+    cranfield, seed14, unsupervised = (rows[run][key] for run in WITHOUT_QUERIES)
+    return ((cranfield + seed14) / 2 + unsupervised) / 2
+
 
 def dev_by_weight(data: dict, name: str, args) -> dict[float | str, float] | None:
     """Dev nDCG@10 of run ``name`` for each word weight and for the words alone; None when its
@@ -86,13 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         if found is not None:
             rows[f"{dataset}/{name}"] = found
             log.info("%s/%s: %s", dataset, name, {w: round(v, 4) for w, v in found.items()})
-    without = ("cranfield/default", "cranfield/seed14", "scifact_unsupervised/default")
     choice = None
-    if all(r in rows for r in without):
-        means = {
-            w: ((rows[without[0]][w] + rows[without[1]][w]) / 2 + rows[without[2]][w]) / 2
-            for w in CHOICES
-        }
+    if all(r in rows for r in WITHOUT_QUERIES):
+        means = {w: without_queries_mean(rows, w) for w in CHOICES}
         choice = {"means": means, "chosen": max(means, key=means.get)}
     args.results.mkdir(parents=True, exist_ok=True)
     payload = {"weights": WEIGHTS, "dev_nDCG@10": rows, "without_queries": choice}
