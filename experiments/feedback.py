@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import quality  # noqa: E402
 import word_weight  # noqa: E402
 
+from docid.io import atomic_write_text  # noqa: E402
 from docid.words import WordIndex, analyze  # noqa: E402
 from dsi.bm25 import BM25Retriever  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.seal import NgramRetriever, SealOptions  # noqa: E402
 

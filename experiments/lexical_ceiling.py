@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import quality  # noqa: E402
 
+from docid.io import atomic_write_text  # noqa: E402
 from docid.ngram import bm25_score  # noqa: E402
 from dsi.bm25 import BM25Retriever  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.model import train_tokenizer  # noqa: E402
 from trie.fmindex import NgramIndex  # noqa: E402

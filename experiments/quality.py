@@ -40,11 +40,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from docid.io import atomic_write_text  # noqa: E402
 from dsi.bm25 import BM25Retriever  # noqa: E402
 from dsi.config import IndexConfig  # noqa: E402
 from dsi.data import load_corpus, load_qrels, load_queries  # noqa: E402
 from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
 from dsi.seal import (  # noqa: E402

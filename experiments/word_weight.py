@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import quality  # noqa: E402
 
+from docid.io import atomic_write_text  # noqa: E402
 from docid.ngram import best_first  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.seal import NgramRetriever  # noqa: E402
 

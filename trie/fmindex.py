@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np
 from pydivsufsort import divsufsort
 
-from dsi.io import atomic_open, atomic_write_bytes
+from docid.io import atomic_open, atomic_write_bytes
 
 FORMAT = "dsi-ngram-index"
 VERSION = 1
