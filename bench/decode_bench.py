@@ -1,8 +1,8 @@
 """Constrained vs unconstrained beam search, and the GENRE-style peer; prints one JSON object.
 
-    python bench/decode_bench.py                       # SciFact, index built here (1 step)
-    python bench/decode_bench.py --index runs/scifact  # a trained index
-    python bench/decode_bench.py --synthetic 5000 --device cuda
+    python -m bench.decode_bench                       # SciFact, index built here (1 step)
+    python -m bench.decode_bench --index runs/scifact  # a trained index
+    python -m bench.decode_bench --synthetic 5000 --device cuda
 
 Same model, same queries, same ``generate`` arguments as ``Retriever.search``; the settings
 differ only in the constraint:
@@ -29,13 +29,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.decode_bench_peer import build_genre_trie, genre_prefix_allowed_tokens_fn  # noqa: E402
-from dsi.config import IndexConfig  # noqa: E402
-from dsi.data import Corpus, load_corpus, load_qrels, load_queries  # noqa: E402
-from dsi.index import GenerativeIndex  # noqa: E402
-from dsi.retriever import Retriever  # noqa: E402
+from bench.decode_bench_peer import build_genre_trie, genre_prefix_allowed_tokens_fn
+from dsi.config import IndexConfig
+from dsi.data import Corpus, load_corpus, load_qrels, load_queries
+from dsi.index import GenerativeIndex
+from dsi.retriever import Retriever
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"

@@ -17,8 +17,8 @@ for 10 steps, starting cold; ``documents_ms`` (locate: n-gram -> distinct doc id
 ``count_ms`` for 100 n-grams of 2-6 tokens. ``rss_mib``: resident memory added by the built
 index; ``peak_mib``: peak added during the build.
 
-    python bench/fmindex_bench.py                  # both corpora, every installed backend
-    python bench/fmindex_bench.py --corpus scifact --synthetic-tokens 2000000
+    python -m bench.fmindex_bench                  # both corpora, every installed backend
+    python -m bench.fmindex_bench --corpus scifact --synthetic-tokens 2000000
 """
 
 from __future__ import annotations
@@ -329,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", nargs=2, metavar=("DATA", "BACKEND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        sys.path.insert(0, str(ROOT))
         print(json.dumps(worker(Path(args.worker[0]), args.worker[1], args.repeats)))
         return 0
 
@@ -363,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc = subprocess.run(
                     [
                         sys.executable,
-                        __file__,
+                        "-m",
+                        "bench.fmindex_bench",
                         "--worker",
                         str(data),
                         name,

@@ -102,17 +102,17 @@ else
     small=5000 large=100000
     large_decode=(--threads 8 --beams 10 20 --batches 32 128 --queries 256)
 fi
-run train_default python bench/train_bench.py --device "$DEVICE" --size default "${train[@]}"
-run train_t5small python bench/train_bench.py --device "$DEVICE" --size t5-small "${train[@]}"
+run train_default python -m bench.train_bench --device "$DEVICE" --size default "${train[@]}"
+run train_t5small python -m bench.train_bench --device "$DEVICE" --size t5-small "${train[@]}"
 
 if [ -d ../shared/data/scifact ] && [ "${SYNTHETIC:-0}" != 1 ]; then
-    run decode_scifact python bench/decode_bench.py --device "$DEVICE" "${decode[@]}"
+    run decode_scifact python -m bench.decode_bench --device "$DEVICE" "${decode[@]}"
 else
     # Only the repo travels to the GPU machine: a random corpus the size of SciFact, and a
     # larger one to see how decoding scales with the number of docids.
-    run decode_synthetic_small python bench/decode_bench.py --device "$DEVICE" \
+    run decode_synthetic_small python -m bench.decode_bench --device "$DEVICE" \
         --synthetic "$small" "${decode[@]}"
-    run decode_synthetic_large python bench/decode_bench.py --device "$DEVICE" \
+    run decode_synthetic_large python -m bench.decode_bench --device "$DEVICE" \
         --synthetic "$large" "${large_decode[@]}"
 fi
 exit $status

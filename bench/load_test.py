@@ -1,8 +1,8 @@
 """Bounded load test of ``dsi serve`` on loopback; prints one JSON object.
 
-    python bench/load_test.py                              # a tiny-config index built here
-    python bench/load_test.py --index runs/tiny            # an existing index
-    python bench/load_test.py --index runs/tiny --max-batch 1   # micro-batching off, to compare
+    python -m bench.load_test                              # a tiny-config index built here
+    python -m bench.load_test --index runs/tiny            # an existing index
+    python -m bench.load_test --index runs/tiny --max-batch 1   # micro-batching off, to compare
 
 Starts ``dsi serve`` as a subprocess on 127.0.0.1 (a free port), then N concurrent clients
 (asyncio + httpx, one connection each) send ``POST /search`` back to back for T seconds, each with
@@ -29,7 +29,6 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def build_tiny_index(directory: Path, n_docs: int) -> Path:

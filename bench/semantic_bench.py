@@ -1,6 +1,6 @@
 """Time and memory of semantic docid assignment (hierarchical k-means) on synthetic embeddings.
 
-    python bench/semantic_bench.py --n 100000 1000000
+    python -m bench.semantic_bench --n 100000 1000000
 
 Each size runs in a fresh process (so ``ru_maxrss`` deltas are not masked by an earlier size)
 and prints one JSON line. Embeddings are a unit-normalised Gaussian mixture (``--centers``
@@ -15,11 +15,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def maxrss_mb() -> float:
@@ -117,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.n:
         # The last --n wins, so the child runs this one size.
         child = list(argv if argv is not None else sys.argv[1:])
-        cmd = [sys.executable, __file__, *child, "--n", str(n), "--in-process"]
+        cmd = [sys.executable, "-m", "bench.semantic_bench", *child, "--n", str(n), "--in-process"]
         subprocess.run(cmd, check=True)
 
 

@@ -1,7 +1,7 @@
 """Training throughput: ``dsi.train.train`` vs a bare PyTorch loop; prints one JSON object.
 
-    python bench/train_bench.py                       # default model, CPU, 2 threads
-    python bench/train_bench.py --size t5-small --device cuda
+    python -m bench.train_bench                       # default model, CPU, 2 threads
+    python -m bench.train_bench --size t5-small --device cuda
 
 Both train the same freshly initialised model (same seed) on the same batches: random token
 ids with realistic lengths (sources 48-64 tokens, targets 4-6 including EOS, as document views
@@ -21,18 +21,14 @@ import dataclasses
 import json
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dsi.config import ModelConfig, TrainConfig  # noqa: E402
-from dsi.examples import ExampleSet  # noqa: E402
-from dsi.model import PAD_ID, build_model, num_parameters  # noqa: E402
-from dsi.train import collate, epoch_batches, train  # noqa: E402
+from dsi.config import ModelConfig, TrainConfig
+from dsi.examples import ExampleSet
+from dsi.model import PAD_ID, build_model, num_parameters
+from dsi.train import collate, epoch_batches, train
 
 SIZES = {
     "default": ModelConfig(),

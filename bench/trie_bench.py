@@ -1,8 +1,8 @@
 """PrefixTrie / TrieLogitsProcessor benchmark; prints one JSON object.
 
-    python bench/trie_bench.py                      # 100k and 1M docids, both schemes
-    python bench/trie_bench.py --sizes 100000       # quicker
-    python bench/trie_bench.py --one semantic 100000  # one configuration (used internally)
+    python -m bench.trie_bench                      # 100k and 1M docids, both schemes
+    python -m bench.trie_bench --sizes 100000       # quicker
+    python -m bench.trie_bench --one semantic 100000  # one configuration (used internally)
 
 Each trie configuration runs in a fresh subprocess so the resident-memory numbers are its own.
 Docids: "semantic" imitates hierarchical k-means ids (k=10 random-sized clusters, split until
@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trie import PrefixTrie, TrieLogitsProcessor  # noqa: E402
+from trie import PrefixTrie, TrieLogitsProcessor
 
 EOS, START, PAD, OFFSET = 1, 0, 0, 32000
 
@@ -209,7 +207,10 @@ def bench_processor(scheme: str, n: int, vocab: int, steps: int = 5) -> dict:
 
 def run_child(args: list[str]) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "bench.trie_bench", *args],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout)
 

@@ -9,14 +9,12 @@ A docid map directory holds plain files only:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dsi.io import atomic_write_text
+from docid.io import atomic_write_text
 
 FORMAT_VERSION = 1
 DOCIDS_FILE = "docids.jsonl"
@@ -349,14 +347,9 @@ def _read_docids(path: Path) -> tuple[list[str], list[Docid]]:
 # --- scheme registry -------------------------------------------------------------------------
 
 _SCHEMES: dict[str, type[DocidMap]] = {}
-# Built-in schemes register themselves when their module is imported; importing lazily keeps
-# ``import docid`` light (no faiss, torch or scikit-learn until a scheme needs them).
-_BUILTIN_MODULES = {
-    "atomic": "docid.atomic",
-    "naive": "docid.naive",
-    "semantic": "docid.semantic",
-    "ngram": "docid.ngram",
-}
+# The built-in schemes register themselves when their modules are imported, which the package
+# (docid/__init__.py) does: this module imports none of them, so that a scheme may import it
+# without a cycle. They load faiss, torch and scikit-learn only when a scheme needs them.
 
 
 def register_scheme(cls: type[DocidMap]) -> type[DocidMap]:
@@ -369,18 +362,11 @@ def register_scheme(cls: type[DocidMap]) -> type[DocidMap]:
 
 def available_schemes() -> list[str]:
     """Names accepted by ``fit_docids`` and found in saved maps."""
-    for name, module in _BUILTIN_MODULES.items():
-        if name not in _SCHEMES and importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
     return sorted(_SCHEMES)
 
 
 def get_scheme(name: str) -> type[DocidMap]:
     """The ``DocidMap`` subclass of scheme ``name``; ``ValueError`` if there is none."""
-    if name not in _SCHEMES:
-        module = _BUILTIN_MODULES.get(name)
-        if module is not None and importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
     if name not in _SCHEMES:
         raise DocidError(f"unknown docid scheme {name!r}; choose one of {available_schemes()}.")
     return _SCHEMES[name]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from docid.base import DocidError
-from dsi.io import atomic_write_bytes, atomic_write_text
+from docid.io import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

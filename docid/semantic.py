@@ -34,7 +34,7 @@ from docid.base import (
     register_scheme,
 )
 from docid.embed import MiniLMEmbedder, TfidfEmbedder, resolve_method
-from dsi.io import atomic_write_bytes
+from docid.io import atomic_write_bytes
 
 TREE_FILE = "docid_tree.safetensors"
 TFIDF_PREFIX = "docid_tfidf"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsi.io import atomic_open, atomic_write_text
+from docid.io import atomic_open, atomic_write_text
 
 FORMAT = "dsi-word-index"
 VERSION = 1

@@ -193,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_index(args: argparse.Namespace) -> int:
     from dsi.config import IndexConfig
     from dsi.data import load_corpus
-    from dsi.index import GenerativeIndex
+    from dsi.kinds import index_class, prepare_work_dir
 
     config = _read_config(args)
     output = Path(args.output)
@@ -205,14 +205,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     started = time.monotonic()
     # Under `accelerate launch` every process runs this; PartialState says which one we are.
     state = _process_state()
-    builder: Any = GenerativeIndex
-    prepare = _prepare_work_dir
-    if config.docids == "ngram":  # SEAL: n-gram identifiers, a model without docid symbols
-        from dsi import seal
-
-        builder, prepare = seal.NgramGenerativeIndex, seal.prepare_work_dir
+    builder: Any = index_class(config.docids)
     if state.num_processes > 1:
-        prepare(state, corpus, config, training, work_dir)
+        prepare_work_dir(state, corpus, config, training, work_dir)
     index = builder.build(corpus, config, training, work_dir=work_dir, progress_bar=not args.quiet)
     if not state.is_main_process:
         return 0  # only the main process writes the index and reports
@@ -250,21 +245,6 @@ def _process_state():
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (launched and not torch.cuda.is_available())
     return PartialState(cpu=cpu)
-
-
-def _prepare_work_dir(state, corpus, config, training, work_dir: Path) -> None:
-    """Fit the docids and the tokenizer in the main process, then let the others read them.
-
-    ``GenerativeIndex.build`` caches both in ``work_dir``; without this, every process would fit
-    its own (possibly different) ones and write the same files while another reads them.
-    """
-    from dsi import index as build
-
-    with state.main_process_first():
-        build._claim_work_dir(work_dir, build._fingerprint(corpus, config, training))
-        texts = corpus.full_texts()
-        docids = build._cached_docids(work_dir, config, corpus, texts)
-        build._make_model(config, texts, training, docids, work_dir)
 
 
 def _read_config(args: argparse.Namespace):
@@ -309,7 +289,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     from dsi.config import AddConfig
     from dsi.data import load_corpus
-    from dsi.index import load_index
+    from dsi.kinds import load_index
 
     if PartialState().num_processes > 1:
         raise ValueError("dsi add runs in a single process; start it without accelerate launch.")

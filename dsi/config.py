@@ -186,7 +186,7 @@ class IndexConfig:
         return IndexConfig.from_dict(data)
 
     def save(self, path: Path) -> None:
-        from dsi.io import atomic_write_text
+        from docid.io import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 

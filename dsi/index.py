@@ -36,10 +36,10 @@ import torch
 
 import dsi
 from docid.base import DocidMap, fit_docids
+from docid.io import atomic_write_text, publish_dir, published, sha256_file, staging_dir
 from dsi.config import AddConfig, GeneratorConfig, IndexConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
-from dsi.io import atomic_write_text, publish_dir, published, sha256_file, staging_dir
 from dsi.model import (
     build_model,
     grow_vocabulary,
@@ -126,14 +126,14 @@ class GenerativeIndex:
         if len(corpus.doc_ids) == 0:
             raise ValueError("The corpus is empty: there is nothing to index.")
         started = time.monotonic()
-        fingerprint = _fingerprint(corpus, config, training_queries)
+        fingerprint = build_fingerprint(corpus, config, training_queries)
         if work_dir is not None:
             work_dir = Path(work_dir)
-            _claim_work_dir(work_dir, fingerprint)
+            claim_work_dir(work_dir, fingerprint)
         texts = corpus.full_texts()
 
         docids = _cached_docids(work_dir, config, corpus, texts)
-        tokenizer, model, offset = _make_model(config, texts, training_queries, docids, work_dir)
+        tokenizer, model, offset = make_model(config, texts, training_queries, docids, work_dir)
         eos = model.config.eos_token_id
         targets = [[offset + s for s in seq] + [eos] for seq in docids.sequences]
 
@@ -215,7 +215,7 @@ class GenerativeIndex:
             )
         if work_dir is not None:
             work_dir = Path(work_dir)
-            _claim_work_dir(
+            claim_work_dir(
                 work_dir,
                 add_fingerprint(self.lineage, len(self.docids), corpus, training_queries, config),
             )
@@ -367,7 +367,7 @@ class GenerativeIndex:
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> GenerativeIndex:
         """Load an index directory, checking its format version, files and checksums."""
-        directory = _resolve_index_dir(Path(directory))
+        directory = resolve_index_dir(Path(directory))
         manifest = read_manifest(directory)
         if manifest.get("docid_scheme") == "ngram":
             raise IndexLoadError(
@@ -606,16 +606,6 @@ def add_fingerprint(
     return digest.hexdigest()
 
 
-def load_index(directory: str | Path, verify: bool = True) -> Any:
-    """Load an index directory of either kind: docid (``GenerativeIndex``) or n-gram (SEAL)."""
-    resolved = _resolve_index_dir(Path(directory))
-    if read_manifest(resolved).get("docid_scheme") == "ngram":
-        from dsi.seal import NgramGenerativeIndex
-
-        return NgramGenerativeIndex.load(resolved, verify=verify)
-    return GenerativeIndex.load(resolved, verify=verify)
-
-
 def verify_checksums(directory: Path, manifest: Mapping[str, Any], hashes: bool = True) -> None:
     """Check that every file the manifest lists exists and (``hashes``) matches its sha256.
 
@@ -776,7 +766,7 @@ def _check_manifest_types(manifest: dict[str, Any], path: Path) -> None:
         raise IndexLoadError(f"Index manifest {path} is corrupted: lineage is not a list.")
 
 
-def _resolve_index_dir(directory: Path) -> Path:
+def resolve_index_dir(directory: Path) -> Path:
     """The directory, or the previous index if a crash interrupted replacing it."""
     found = published(directory)
     if found != directory:
@@ -910,8 +900,13 @@ def _cached_queries(
     return generated
 
 
-def _make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path | None):
-    """The tokenizer, the model and the first docid token id."""
+def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path | None):
+    """The tokenizer, the model and the first docid token id.
+
+    A tokenizer already trained in ``work_dir`` is reused, so that a resumed build (and every
+    process of a distributed one) reads the same; ``docids.symbols`` become new tokens after the
+    text vocabulary.
+    """
     if config.model:
         tokenizer = load_tokenizer(config.model)
         model, offset = load_model(config.model, len(docids.symbols))
@@ -946,7 +941,9 @@ def _cached_docids(
     return docids
 
 
-def _fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQueries | None) -> str:
+def build_fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQueries | None) -> str:
+    """What a build's work directory belongs to: the corpus, the settings (budgets aside, which
+    may change between an interrupted run and its resumption) and the training queries."""
     settings = config.identity()
     # The budget may change between an interrupted run and its resumption.
     for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
@@ -960,9 +957,10 @@ def _fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQueries |
     return digest.hexdigest()
 
 
-def _claim_work_dir(work_dir: Path, fingerprint: str) -> None:
-    """Reuse ``work_dir`` only for the same corpus and config; otherwise move it aside (its
-    checkpoints may be an hour of training) and start afresh."""
+def claim_work_dir(work_dir: Path, fingerprint: str) -> None:
+    """Reuse ``work_dir`` only for the same ``fingerprint`` (``build_fingerprint``,
+    ``add_fingerprint``); otherwise move it aside (its checkpoints may be an hour of training)
+    and start afresh."""
     stamp = work_dir / "fingerprint"
     mismatch = not stamp.exists() or stamp.read_text().strip() != fingerprint
     if work_dir.exists() and mismatch and any(work_dir.iterdir()):
@@ -982,6 +980,20 @@ def _claim_work_dir(work_dir: Path, fingerprint: str) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     if mismatch:
         atomic_write_text(stamp, fingerprint + "\n")
+
+
+def prepare_work_dir(state: Any, corpus: Corpus, config: IndexConfig, training, work_dir) -> None:
+    """Fit the docids and the tokenizer in the main process, then let the others read them.
+
+    ``GenerativeIndex.build`` caches both in ``work_dir``; without this, every process of a
+    distributed build would fit its own (possibly different) ones and write the same files while
+    another reads them. ``state`` is accelerate's ``PartialState``.
+    """
+    with state.main_process_first():
+        claim_work_dir(work_dir, build_fingerprint(corpus, config, training))
+        texts = corpus.full_texts()
+        docids = _cached_docids(work_dir, config, corpus, texts)
+        make_model(config, texts, training, docids, work_dir)
 
 
 def _count_tasks(examples: ExampleSet) -> dict[str, int]:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from docid.io import atomic_write_text
 from dsi.data import DataError
-from dsi.io import atomic_write_text
 
 METRIC_NAMES = ("nDCG@10", "Hits@1", "Hits@10", "MRR@10", "Recall@10", "Recall@100")
 Run = Mapping[str, Any]  # qid -> list[(doc_id, score)] | list[Hit] | dict[doc_id, score]

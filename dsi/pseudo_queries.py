@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
+from docid.io import atomic_write_text
 from dsi.config import GeneratorConfig, ModelConfig, TrainConfig
 from dsi.examples import ExampleSet
-from dsi.io import atomic_write_text
 from dsi.model import build_model, num_parameters, open_model
 from dsi.train import train
 

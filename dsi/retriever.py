@@ -5,93 +5,31 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LogitsProcessorList
 
+from docid.io import published
+from dsi.decoding import (
+    EMPTY_SLOT,
+    ConstrainedRetriever,
+    DecodingError,
+    Hit,
+    constrained_generate,
+)
 from dsi.index import GenerativeIndex, read_manifest
-from dsi.io import published
+from dsi.seal import NgramGenerativeIndex, NgramRetriever
 from trie.processor import TrieLogitsProcessor
 
 log = logging.getLogger(__name__)
 
 
-# transformers fills the slots of beams that found no hypothesis with a score of -1e9.
-_EMPTY_SLOT = -1e8
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One retrieved document: its id and the model's log-probability of its docid."""
-
-    doc_id: str
-    score: float
-
-
-class DecodingError(RuntimeError):
-    """Constrained decoding produced something that is not a docid of the index."""
-
-
-def constrained_generate(
-    model, enc, beams: int, max_new_tokens: int, processor, length_penalty: float = 0.0
-) -> tuple[list[list[int]], list[float]]:
-    """``beams`` decoded sequences per input (without the start token) and their log-probabilities.
-
-    With one beam transformers decodes greedily and returns no sequence scores, so they are summed
-    from the raw logits; ``processor`` must then not mask in place (it would mask those logits).
-    """
-    greedy = beams == 1
-    out = model.generate(
-        **enc,
-        num_beams=beams,
-        num_return_sequences=beams,
-        max_new_tokens=max_new_tokens,
-        logits_processor=LogitsProcessorList([processor]),
-        do_sample=False,
-        output_logits=greedy,
-        output_scores=True,
-        return_dict_in_generate=True,
-        **({} if greedy else {"length_penalty": length_penalty, "early_stopping": True}),
-    )
-    if not greedy:
-        scores = out.sequences_scores
-    else:
-        # Log-probabilities over the whole vocabulary, as beam search scores them.
-        generated = out.sequences[:, 1:]
-        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1)
-        steps = logprobs.gather(2, generated.unsqueeze(-1)).squeeze(-1)
-        is_eos = (generated == model.config.eos_token_id).long()
-        after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0  # padding after the first EOS
-        scores = steps.masked_fill(after_eos, 0.0).sum(dim=1)
-    return out.sequences[:, 1:].tolist(), scores.tolist()
-
-
-class Retriever:
+class Retriever(ConstrainedRetriever):
     """Searches a :class:`GenerativeIndex` in batches; ``Retriever.load(dir)`` opens a saved one."""
 
-    def __init__(
-        self,
-        index: GenerativeIndex,
-        device: str | torch.device | None = None,
-        num_beams: int | None = None,
-        length_penalty: float = 0.0,
-    ) -> None:
-        self.index = index
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = index.model.to(self.device).eval()
-        self.num_beams = num_beams or index.config.num_beams
-        # 0.0 ranks by the summed log-probability, i.e. the probability of the whole docid.
-        self.length_penalty = length_penalty
-        cfg = self.model.config
-        self._eos = cfg.eos_token_id
-        self._pad = cfg.pad_token_id
-        self._make_processors()
-
     def _make_processors(self) -> None:
-        """The constraint of decoding: here the docid trie (the n-gram retriever overrides it)."""
+        """The constraint of decoding: the docid trie."""
         index, cfg = self.index, self.model.config
         self._processor = TrieLogitsProcessor(
             index.trie,
@@ -110,20 +48,18 @@ class Retriever:
         self._max_new_tokens = max(map(len, index.docids.sequences)) + 1
 
     @classmethod
-    def for_index(cls, index: Any, device: str | None = None, **kwargs) -> Retriever:
+    def for_index(cls, index: Any, device: str | None = None, **kwargs) -> ConstrainedRetriever:
         """The retriever of an index object of either kind (n-gram indexes get NgramRetriever)."""
-        from dsi.seal import NgramGenerativeIndex, NgramRetriever
-
         kind = NgramRetriever if isinstance(index, NgramGenerativeIndex) else Retriever
         return kind(index, device=device, **kwargs)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> Retriever:
+    def load(
+        cls, directory: str | Path, device: str | None = None, **kwargs
+    ) -> ConstrainedRetriever:
         """Open a saved index; an n-gram (SEAL) index gets a :class:`dsi.seal.NgramRetriever`."""
         manifest = read_manifest(published(Path(directory)))
         if manifest.get("docid_scheme") == "ngram":
-            from dsi.seal import NgramRetriever
-
             return NgramRetriever.load(directory, device=device, **kwargs)
         return cls(GenerativeIndex.load(directory), device=device, **kwargs)
 
@@ -173,7 +109,7 @@ class Retriever:
             seen: set[str] = set()
             for j in range(row * beams, (row + 1) * beams):
                 score = scores[j]
-                if not math.isfinite(score) or score <= _EMPTY_SLOT:
+                if not math.isfinite(score) or score <= EMPTY_SLOT:
                     continue  # fewer valid docids than beams: transformers fills the slot
                 doc_id = self._to_doc_id(sequences[j])
                 if doc_id is None:

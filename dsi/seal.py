@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from docid.io import staging_dir
 from docid.ngram import (
     best_first,
     best_logprobs,
@@ -47,37 +48,36 @@ from docid.ngram import (
 from docid.words import WordIndex, analyze
 from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, load_corpus
+from dsi.decoding import EMPTY_SLOT, ConstrainedRetriever, Hit, constrained_generate
 from dsi.examples import ExampleSet, mix_examples, retrieval_examples
 from dsi.index import (
     GENERATOR_DIR,
     TRAINING_QUERIES_FILE,
     IndexLoadError,
     TrainingQueries,
-    _claim_work_dir,
-    _fingerprint,
-    _make_model,
-    _resolve_index_dir,
     add_entry,
     add_fingerprint,
     add_order,
     build_entry,
+    build_fingerprint,
     check_new_documents,
+    claim_work_dir,
     generative_memory,
     kept_generator,
     load_training_pairs,
+    make_model,
     publish_index,
     read_manifest,
     replay_doc_ids,
+    resolve_index_dir,
     save_documents,
     save_training_pairs,
     train_model,
     train_with_replay,
     verify_checksums,
 )
-from dsi.io import staging_dir
 from dsi.model import load_tokenizer, open_model
 from dsi.pseudo_queries import QueryGenerator
-from dsi.retriever import _EMPTY_SLOT, Hit, Retriever, constrained_generate
 from trie.fmindex import NgramIndex
 from trie.ngram_processor import NgramLogitsProcessor
 
@@ -353,7 +353,7 @@ def resolved_config(config: IndexConfig) -> IndexConfig:
 
 
 class _NoSymbols:
-    """What ``dsi.index._make_model`` reads of a docid map: n-gram targets add no symbols."""
+    """What ``dsi.index.make_model`` reads of a docid map: n-gram targets add no symbols."""
 
     symbols: list[str] = []
 
@@ -414,10 +414,10 @@ class NgramGenerativeIndex:
         started = time.monotonic()
         if work_dir is not None:
             work_dir = Path(work_dir)
-            fingerprint = _fingerprint(corpus, training_settings(config), training_queries)
-            _claim_work_dir(work_dir, fingerprint)
+            fingerprint = build_fingerprint(corpus, training_settings(config), training_queries)
+            claim_work_dir(work_dir, fingerprint)
         texts = corpus.full_texts()
-        tokenizer, model, _ = _make_model(config, texts, training_queries, _NoSymbols(), work_dir)
+        tokenizer, model, _ = make_model(config, texts, training_queries, _NoSymbols(), work_dir)
         eos = model.config.eos_token_id
 
         position = corpus.positions()
@@ -509,7 +509,7 @@ class NgramGenerativeIndex:
             fingerprint = add_fingerprint(
                 self.lineage, self.num_docs, corpus, training_queries, config
             )
-            _claim_work_dir(work_dir, fingerprint)
+            claim_work_dir(work_dir, fingerprint)
         train_config = config.train_config(self.config.train)
         options = self.options
         eos = self.model.config.eos_token_id
@@ -617,7 +617,7 @@ class NgramGenerativeIndex:
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> NgramGenerativeIndex:
         """Load an n-gram index directory, checking its format version, files and checksums."""
-        directory = _resolve_index_dir(Path(directory))
+        directory = resolve_index_dir(Path(directory))
         manifest = read_manifest(directory)
         if manifest.get("docid_scheme") != SCHEME:
             raise IndexLoadError(
@@ -694,8 +694,8 @@ def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> Ngr
 def prepare_work_dir(state: Any, corpus: Corpus, config: IndexConfig, training, work_dir) -> None:
     """Train the tokenizer in the main process first so every process reads the same one."""
     with state.main_process_first():
-        _claim_work_dir(work_dir, _fingerprint(corpus, config, training))
-        _make_model(config, corpus.full_texts(), training, _NoSymbols(), work_dir)
+        claim_work_dir(work_dir, build_fingerprint(corpus, config, training))
+        make_model(config, corpus.full_texts(), training, _NoSymbols(), work_dir)
 
 
 def seal_examples(
@@ -807,7 +807,7 @@ class Generation(NamedTuple):
     words: list[Scored]
 
 
-class NgramRetriever(Retriever):
+class NgramRetriever(ConstrainedRetriever):
     """Searches an :class:`NgramGenerativeIndex`: decode corpus n-grams, then score documents."""
 
     def __init__(
@@ -1034,7 +1034,7 @@ class NgramRetriever(Retriever):
             ngrams = []
             for j in range(row * beams, (row + 1) * beams):
                 score = scores[j]
-                if not math.isfinite(score) or score <= _EMPTY_SLOT:
+                if not math.isfinite(score) or score <= EMPTY_SLOT:
                     continue  # fewer n-grams than beams: transformers fills the slot
                 tokens = sequences[j]
                 if self._eos in tokens:

@@ -25,10 +25,10 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
+from docid.io import atomic_write_text, publish_dir, published, staging_dir
 from dsi.averaging import WeightAverage
 from dsi.config import TrainConfig
 from dsi.examples import ExampleSet
-from dsi.io import atomic_write_text, publish_dir, published, staging_dir
 from dsi.sam import SAM
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """Continual indexing on SciFact (DSI++ protocol): how much do additions forget, per strategy?
 
-    python experiments/continual.py     # the committed results' settings: ~105 min, 2 CPU cores
+    python -m experiments.continual     # the committed results' settings: ~105 min, 2 CPU cores
                                         # (they were measured at e81c97f, before the
                                         # case-folding tokenizer and BM25 n-gram scoring)
-    python experiments/continual.py --scale 0.05 --model-size tiny --embedder tfidf \\
+    python -m experiments.continual --scale 0.05 --model-size tiny --embedder tfidf \\
         --max-steps-per-step 30 --build-max-steps 60 --generator-max-steps 30   # a toy run
 
 SciFact's documents are shuffled with a fixed seed and split into D0 (60%) and D1..D4 (10%
@@ -47,15 +47,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dsi.config import AddConfig, IndexConfig, ModelConfig, TrainConfig  # noqa: E402
-from dsi.data import Corpus, load_corpus, load_qrels, load_queries  # noqa: E402
-from dsi.index import GenerativeIndex, TrainingQueries, load_index  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
-from dsi.metrics import per_query  # noqa: E402
-from dsi.retriever import Retriever  # noqa: E402
-from dsi.seal import NgramGenerativeIndex  # noqa: E402
+from docid.io import atomic_write_text
+from dsi.config import AddConfig, IndexConfig, ModelConfig, TrainConfig
+from dsi.data import Corpus, load_corpus, load_qrels, load_queries
+from dsi.index import GenerativeIndex, TrainingQueries
+from dsi.kinds import load_index
+from dsi.metrics import per_query
+from dsi.retriever import Retriever
+from dsi.seal import NgramGenerativeIndex
 
 log = logging.getLogger("continual")
 ROOT = Path(__file__).resolve().parents[1]

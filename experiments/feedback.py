@@ -1,7 +1,7 @@
 """Generative pseudo-relevance feedback: dev nDCG@10 by how many documents the model reads, how
 many of its words are kept and how much they weigh.
 
-    python experiments/feedback.py --results experiments/results/levers   # after quality.py
+    python -m experiments.feedback --results experiments/results/levers   # after quality.py
 
 For each finished copying run of ``experiments/quality.py`` whose model is kept (no more
 training), the dev queries are decoded once and ranked without feedback and with each setting of
@@ -21,20 +21,14 @@ import dataclasses
 import itertools
 import json
 import logging
-import sys
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import quality  # noqa: E402
-import word_weight  # noqa: E402
-
-from docid.words import WordIndex, analyze  # noqa: E402
-from dsi.bm25 import BM25Retriever  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
-from dsi.metrics import evaluate_run  # noqa: E402
-from dsi.seal import NgramRetriever, SealOptions  # noqa: E402
+from docid.io import atomic_write_text
+from docid.words import WordIndex, analyze
+from dsi.bm25 import BM25Retriever
+from dsi.metrics import evaluate_run
+from dsi.seal import NgramRetriever, SealOptions
+from experiments import quality, word_weight
 
 log = logging.getLogger("feedback")
 OFF = "off"
@@ -143,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_text(args.results / "feedback.json", json.dumps(payload, indent=2) + "\n")
     keys = [OFF] + [label(s) for s in GRID]
     lines = [
-        "# Dev nDCG@10 by feedback setting (`python experiments/feedback.py`)",
+        "# Dev nDCG@10 by feedback setting (`python -m experiments.feedback`)",
         "",
         "F: documents read, T: words kept, mu: their weight against the first ranking's best.",
         "",

@@ -1,6 +1,6 @@
 """What ranking by the tokenizer's pieces can reach: BM25 over query pieces, no model involved.
 
-    python experiments/lexical_ceiling.py                 # SciFact and Cranfield, dev queries
+    python -m experiments.lexical_ceiling                 # SciFact and Cranfield, dev queries
 
 An n-gram model that copied every query piece perfectly would rank like this BM25 over
 sentencepiece pieces (``docid.ngram.bm25_score`` with every query piece at probability 1),
@@ -15,20 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import quality  # noqa: E402
-
-from docid.ngram import bm25_score  # noqa: E402
-from dsi.bm25 import BM25Retriever  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
-from dsi.metrics import evaluate_run  # noqa: E402
-from dsi.model import train_tokenizer  # noqa: E402
-from trie.fmindex import NgramIndex  # noqa: E402
+from docid.io import atomic_write_text
+from docid.ngram import bm25_score
+from dsi.bm25 import BM25Retriever
+from dsi.metrics import evaluate_run
+from dsi.model import train_tokenizer
+from experiments import quality
+from trie.fmindex import NgramIndex
 
 log = logging.getLogger("lexical_ceiling")
 
@@ -64,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Sentencepiece unigram tokenizers of {args.vocab_size} pieces trained on the corpus "
         "(and training queries) as `dsi index` trains them; seed "
-        f"{args.seed}. `python experiments/lexical_ceiling.py`",
+        f"{args.seed}. `python -m experiments.lexical_ceiling`",
         "",
         "| dataset | ranking | nDCG@10 | Hits@1 | Hits@10 | Recall@100 |",
         "|---|---|---|---|---|---|",

@@ -1,6 +1,6 @@
 """How sure are the differences between retrievers: paired bootstrap over the queries.
 
-    python experiments/paired.py        # after experiments/quality.py (its finished runs)
+    python -m experiments.paired        # after experiments/quality.py (its finished runs)
 
 The dev and test splits are small (SciFact 150 / 300 queries, Cranfield 45 / 180), so a
 difference of a point of nDCG@10 may be the draw of the queries, or of the training seed. For
@@ -20,19 +20,14 @@ import argparse
 import gc
 import json
 import logging
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import quality  # noqa: E402
-
-from dsi.bm25 import BM25Retriever  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
-from dsi.metrics import per_query  # noqa: E402
+from docid.io import atomic_write_text
+from dsi.bm25 import BM25Retriever
+from dsi.metrics import per_query
+from experiments import quality
 
 log = logging.getLogger("paired")
 METRICS = ("nDCG@10", "Hits@10")
@@ -161,7 +156,7 @@ def report(rows: list[dict[str, Any]], args) -> str:
     lines = [
         "# Paired differences between retrievers, with 95% bootstrap intervals over the queries",
         "",
-        f"`python experiments/paired.py` ({args.resamples} resamples, seed {args.seed}): the runs "
+        f"`python -m experiments.paired` ({args.resamples} resamples, seed {args.seed}): the runs "
         "of experiments/quality.py, ranked again. *not above*: the share of resamples in which "
         "the first retriever does not beat the second. Seed groups average a configuration's "
         f"runs per query: {groups}.",

@@ -1,7 +1,7 @@
 """Quality of the generative retrievers against BM25 on SciFact and Cranfield, from scratch on CPU.
 
-    python experiments/quality.py                       # every dataset and configuration
-    python experiments/quality.py --datasets scifact --configs default salient30 --minutes 30
+    python -m experiments.quality                       # every dataset and configuration
+    python -m experiments.quality --datasets scifact --configs default salient30 --minutes 30
 
 Protocol (fixed seed): SciFact's 809 training queries are split into ``train`` (659) and ``dev``
 (150); every configuration trains on the corpus and ``train`` only. Cranfield has no training
@@ -38,16 +38,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dsi.bm25 import BM25Retriever  # noqa: E402
-from dsi.config import IndexConfig  # noqa: E402
-from dsi.data import load_corpus, load_qrels, load_queries  # noqa: E402
-from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
-from dsi.metrics import evaluate_run  # noqa: E402
-from dsi.retriever import Retriever  # noqa: E402
-from dsi.seal import (  # noqa: E402
+from docid.io import atomic_write_text
+from dsi.bm25 import BM25Retriever
+from dsi.config import IndexConfig
+from dsi.data import load_corpus, load_qrels, load_queries
+from dsi.index import GenerativeIndex, TrainingQueries
+from dsi.metrics import evaluate_run
+from dsi.retriever import Retriever
+from dsi.seal import (
     Generation,
     NgramGenerativeIndex,
     NgramRetriever,

@@ -1,6 +1,6 @@
 """Where the generative retriever wins and loses against BM25: documents with training queries or not.
 
-    python experiments/seen_documents.py        # after experiments/quality.py (SciFact, default)
+    python -m experiments.seen_documents        # after experiments/quality.py (SciFact, default)
 
 Splits SciFact's dev and test queries by whether one of their relevant documents is also the
 relevant document of a training query (the model has learnt queries for it), and evaluates the
@@ -14,16 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import quality  # noqa: E402
-
-from dsi.bm25 import BM25Retriever  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
-from dsi.metrics import evaluate_run  # noqa: E402
+from docid.io import atomic_write_text
+from dsi.bm25 import BM25Retriever
+from dsi.metrics import evaluate_run
+from experiments import quality
 
 log = logging.getLogger("seen_documents")
 
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         "# SciFact: queries whose relevant document has training queries, and the others",
         "",
         f"`{args.config}` of experiments/quality.py (seed {args.seed}) against BM25; "
-        "`python experiments/seen_documents.py`",
+        "`python -m experiments.seen_documents`",
         "",
         "| split | relevant document | queries | model nDCG@10 | BM25 nDCG@10 | model Hits@10 "
         "| BM25 Hits@10 |",

@@ -1,6 +1,6 @@
 """How much the words of the generated n-grams should weigh, with and without training queries.
 
-    python experiments/word_weight.py   # after experiments/quality.py (its finished runs)
+    python -m experiments.word_weight   # after experiments/quality.py (its finished runs)
 
 For each finished copying run of ``experiments/quality.py`` whose model is kept (no more
 training), the dev queries are decoded once and documents ranked by the BM25 over the n-grams
@@ -17,19 +17,14 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import quality  # noqa: E402
-
-from docid.ngram import best_first  # noqa: E402
-from dsi.io import atomic_write_text  # noqa: E402
-from dsi.metrics import evaluate_run  # noqa: E402
-from dsi.seal import NgramRetriever  # noqa: E402
+from docid.io import atomic_write_text
+from docid.ngram import best_first
+from dsi.metrics import evaluate_run
+from dsi.seal import NgramRetriever
+from experiments import quality
 
 log = logging.getLogger("word_weight")
 WEIGHTS = (0.0, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -105,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"weights": WEIGHTS, "dev_nDCG@10": rows, "without_queries": choice}
     atomic_write_text(args.results / "word_weight.json", json.dumps(payload, indent=2) + "\n")
     lines = [
-        "# Dev nDCG@10 by the weight of the n-grams' words (`python experiments/word_weight.py`)",
+        "# Dev nDCG@10 by the weight of the n-grams' words (`python -m experiments.word_weight`)",
         "",
         "| run | " + " | ".join(f"w = {w}" for w in WEIGHTS) + f" | {WORDS_ALONE} |",
         "|---|" + "---|" * (len(WEIGHTS) + 1),

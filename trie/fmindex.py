@@ -21,7 +21,7 @@ pinned outside it. Document ids come from ``np.searchsorted`` of the
 positions against the document start offsets.
 
 Why a suffix array and not the PyPI ``fm-index`` package (Rust), measured with
-``python bench/fmindex_bench.py`` on the project's 2-core machine. ``fm-index``'s ``FMIndex``
+``python -m bench.fmindex_bench`` on the project's 2-core machine. ``fm-index``'s ``FMIndex``
 works on ``str`` (token ids mapped to code points); it has ``count`` and ``locate`` but no way to
 list the symbols that extend a pattern, so its next-token lookup must locate every occurrence
 and read the following token from a separate token array. Times are ms per batch of 100
@@ -71,7 +71,7 @@ from pathlib import Path
 import numpy as np
 from pydivsufsort import divsufsort
 
-from dsi.io import atomic_open, atomic_write_bytes
+from docid.io import atomic_open, atomic_write_bytes
 
 FORMAT = "dsi-ngram-index"
 VERSION = 1

@@ -146,7 +146,7 @@ def test_config_updated_applies_dotted_settings_and_refuses_unknown_ones():
 
 
 def test_load_index_opens_either_kind(saved_index, tmp_path):
-    from dsi.index import load_index
+    from dsi.kinds import load_index
     from dsi.seal import NgramGenerativeIndex
 
     assert isinstance(load_index(saved_index), GenerativeIndex)

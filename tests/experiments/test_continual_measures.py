@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
-
-import continual  # noqa: E402
+from experiments import continual
 
 
 def _step(per_task: list[float | None], updates: int) -> dict:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
-
-import paired  # noqa: E402
+from experiments import paired
 
 
 def test_equal_retrievers_differ_by_nothing():

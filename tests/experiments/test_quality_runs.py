@@ -4,17 +4,13 @@ dev points of a run resumed from its checkpoint."""
 from __future__ import annotations
 
 import json
-import sys
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
-
-import quality  # noqa: E402
-
-from dsi.config import IndexConfig  # noqa: E402
+from dsi.config import IndexConfig
+from experiments import quality
 
 
 def _fingerprint(settings: dict) -> dict:

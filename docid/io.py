@@ -1,6 +1,9 @@
 """Atomic writes and checksums: nothing half-written is ever visible under its final name.
 
-Shared by ``dsi``, ``docid`` and ``trie``; it imports nothing but the standard library.
+Shared by ``docid``, ``trie`` and ``dsi``. It lives in ``docid``, the lowest layer, because
+every layer writes files and a layer may only import from itself and the layers below it
+(``docid`` < ``trie`` < ``dsi``; tests/test_imports.py). It imports nothing but the standard
+library.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Benchmarks of dsi, run from the repository root: ``python -m bench.decode_bench``."""

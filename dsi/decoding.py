@@ -1,0 +1,91 @@
+"""Constrained beam search: what the retrievers of every identifier kind share.
+
+``dsi.retriever.Retriever`` (docids, decoded under the docid trie) and
+``dsi.seal.NgramRetriever`` (corpus n-grams, decoded under the n-gram index) both build on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+
+# transformers fills the slots of beams that found no hypothesis with a score of -1e9.
+EMPTY_SLOT = -1e8
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved document: its id and its score, higher is better (the log-probability of
+    its docid, or for n-gram identifiers the BM25 of what the model generated)."""
+
+    doc_id: str
+    score: float
+
+
+class DecodingError(RuntimeError):
+    """Constrained decoding produced something that is not a docid of the index."""
+
+
+def constrained_generate(
+    model, enc, beams: int, max_new_tokens: int, processor, length_penalty: float = 0.0
+) -> tuple[list[list[int]], list[float]]:
+    """``beams`` decoded sequences per input (without the start token) and their log-probabilities.
+
+    With one beam transformers decodes greedily and returns no sequence scores, so they are summed
+    from the raw logits; ``processor`` must then not mask in place (it would mask those logits).
+    """
+    greedy = beams == 1
+    out = model.generate(
+        **enc,
+        num_beams=beams,
+        num_return_sequences=beams,
+        max_new_tokens=max_new_tokens,
+        logits_processor=LogitsProcessorList([processor]),
+        do_sample=False,
+        output_logits=greedy,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **({} if greedy else {"length_penalty": length_penalty, "early_stopping": True}),
+    )
+    if not greedy:
+        scores = out.sequences_scores
+    else:
+        # Log-probabilities over the whole vocabulary, as beam search scores them.
+        generated = out.sequences[:, 1:]
+        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1)
+        steps = logprobs.gather(2, generated.unsqueeze(-1)).squeeze(-1)
+        is_eos = (generated == model.config.eos_token_id).long()
+        after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0  # padding after the first EOS
+        scores = steps.masked_fill(after_eos, 0.0).sum(dim=1)
+    return out.sequences[:, 1:].tolist(), scores.tolist()
+
+
+class ConstrainedRetriever:
+    """An index's model on a device, with the logits processors that constrain its decoding.
+
+    Subclasses choose the constraint (``_make_processors``) and rank what is decoded (``search``).
+    """
+
+    def __init__(
+        self,
+        index: Any,
+        device: str | torch.device | None = None,
+        num_beams: int | None = None,
+        length_penalty: float = 0.0,
+    ) -> None:
+        self.index = index
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = index.model.to(self.device).eval()
+        self.num_beams = num_beams or index.config.num_beams
+        # 0.0 ranks by the summed log-probability, i.e. the probability of the whole docid.
+        self.length_penalty = length_penalty
+        cfg = self.model.config
+        self._eos = cfg.eos_token_id
+        self._pad = cfg.pad_token_id
+        self._make_processors()
+
+    def _make_processors(self) -> None:
+        raise NotImplementedError

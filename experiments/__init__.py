@@ -1,0 +1,1 @@
+"""Measurements of dsi, run from the repository root: ``python -m experiments.quality``."""
