@@ -8,6 +8,7 @@ import logging
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -191,20 +192,40 @@ def _parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- index
 def _cmd_index(args: argparse.Namespace) -> int:
+    from dsi.index import INDEX_KIND, WORK_KIND
+
+    config = _read_config(args)
+    output = Path(args.output)
+    work_dir = output.parent / f".{output.name}.work"
+    # Under `accelerate launch` every process runs this; PartialState says which one we are.
+    state = _process_state()
+    # Before any work: refuse what dsi did not write, and keep a second writer out. All
+    # processes check; the main one holds the locks for them all.
+    with _claimed([(output, INDEX_KIND), (work_dir, WORK_KIND)], lock=state.is_main_process):
+        return _index(args, config, output, work_dir, state)
+
+
+def _claimed(paths: list[tuple[Path, Any]], lock: bool = True) -> ExitStack:
+    """Hold :func:`dsi.guard.claim` of every (path, kind) until the returned stack closes."""
+    from dsi.guard import claim
+
+    stack = ExitStack()
+    with stack:
+        for path, kind in paths:
+            stack.enter_context(claim(path, kind, lock=lock))
+        return stack.pop_all()
+
+
+def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, state) -> int:
     from dsi.config import IndexConfig
     from dsi.data import load_corpus
     from dsi.index import GenerativeIndex
 
-    config = _read_config(args)
-    output = Path(args.output)
     corpus = load_corpus(args.corpus, skip_empty=args.skip_empty)
     log.info("Loaded %d documents from %s.", len(corpus.doc_ids), args.corpus)
     training = _training_queries(args)
     assert isinstance(config, IndexConfig)
-    work_dir = output.parent / f".{output.name}.work"
     started = time.monotonic()
-    # Under `accelerate launch` every process runs this; PartialState says which one we are.
-    state = _process_state()
     builder: Any = GenerativeIndex
     prepare = _prepare_work_dir
     if config.docids == "ngram":  # SEAL: n-gram identifiers, a model without docid symbols
@@ -309,7 +330,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     from dsi.config import AddConfig
     from dsi.data import load_corpus
-    from dsi.index import load_index
+    from dsi.index import INDEX_KIND, WORK_KIND, load_index
 
     if PartialState().num_processes > 1:
         raise ValueError("dsi add runs in a single process; start it without accelerate launch.")
@@ -338,16 +359,17 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     source = Path(args.index)
     output = Path(args.output) if args.output else source
-    corpus = load_corpus(args.corpus)
-    log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
-    training = _training_queries(args)
-    # The old index is only read here; it is replaced (or --output written) once complete.
-    index = load_index(source)
     work_dir = output.parent / f".{output.name}.add.work"
-    started = time.monotonic()
-    entry = index.add(corpus, training, config, work_dir=work_dir, progress_bar=not args.quiet)
-    index.save(output)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    with _claimed([(output, INDEX_KIND), (work_dir, WORK_KIND)]):
+        corpus = load_corpus(args.corpus)
+        log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
+        training = _training_queries(args)
+        # The old index is only read here; it is replaced (or --output written) once complete.
+        index = load_index(source)
+        started = time.monotonic()
+        entry = index.add(corpus, training, config, work_dir=work_dir, progress_bar=not args.quiet)
+        index.save(output)
+        shutil.rmtree(work_dir, ignore_errors=True)
     print(
         json.dumps(
             {
@@ -389,7 +411,7 @@ def _training_queries(args: argparse.Namespace):
 # -------------------------------------------------------------------------- search
 def _cmd_search(args: argparse.Namespace) -> int:
     from dsi.data import load_queries
-    from dsi.retriever import Retriever
+    from dsi.retriever import Retriever, check_queries
 
     if args.queries:
         items = list(load_queries(args.queries).items())
@@ -397,6 +419,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         items = [(None, q) for q in args.query]
     if not items:
         raise ValueError("Give queries as arguments or with --queries FILE.")
+    check_queries([q for _, q in items])  # before the index loads: a blank query is a mistake
     retriever = Retriever.load(args.index, device=args.device)
     results = retriever.search(
         [q for _, q in items], k=args.k, batch_size=args.batch_size, num_beams=args.num_beams

@@ -31,6 +31,19 @@ class Hit:
     score: float
 
 
+def check_queries(queries: Sequence[str]) -> None:
+    """Refuse what no search can answer: a bare string, a query that is not a string, and an
+    empty or whitespace-only query (it would still rank documents, by nothing)."""
+    if isinstance(queries, str):
+        raise TypeError("search() takes a list of queries; wrap a single query in a list.")
+    for i, query in enumerate(queries):
+        if not isinstance(query, str):
+            raise TypeError(f"Query {i} is a {type(query).__name__}, not a string.")
+        if not query.strip():
+            kind = "empty" if not query else "only whitespace"
+            raise ValueError(f"Query {i} is {kind}; give something to search for.")
+
+
 class DecodingError(RuntimeError):
     """Constrained decoding produced something that is not a docid of the index."""
 
@@ -138,14 +151,13 @@ class Retriever:
         batch_size: int = 32,
         num_beams: int | None = None,
     ) -> list[list[Hit]]:
-        """For each query, up to ``k`` distinct documents, best first."""
-        if isinstance(queries, str):
-            raise TypeError("search() takes a list of queries; wrap a single query in a list.")
+        """For each query, up to ``k`` distinct documents, best first.
+
+        An empty or whitespace-only query raises ``ValueError`` (:func:`check_queries`).
+        """
+        check_queries(queries)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
-        bad = [i for i, q in enumerate(queries) if not isinstance(q, str)]
-        if bad:
-            raise TypeError(f"Query {bad[0]} is a {type(queries[bad[0]]).__name__}, not a string.")
         k = min(k, self.num_docs)
         beams = max(num_beams or self.num_beams, k)
         results: list[list[Hit]] = []

@@ -28,12 +28,15 @@ from tqdm.auto import tqdm
 from dsi.averaging import WeightAverage
 from dsi.config import TrainConfig
 from dsi.examples import ExampleSet
+from dsi.guard import Kind
 from dsi.io import atomic_write_text, publish_dir, published, staging_dir
 from dsi.sam import SAM
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
+# A checkpoint folder is recognised by its state.json, which is written last.
+CHECKPOINT_KIND = Kind("a training checkpoint", "state.json")
 AVERAGE_FILE = "weight_average.safetensors"
 
 
@@ -343,7 +346,7 @@ def _save_checkpoint(
         "torch_rng": torch.get_rng_state().tolist(),
     }
     atomic_write_text(stage / "state.json", json.dumps(meta))
-    publish_dir(stage, directory)
+    publish_dir(stage, directory, kind=CHECKPOINT_KIND)
 
 
 def _load_checkpoint(directory: Path, model, optimizer) -> _Position:

@@ -134,7 +134,7 @@ def test_health_names_the_index(http, index_dir) -> None:
 
 @pytest.mark.parametrize("k", [1, 3, 5, 20])
 def test_search_equals_retriever_search(http, reference, corpus, k) -> None:
-    queries = [*corpus.texts[:5], "", "unrelated words entirely", "Zürich – 東京 ✓"]
+    queries = [*corpus.texts[:5], "\u2207", "unrelated words entirely", "Zürich – 東京 ✓"]
     reply = http.post("/search", json={"queries": queries, "k": k})
     assert reply.status_code == 200, reply.text
     results = reply.json()["results"]
