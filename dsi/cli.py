@@ -8,7 +8,6 @@ import logging
 import shutil
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +191,8 @@ def _parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- index
 def _cmd_index(args: argparse.Namespace) -> int:
-    from dsi.index import INDEX_KIND, WORK_KIND
+    from dsi.guard import claim
+    from dsi.index import WORK_KIND, claim_index
 
     config = _read_config(args)
     output = Path(args.output)
@@ -201,19 +201,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     state = _process_state()
     # Before any work: refuse what dsi did not write, and keep a second writer out. All
     # processes check; the main one holds the locks for them all.
-    with _claimed([(output, INDEX_KIND), (work_dir, WORK_KIND)], lock=state.is_main_process):
+    lock = state.is_main_process
+    with claim_index(output, lock=lock), claim(work_dir, WORK_KIND, lock=lock):
         return _index(args, config, output, work_dir, state)
-
-
-def _claimed(paths: list[tuple[Path, Any]], lock: bool = True) -> ExitStack:
-    """Hold :func:`dsi.guard.claim` of every (path, kind) until the returned stack closes."""
-    from dsi.guard import claim
-
-    stack = ExitStack()
-    with stack:
-        for path, kind in paths:
-            stack.enter_context(claim(path, kind, lock=lock))
-        return stack.pop_all()
 
 
 def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, state) -> int:
@@ -330,7 +320,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     from dsi.config import AddConfig
     from dsi.data import load_corpus
-    from dsi.index import INDEX_KIND, WORK_KIND, load_index
+    from dsi.guard import claim
+    from dsi.index import WORK_KIND, claim_index, load_index
 
     if PartialState().num_processes > 1:
         raise ValueError("dsi add runs in a single process; start it without accelerate launch.")
@@ -360,7 +351,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     source = Path(args.index)
     output = Path(args.output) if args.output else source
     work_dir = output.parent / f".{output.name}.add.work"
-    with _claimed([(output, INDEX_KIND), (work_dir, WORK_KIND)]):
+    with claim_index(output), claim(work_dir, WORK_KIND):
         corpus = load_corpus(args.corpus)
         log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
         training = _training_queries(args)
@@ -436,9 +427,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
     from dsi.data import load_qrels, load_queries
-    from dsi.metrics import evaluate_run, write_trec_run
+    from dsi.guard import ensure_replaceable
+    from dsi.metrics import RUN_FILE, evaluate_run, write_trec_run
     from dsi.retriever import Retriever
 
+    run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
+    bm25_file = run_file.with_name(run_file.stem + ".bm25.trec")
+    for path in (run_file, bm25_file) if args.bm25 else (run_file,):
+        ensure_replaceable(path, RUN_FILE)  # before the search: never overwrite a user's file
     queries = load_queries(args.queries)
     qrels = load_qrels(args.qrels)
     judged = [qid for qid in queries if qid in qrels]
@@ -446,7 +442,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"None of the queries in {args.queries} has judgements in {args.qrels}.")
     texts = [queries[qid] for qid in judged]
     retriever = Retriever.load(args.index, device=args.device)
-    run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
 
     started = time.monotonic()
     results = retriever.search(
@@ -470,7 +465,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         bm25 = BM25Retriever()
         bm25.index(retriever.index.corpus)
         bm25_run = dict(zip(judged, bm25.search(texts, k=args.k), strict=True))
-        bm25_file = run_file.with_name(run_file.stem + ".bm25.trec")
         write_trec_run(bm25_run, bm25_file, tag="bm25")
         report["bm25"] = evaluate_run(bm25_run, qrels)
         report["bm25_run_file"] = str(bm25_file)

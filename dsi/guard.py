@@ -5,7 +5,9 @@ Two guards for every folder dsi writes (an index, a work directory, a checkpoint
 - :func:`ensure_replaceable` refuses a path where something stands that dsi did not write: a
   folder that is not of the expected :class:`Kind` (recognised by its marker file), a file, a
   symbolic link (to anything) or a special file. Nothing at the path, or an empty folder, may be
-  written. The refusal is one sentence naming the path and what stands there; nothing is moved.
+  written. A :class:`FileKind` (a run file) may replace an empty file or one of its kind (by its
+  first line), never a folder. The refusal is one sentence naming the path and what stands
+  there; nothing is moved.
 - :func:`writer_lock` lets one writer at a time hold a path: an exclusive ``flock`` on a lock
   file beside it (``.<name>.lock``) that names the holder's pid. The operating system releases
   it when the holder dies, however it dies; a lock file left by a killed process is reused.
@@ -22,7 +24,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +63,30 @@ class Kind:
         return None
 
 
-def what_stands(path: Path, kind: Kind) -> str | None:
-    """None when ``path`` may be (re)written as ``kind``: nothing is there, an empty folder or
-    a folder of ``kind``; otherwise what stands there, as words for a sentence."""
+@dataclass(frozen=True)
+class FileKind:
+    """A kind of file dsi writes whole: recognised by its first line (``first_line(text)``)."""
+
+    name: str  # as in a sentence: "a TREC run file"
+    first_line: Callable[[str], bool]
+
+    def mismatch(self, file: Path) -> str | None:
+        """None when ``file`` is empty or of this kind, else why not, as a few words."""
+        with open(file, "rb") as handle:
+            head = handle.readline(1 << 16)
+        if not head.strip():
+            return None
+        try:
+            line = head.decode("utf-8")
+        except UnicodeDecodeError:
+            return "it is not UTF-8 text"
+        return None if self.first_line(line) else "its first line is not one of its lines"
+
+
+def what_stands(path: Path, kind: Kind | FileKind) -> str | None:
+    """None when ``path`` may be (re)written as ``kind``: nothing is there, or an empty folder
+    or a folder of ``kind`` (for a :class:`FileKind`: an empty file or a file of ``kind``);
+    otherwise what stands there, as words for a sentence."""
     path = Path(path)
     try:
         info = os.lstat(path)
@@ -74,26 +97,32 @@ def what_stands(path: Path, kind: Kind) -> str | None:
     if stat.S_ISLNK(info.st_mode):
         return f"a symbolic link (to {os.readlink(path)})"
     if stat.S_ISREG(info.st_mode):
-        return f"a file of {info.st_size} bytes"
+        why = kind.mismatch(path) if isinstance(kind, FileKind) else "dsi writes a folder there"
+        if why is None:
+            return None
+        return f"a file of {info.st_size} bytes that is not {kind.name} ({why})"
     if not stat.S_ISDIR(info.st_mode):
         return "a special file (a pipe, socket or device)"
     entries = len(os.listdir(path))
+    noun = "entry" if entries == 1 else "entries"
+    if isinstance(kind, FileKind):
+        return f"a folder of {entries} {noun}"
     if entries == 0:
         return None
     why = kind.mismatch(path)
     if why is None:
         return None
-    noun = "entry" if entries == 1 else "entries"
     return f"a folder of {entries} {noun} that is not {kind.name} ({why})"
 
 
-def ensure_replaceable(path: Path, kind: Kind) -> None:
+def ensure_replaceable(path: Path, kind: Kind | FileKind) -> None:
     """Raise :class:`PathRefused` unless :func:`what_stands` allows writing ``kind`` at ``path``."""
     found = what_stands(path, kind)
     if found is not None:
+        empty = "an empty file" if isinstance(kind, FileKind) else "an empty folder"
         raise PathRefused(
             f"Refusing to write {kind.name} at {path}: {found} stands there, and dsi replaces "
-            f"only {kind.name} or an empty folder; choose another path or remove it yourself."
+            f"only {kind.name} or {empty}; choose another path or remove it yourself."
         )
 
 

@@ -28,7 +28,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +43,14 @@ from dsi.config import AddConfig, GeneratorConfig, IndexConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
 from dsi.guard import Kind, claim, ensure_replaceable, writer_lock
-from dsi.io import atomic_write_text, publish_dir, published, sha256_file, staging_dir
+from dsi.io import (
+    atomic_write_text,
+    backup_path,
+    publish_dir,
+    published,
+    sha256_file,
+    staging_dir,
+)
 from dsi.model import (
     build_model,
     grow_vocabulary,
@@ -91,6 +99,15 @@ class TrainingQueries:
                 if grade > 0 and doc_id in known_doc_ids:
                     out.append((self.queries[qid], doc_id))
         return out
+
+
+@contextmanager
+def claim_index(directory: Path, lock: bool = True) -> Iterator[None]:
+    """Hold ``directory`` to write an index there (:func:`dsi.guard.claim`): refused when
+    something but an index stands there or at its backup name, or another process writes it."""
+    with claim(directory, INDEX_KIND, lock=lock):
+        ensure_replaceable(backup_path(directory), INDEX_KIND)
+        yield
 
 
 def holds_work_dir(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -371,7 +388,7 @@ class GenerativeIndex:
     def save(self, directory: str | Path) -> Path:
         """Write the index to ``directory``; an existing index there is replaced only when complete."""
         directory = Path(directory)
-        with claim(directory, INDEX_KIND):
+        with claim_index(directory):
             stage = staging_dir(directory)
             try:
                 self.config.save(stage / "config.json")

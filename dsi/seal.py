@@ -48,10 +48,8 @@ from docid.words import WordIndex, analyze
 from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, mix_examples, retrieval_examples
-from dsi.guard import claim
 from dsi.index import (
     GENERATOR_DIR,
-    INDEX_KIND,
     TRAINING_QUERIES_FILE,
     IndexLoadError,
     TrainingQueries,
@@ -64,6 +62,7 @@ from dsi.index import (
     add_order,
     build_entry,
     check_new_documents,
+    claim_index,
     generative_memory,
     holds_work_dir,
     kept_generator,
@@ -591,7 +590,7 @@ class NgramGenerativeIndex:
     def save(self, directory: str | Path) -> Path:
         """Write the index to ``directory``; an existing index there is replaced only when complete."""
         directory = Path(directory)
-        with claim(directory, INDEX_KIND):
+        with claim_index(directory):
             stage = staging_dir(directory)
             try:
                 self.config.save(stage / "config.json")

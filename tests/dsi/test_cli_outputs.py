@@ -102,7 +102,8 @@ def test_index_keeps_the_users_folder(tmp_path, record_property) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", ["file", "link-to-folder", "link-to-index", "work-dir-file", "work-dir-folder"]
+    "case",
+    ["file", "link-to-folder", "link-to-index", "work-dir-file", "work-dir-folder", "backup"],
 )
 def test_index_refuses_what_is_not_its_own(
     tmp_path, built, case, capsys, caplog, record_property
@@ -119,6 +120,9 @@ def test_index_refuses_what_is_not_its_own(
     elif case == "link-to-index":
         out.symlink_to(built)
         needles.append(f"a symbolic link (to {built})")
+    elif case == "backup":  # the name publishing moves an old index to holds the user's folder
+        backup = user_folder(tmp_path / ".out.previous")
+        needles = [str(backup), "not a dsi index"]
     else:
         work = tmp_path / ".out.work"
         if case == "work-dir-file":
@@ -244,3 +248,14 @@ def test_index_refuses_a_control_character_in_an_id(tmp_path, capsys, record_pro
     err = capsys.readouterr().err
     assert "docs.jsonl line 2: doc id 'b\\x00c' contains the control character U+0000" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
+def test_eval_keeps_a_users_file_given_as_run_file(built, tmp_path, capsys, caplog) -> None:
+    (tmp_path / "q.jsonl").write_text('{"_id": 1, "text": "river stone"}\n')
+    (tmp_path / "qrels.tsv").write_text("1\t100\t1\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(NOTES)
+    args = ["eval", "--index", str(built), "--queries", str(tmp_path / "q.jsonl")]
+    args += ["--qrels", str(tmp_path / "qrels.tsv"), "--run-file", str(notes)]
+    refused(args, tmp_path, capsys, caplog, str(notes), "not a TREC run file")
+    assert notes.read_bytes() == NOTES
