@@ -386,7 +386,12 @@ class GenerativeIndex:
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        """Write the index to ``directory``; an existing index there is replaced only when complete."""
+        """Write the index to ``directory``; an existing index there is replaced only when complete.
+
+        Anything there but an index or an empty folder is refused before any writing
+        (:class:`dsi.guard.PathRefused`), and so is a directory another process is writing
+        (:class:`dsi.guard.WriterBusy`): the directory's writer lock is held meanwhile.
+        """
         directory = Path(directory)
         with claim_index(directory):
             stage = staging_dir(directory)
