@@ -250,7 +250,9 @@ def test_index_refuses_a_control_character_in_an_id(tmp_path, capsys, record_pro
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
 
 
-def test_eval_keeps_a_users_file_given_as_run_file(built, tmp_path, capsys, caplog) -> None:
+def test_eval_keeps_a_users_file_given_as_run_file(
+    built, tmp_path, capsys, caplog, record_property
+) -> None:
     (tmp_path / "q.jsonl").write_text('{"_id": 1, "text": "river stone"}\n')
     (tmp_path / "qrels.tsv").write_text("1\t100\t1\n")
     notes = tmp_path / "notes.txt"
@@ -258,4 +260,5 @@ def test_eval_keeps_a_users_file_given_as_run_file(built, tmp_path, capsys, capl
     args = ["eval", "--index", str(built), "--queries", str(tmp_path / "q.jsonl")]
     args += ["--qrels", str(tmp_path / "qrels.tsv"), "--run-file", str(notes)]
     refused(args, tmp_path, capsys, caplog, str(notes), "not a TREC run file")
+    record_property("bad_inputs", 1)
     assert notes.read_bytes() == NOTES
