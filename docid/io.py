@@ -3,7 +3,7 @@
 Shared by ``docid``, ``trie`` and ``dsi``. It lives in ``docid``, the lowest layer, because
 every layer writes files and a layer may only import from itself and the layers below it
 (``docid`` < ``trie`` < ``dsi``; tests/test_imports.py). It imports nothing but the standard
-library.
+library and :mod:`docid.guard` (standard library only too).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from docid.guard import Kind, ensure_replaceable
 
 
 @contextmanager
@@ -73,13 +75,17 @@ def backup_path(final: Path) -> Path:
     return final.parent / f".{final.name}.previous"
 
 
-def publish_dir(staged: Path, final: Path) -> None:
+def publish_dir(staged: Path, final: Path, *, kind: Kind) -> None:
     """Replace ``final`` by the complete directory ``staged``.
 
     POSIX cannot atomically swap two non-empty directories, so the old one is first renamed to a
     backup; if the process dies between the two renames, loading falls back to that backup.
+    Only a folder of ``kind`` (or nothing, or an empty folder) at ``final`` or at its backup is
+    replaced: anything else raises :class:`docid.guard.PathRefused` before anything moves.
     """
     staged, final = Path(staged), Path(final)
+    ensure_replaceable(final, kind)
+    ensure_replaceable(backup_path(final), kind)
     fsync_tree(staged)
     backup = backup_path(final)
     if backup.exists() and final.exists():

@@ -191,20 +191,31 @@ def _parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- index
 def _cmd_index(args: argparse.Namespace) -> int:
+    from docid.guard import claim
+    from dsi.index import WORK_KIND, claim_index
+
+    config = _read_config(args)
+    output = Path(args.output)
+    work_dir = output.parent / f".{output.name}.work"
+    # Under `accelerate launch` every process runs this; PartialState says which one we are.
+    state = _process_state()
+    # Before any work: refuse what dsi did not write, and keep a second writer out. All
+    # processes check; the main one holds the locks for them all.
+    lock = state.is_main_process
+    with claim_index(output, lock=lock), claim(work_dir, WORK_KIND, lock=lock):
+        return _index(args, config, output, work_dir, state)
+
+
+def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, state) -> int:
     from dsi.config import IndexConfig
     from dsi.data import load_corpus
     from dsi.kinds import index_class, prepare_work_dir
 
-    config = _read_config(args)
-    output = Path(args.output)
     corpus = load_corpus(args.corpus, skip_empty=args.skip_empty)
     log.info("Loaded %d documents from %s.", len(corpus.doc_ids), args.corpus)
     training = _training_queries(args)
     assert isinstance(config, IndexConfig)
-    work_dir = output.parent / f".{output.name}.work"
     started = time.monotonic()
-    # Under `accelerate launch` every process runs this; PartialState says which one we are.
-    state = _process_state()
     builder: Any = index_class(config.docids)
     if state.num_processes > 1:
         prepare_work_dir(state, corpus, config, training, work_dir)
@@ -287,8 +298,10 @@ def _merge(base: dict, update: dict) -> None:
 def _cmd_add(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
+    from docid.guard import claim
     from dsi.config import AddConfig
     from dsi.data import load_corpus
+    from dsi.index import WORK_KIND, claim_index
     from dsi.kinds import load_index
 
     if PartialState().num_processes > 1:
@@ -318,16 +331,17 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     source = Path(args.index)
     output = Path(args.output) if args.output else source
-    corpus = load_corpus(args.corpus)
-    log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
-    training = _training_queries(args)
-    # The old index is only read here; it is replaced (or --output written) once complete.
-    index = load_index(source)
     work_dir = output.parent / f".{output.name}.add.work"
-    started = time.monotonic()
-    entry = index.add(corpus, training, config, work_dir=work_dir, progress_bar=not args.quiet)
-    index.save(output)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    with claim_index(output), claim(work_dir, WORK_KIND):
+        corpus = load_corpus(args.corpus)
+        log.info("Loaded %d new documents from %s.", len(corpus.doc_ids), args.corpus)
+        training = _training_queries(args)
+        # The old index is only read here; it is replaced (or --output written) once complete.
+        index = load_index(source)
+        started = time.monotonic()
+        entry = index.add(corpus, training, config, work_dir=work_dir, progress_bar=not args.quiet)
+        index.save(output)
+        shutil.rmtree(work_dir, ignore_errors=True)
     print(
         json.dumps(
             {
@@ -369,7 +383,7 @@ def _training_queries(args: argparse.Namespace):
 # -------------------------------------------------------------------------- search
 def _cmd_search(args: argparse.Namespace) -> int:
     from dsi.data import load_queries
-    from dsi.retriever import Retriever
+    from dsi.retriever import Retriever, check_queries
 
     if args.queries:
         items = list(load_queries(args.queries).items())
@@ -377,6 +391,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         items = [(None, q) for q in args.query]
     if not items:
         raise ValueError("Give queries as arguments or with --queries FILE.")
+    check_queries([q for _, q in items])  # before the index loads: a blank query is a mistake
     retriever = Retriever.load(args.index, device=args.device)
     results = retriever.search(
         [q for _, q in items], k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
@@ -392,10 +407,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from docid.guard import ensure_replaceable
     from dsi.data import load_qrels, load_queries
-    from dsi.metrics import evaluate_run, write_trec_run
+    from dsi.metrics import RUN_FILE, evaluate_run, write_trec_run
     from dsi.retriever import Retriever
 
+    run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
+    bm25_file = run_file.with_name(run_file.stem + ".bm25.trec")
+    for path in (run_file, bm25_file) if args.bm25 else (run_file,):
+        ensure_replaceable(path, RUN_FILE)  # before the search: never overwrite a user's file
     queries = load_queries(args.queries)
     qrels = load_qrels(args.qrels)
     judged = [qid for qid in queries if qid in qrels]
@@ -403,7 +423,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"None of the queries in {args.queries} has judgements in {args.qrels}.")
     texts = [queries[qid] for qid in judged]
     retriever = Retriever.load(args.index, device=args.device)
-    run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
 
     started = time.monotonic()
     results = retriever.search(
@@ -427,7 +446,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         bm25 = BM25Retriever()
         bm25.index(retriever.index.corpus)
         bm25_run = dict(zip(judged, bm25.search(texts, k=args.k), strict=True))
-        bm25_file = run_file.with_name(run_file.stem + ".bm25.trec")
         write_trec_run(bm25_run, bm25_file, tag="bm25")
         report["bm25"] = evaluate_run(bm25_run, qrels)
         report["bm25_run_file"] = str(bm25_file)

@@ -11,6 +11,12 @@ and no ``datasets`` dependency is needed. Supported layouts:
 
 Every problem raises :class:`DataError` with one sentence naming the file and the 1-based line.
 Blank lines at the end of a file are ignored; a blank line followed by more data is an error.
+
+Ids (of documents and queries, in every format) are non-empty and hold neither whitespace nor
+control characters (Unicode category Cc: NUL, tab, newline, ...), which would break TREC run
+files. In JSONL a JSON integer id is read as its decimal string (``7`` -> ``"7"``), so a corpus,
+its queries and their qrels agree; other non-string ids (booleans, numbers with a fraction) are
+refused.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import codecs
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +154,12 @@ def _blank_error(path: Path, number: int) -> DataError:
 def _check_id(value: str, path: Path, number: int, what: str) -> str:
     if not value.strip():
         raise DataError(f"{path} line {number}: empty {what}")
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:  # tab and newline too: they are whitespace, but name them exactly
+        raise DataError(
+            f"{path} line {number}: {what} {value!r} contains the control character "
+            f"U+{ord(control):04X}"
+        )
     if _WHITESPACE.search(value):
         raise DataError(f"{path} line {number}: {what} {value!r} contains whitespace")
     return value
@@ -174,14 +187,20 @@ def _parse_object(line: str, path: Path, number: int) -> dict:
 
 
 def _get_string(
-    obj: dict, keys: tuple[str, ...], path: Path, number: int, line: str, required: bool = True
+    obj: dict,
+    keys: tuple[str, ...],
+    path: Path,
+    number: int,
+    line: str,
+    required: bool = True,
+    what: str = "a string",
 ) -> tuple[str, str] | None:
     for key in keys:
         if key in obj:
             value = obj[key]
             if not isinstance(value, str):
                 raise DataError(
-                    f"{path} line {number}: field '{key}' must be a string, "
+                    f"{path} line {number}: field '{key}' must be {what}, "
                     f"not {type(value).__name__}"
                 )
             if "\\u" in line:
@@ -191,6 +210,18 @@ def _get_string(
         names = " or ".join(f"'{k}'" for k in keys)
         raise DataError(f"{path} line {number}: missing {names} field")
     return None
+
+
+def _get_id(obj: dict, keys: tuple[str, ...], path: Path, number: int, line: str) -> str:
+    """The id under the first of ``keys``: a string, or a JSON integer as its decimal string."""
+    for key in keys:
+        if key in obj:
+            value = obj[key]
+            if isinstance(value, int) and not isinstance(value, bool):
+                return str(value)
+            break
+    _, value = _get_string(obj, keys, path, number, line, what="a string or an integer")
+    return value
 
 
 def _register(seen: dict[str, int], key: str, path: Path, number: int, what: str) -> None:
@@ -272,8 +303,7 @@ def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
 def _corpus_jsonl(path: Path) -> Iterator[tuple[int, str, str, str]]:
     for number, line in _lines(path):
         obj = _parse_object(line, path, number)
-        _, doc_id = _get_string(obj, _DOC_ID_KEYS, path, number, line)
-        _check_id(doc_id, path, number, "doc id")
+        doc_id = _check_id(_get_id(obj, _DOC_ID_KEYS, path, number, line), path, number, "doc id")
         _, text = _get_string(obj, _DOC_TEXT_KEYS, path, number, line)
         found = _get_string(obj, ("title",), path, number, line, required=False)
         yield number, doc_id, (found[1] if found else ""), text
@@ -334,8 +364,7 @@ def load_queries(path: str | Path) -> dict[str, str]:
 def _queries_jsonl(path: Path) -> Iterator[tuple[int, str, str]]:
     for number, line in _lines(path):
         obj = _parse_object(line, path, number)
-        _, qid = _get_string(obj, _QUERY_ID_KEYS, path, number, line)
-        _check_id(qid, path, number, "query id")
+        qid = _check_id(_get_id(obj, _QUERY_ID_KEYS, path, number, line), path, number, "query id")
         _, text = _get_string(obj, _QUERY_TEXT_KEYS, path, number, line)
         yield number, qid, text
 
@@ -379,7 +408,9 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                 f"{path} line {number}: expected {width} columns like the first line, "
                 f"found {len(fields)}"
             )
-        qid, doc_id, grade = fields[0], fields[-2], fields[-1]
+        qid = _check_id(fields[0], path, number, "query id")
+        doc_id = _check_id(fields[-2], path, number, "doc id")
+        grade = fields[-1]
         if not _INTEGER.fullmatch(grade):
             raise DataError(f"{path} line {number}: grade {grade!r} is not an integer")
         first = seen.setdefault((qid, doc_id), number)

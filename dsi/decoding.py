@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,19 @@ class Hit:
 
     doc_id: str
     score: float
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """Refuse what no search can answer: a bare string, a query that is not a string, and an
+    empty or whitespace-only query (it would still rank documents, by nothing)."""
+    if isinstance(queries, str):
+        raise TypeError("search() takes a list of queries; wrap a single query in a list.")
+    for i, query in enumerate(queries):
+        if not isinstance(query, str):
+            raise TypeError(f"Query {i} is a {type(query).__name__}, not a string.")
+        if not query.strip():
+            kind = "empty" if not query else "only whitespace"
+            raise ValueError(f"Query {i} is {kind}; give something to search for.")
 
 
 class DecodingError(RuntimeError):

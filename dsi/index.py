@@ -17,7 +17,9 @@ records each addition in the manifest's lineage.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -26,7 +28,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +39,15 @@ import torch
 
 import dsi
 from docid.base import DocidMap, fit_docids
-from docid.io import atomic_write_text, publish_dir, published, sha256_file, staging_dir
+from docid.guard import Kind, claim, ensure_replaceable, writer_lock
+from docid.io import (
+    atomic_write_text,
+    backup_path,
+    publish_dir,
+    published,
+    sha256_file,
+    staging_dir,
+)
 from dsi.config import AddConfig, GeneratorConfig, IndexConfig
 from dsi.data import Corpus, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
@@ -61,6 +72,10 @@ TRAINING_QUERIES_FILE = "training_queries.jsonl"
 GENERATOR_DIR = "query_generator"
 # sha256 of the manifest's other contents; manifests written before it existed have none.
 MANIFEST_DIGEST = "manifest_sha256"
+# What dsi may replace: an index (its manifest says so), a work directory (its fingerprint).
+INDEX_KIND = Kind("a dsi index", "manifest.json", FORMAT)
+WORK_KIND = Kind("a dsi work directory", "fingerprint")
+GENERATOR_KIND = Kind("a saved query generator", "generator.json")
 
 
 class IndexLoadError(ValueError):
@@ -86,6 +101,41 @@ class TrainingQueries:
         return out
 
 
+@contextmanager
+def claim_index(directory: Path, lock: bool = True) -> Iterator[None]:
+    """Hold ``directory`` to write an index there (:func:`docid.guard.claim`): refused when
+    something but an index stands there or at its backup name, or another process writes it."""
+    with claim(directory, INDEX_KIND, lock=lock):
+        ensure_replaceable(backup_path(directory), INDEX_KIND)
+        yield
+
+
+def holds_work_dir(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``method`` holding the writer lock of its ``work_dir`` argument, so that two builds
+    or additions never share a work directory (:class:`docid.guard.WriterBusy` for the second).
+
+    Under ``accelerate launch`` all processes build into one work directory together: only the
+    main one takes the lock.
+    """
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        work_dir = signature.bind(*args, **kwargs).arguments.get("work_dir")
+        if work_dir is None or not _is_main_process():
+            return method(*args, **kwargs)
+        with writer_lock(Path(work_dir)):
+            return method(*args, **kwargs)
+
+    return run
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 @dataclass
 class GenerativeIndex:
     """Everything needed to answer queries by decoding docids."""
@@ -104,6 +154,7 @@ class GenerativeIndex:
 
     # ----------------------------------------------------------------- building
     @classmethod
+    @holds_work_dir
     def build(
         cls,
         corpus: Corpus,
@@ -187,6 +238,7 @@ class GenerativeIndex:
         )
 
     # ----------------------------------------------------------------- adding
+    @holds_work_dir
     def add(
         self,
         corpus: Corpus,
@@ -334,34 +386,40 @@ class GenerativeIndex:
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        """Write the index to ``directory``; an existing index there is replaced only when complete."""
-        directory = Path(directory)
-        stage = staging_dir(directory)
-        try:
-            self.config.save(stage / "config.json")
-            self.model.save_pretrained(stage / "model", safe_serialization=True)
-            self.tokenizer.save_pretrained(stage / "model")
-            self.docids.save(stage)
-            self.trie.save(stage / "trie.marisa")
-            save_documents(self.corpus, stage / "documents.jsonl")
-            if self.training_pairs:
-                save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
-            if self.query_generator is not None:
-                self.query_generator.save(stage / GENERATOR_DIR)
-            publish_index(
-                stage,
-                directory,
-                model=self.model,
-                num_docs=len(self.docids),
-                docid_scheme=self.docids.scheme,
-                docid_offset=self.docid_offset,
-                lineage=self.lineage,
-            )
-        except BaseException:
-            import shutil
+        """Write the index to ``directory``; an existing index there is replaced only when complete.
 
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
+        Anything there but an index or an empty folder is refused before any writing
+        (:class:`docid.guard.PathRefused`), and so is a directory another process is writing
+        (:class:`docid.guard.WriterBusy`): the directory's writer lock is held meanwhile.
+        """
+        directory = Path(directory)
+        with claim_index(directory):
+            stage = staging_dir(directory)
+            try:
+                self.config.save(stage / "config.json")
+                self.model.save_pretrained(stage / "model", safe_serialization=True)
+                self.tokenizer.save_pretrained(stage / "model")
+                self.docids.save(stage)
+                self.trie.save(stage / "trie.marisa")
+                save_documents(self.corpus, stage / "documents.jsonl")
+                if self.training_pairs:
+                    save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
+                if self.query_generator is not None:
+                    self.query_generator.save(stage / GENERATOR_DIR)
+                publish_index(
+                    stage,
+                    directory,
+                    model=self.model,
+                    num_docs=len(self.docids),
+                    docid_scheme=self.docids.scheme,
+                    docid_offset=self.docid_offset,
+                    lineage=self.lineage,
+                )
+            except BaseException:
+                import shutil
+
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
         return directory
 
     @classmethod
@@ -661,7 +719,7 @@ def publish_index(
         "checksums": {name: sha256_file(stage / name) for name in files},
     }
     write_manifest(stage / "manifest.json", manifest)
-    publish_dir(stage, directory)
+    publish_dir(stage, directory, kind=INDEX_KIND)
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
@@ -875,7 +933,7 @@ def _cached_generator(
     if saved is not None:
         stage = staging_dir(saved)
         generator.save(stage)
-        publish_dir(stage, saved)
+        publish_dir(stage, saved, kind=GENERATOR_KIND)
     return generator
 
 
@@ -960,7 +1018,9 @@ def build_fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQuer
 def claim_work_dir(work_dir: Path, fingerprint: str) -> None:
     """Reuse ``work_dir`` only for the same ``fingerprint`` (``build_fingerprint``,
     ``add_fingerprint``); otherwise move it aside (its checkpoints may be an hour of training)
-    and start afresh."""
+    and start afresh. Anything at ``work_dir`` that is not a work directory (nor empty) is
+    refused (:class:`docid.guard.PathRefused`)."""
+    ensure_replaceable(work_dir, WORK_KIND)
     stamp = work_dir / "fingerprint"
     mismatch = not stamp.exists() or stamp.read_text().strip() != fingerprint
     if work_dir.exists() and mismatch and any(work_dir.iterdir()):

@@ -13,11 +13,28 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from docid.guard import FileKind, ensure_replaceable
 from docid.io import atomic_write_text
 from dsi.data import DataError
 
 METRIC_NAMES = ("nDCG@10", "Hits@1", "Hits@10", "MRR@10", "Recall@10", "Recall@100")
 Run = Mapping[str, Any]  # qid -> list[(doc_id, score)] | list[Hit] | dict[doc_id, score]
+
+
+def _is_run_line(line: str) -> bool:
+    """``qid Q0 docid rank score tag``: six columns, an integer rank and a numeric score."""
+    fields = line.split()
+    if len(fields) != 6 or not fields[3].lstrip("+-").isdigit():
+        return False
+    try:
+        float(fields[4])
+    except ValueError:
+        return False
+    return True
+
+
+# A run file is replaced only by a run file: never a user's other file, a folder or a link.
+RUN_FILE = FileKind("a TREC run file", _is_run_line)
 
 
 def rank(qid: str, entries: Mapping[str, float] | Iterable[Any]) -> list[tuple[str, float]]:
@@ -103,7 +120,11 @@ def _check_token(value: str, what: str) -> str:
 
 
 def write_trec_run(run: Run, path: str | Path, tag: str = "dsi") -> None:
-    """Write ``qid Q0 docid rank score tag`` lines atomically, in trec_eval's ranking order."""
+    """Write ``qid Q0 docid rank score tag`` lines atomically, in trec_eval's ranking order.
+
+    Anything at ``path`` but a run file (or an empty file) is refused (:class:`PathRefused`).
+    """
+    ensure_replaceable(Path(path), RUN_FILE)
     _check_token(tag, "run tag")
     lines = []
     for qid, entries in run.items():

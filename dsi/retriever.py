@@ -16,6 +16,7 @@ from dsi.decoding import (
     ConstrainedRetriever,
     DecodingError,
     Hit,
+    check_queries,
     constrained_generate,
 )
 from dsi.index import GenerativeIndex, read_manifest
@@ -74,14 +75,13 @@ class Retriever(ConstrainedRetriever):
         batch_size: int = 32,
         num_beams: int | None = None,
     ) -> list[list[Hit]]:
-        """For each query, up to ``k`` distinct documents, best first."""
-        if isinstance(queries, str):
-            raise TypeError("search() takes a list of queries; wrap a single query in a list.")
+        """For each query, up to ``k`` distinct documents, best first.
+
+        An empty or whitespace-only query raises ``ValueError`` (:func:`check_queries`).
+        """
+        check_queries(queries)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
-        bad = [i for i, q in enumerate(queries) if not isinstance(q, str)]
-        if bad:
-            raise TypeError(f"Query {bad[0]} is a {type(queries[bad[0]]).__name__}, not a string.")
         k = min(k, self.num_docs)
         beams = max(num_beams or self.num_beams, k)
         results: list[list[Hit]] = []

@@ -48,7 +48,13 @@ from docid.ngram import (
 from docid.words import WordIndex, analyze
 from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, load_corpus
-from dsi.decoding import EMPTY_SLOT, ConstrainedRetriever, Hit, constrained_generate
+from dsi.decoding import (
+    EMPTY_SLOT,
+    ConstrainedRetriever,
+    Hit,
+    check_queries,
+    constrained_generate,
+)
 from dsi.examples import ExampleSet, mix_examples, retrieval_examples
 from dsi.index import (
     GENERATOR_DIR,
@@ -61,8 +67,10 @@ from dsi.index import (
     build_entry,
     build_fingerprint,
     check_new_documents,
+    claim_index,
     claim_work_dir,
     generative_memory,
+    holds_work_dir,
     kept_generator,
     load_training_pairs,
     make_model,
@@ -389,6 +397,7 @@ class NgramGenerativeIndex:
 
     # ----------------------------------------------------------------- building
     @classmethod
+    @holds_work_dir
     def build(
         cls,
         corpus: Corpus,
@@ -477,6 +486,7 @@ class NgramGenerativeIndex:
         return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs, generator, word_index)
 
     # ----------------------------------------------------------------- adding
+    @holds_work_dir
     def add(
         self,
         corpus: Corpus,
@@ -584,34 +594,40 @@ class NgramGenerativeIndex:
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
-        """Write the index to ``directory``; an existing index there is replaced only when complete."""
+        """Write the index to ``directory``; an existing index there is replaced only when complete.
+
+        Anything there but an index or an empty folder is refused before any writing
+        (:class:`docid.guard.PathRefused`), and so is a directory another process is writing
+        (:class:`docid.guard.WriterBusy`): the directory's writer lock is held meanwhile.
+        """
         directory = Path(directory)
-        stage = staging_dir(directory)
-        try:
-            self.config.save(stage / "config.json")
-            self.model.save_pretrained(stage / "model", safe_serialization=True)
-            self.tokenizer.save_pretrained(stage / "model")
-            self.ngrams.save(stage / NGRAM_DIR)
-            self.words.save(stage / WORD_DIR)
-            save_documents(self.corpus, stage / "documents.jsonl")
-            if self.training_pairs:
-                save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
-            if self.query_generator is not None:
-                self.query_generator.save(stage / GENERATOR_DIR)
-            publish_index(
-                stage,
-                directory,
-                model=self.model,
-                num_docs=self.num_docs,
-                docid_scheme=SCHEME,
-                # No docid symbols follow the text vocabulary.
-                docid_offset=int(self.model.config.vocab_size),
-                lineage=self.lineage,
-                corpus_tokens=self.ngrams.total_tokens,
-            )
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
+        with claim_index(directory):
+            stage = staging_dir(directory)
+            try:
+                self.config.save(stage / "config.json")
+                self.model.save_pretrained(stage / "model", safe_serialization=True)
+                self.tokenizer.save_pretrained(stage / "model")
+                self.ngrams.save(stage / NGRAM_DIR)
+                self.words.save(stage / WORD_DIR)
+                save_documents(self.corpus, stage / "documents.jsonl")
+                if self.training_pairs:
+                    save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
+                if self.query_generator is not None:
+                    self.query_generator.save(stage / GENERATOR_DIR)
+                publish_index(
+                    stage,
+                    directory,
+                    model=self.model,
+                    num_docs=self.num_docs,
+                    docid_scheme=SCHEME,
+                    # No docid symbols follow the text vocabulary.
+                    docid_offset=int(self.model.config.vocab_size),
+                    lineage=self.lineage,
+                    corpus_tokens=self.ngrams.total_tokens,
+                )
+            except BaseException:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise
         return directory
 
     @classmethod
@@ -864,8 +880,10 @@ class NgramRetriever(ConstrainedRetriever):
         score above 0 (e.g. only n-grams more frequent than ``max_occurrences``, or SEAL's score
         with a model that prefers frequent n-grams no more than their corpus frequency
         predicts), documents containing the best generated n-grams follow, scored by that
-        n-gram's log-probability (negative, so below the rest).
+        n-gram's log-probability (negative, so below the rest). An empty or whitespace-only
+        query raises ``ValueError`` (:func:`dsi.decoding.check_queries`).
         """
+        check_queries(queries)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
         generated = self.generate(queries, batch_size, num_beams)

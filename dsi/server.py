@@ -316,6 +316,9 @@ def parse_search(body: bytes, settings: ServerSettings) -> tuple[list[str], int]
     for i, query in enumerate(queries):
         if not isinstance(query, str):
             raise BadRequest(400, f"Query {i} must be a string, not {_json_type(query)}.")
+        if not query.strip():
+            kind = "empty" if not query else "only whitespace"
+            raise BadRequest(422, f"Query {i} is {kind}; give something to search for.")
         if len(query) > settings.max_query_chars:
             raise BadRequest(
                 422,

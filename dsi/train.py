@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
+from docid.guard import Kind
 from docid.io import atomic_write_text, publish_dir, published, staging_dir
 from dsi.averaging import WeightAverage
 from dsi.config import TrainConfig
@@ -34,6 +35,8 @@ from dsi.sam import SAM
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
+# A checkpoint folder is recognised by its state.json, which is written last.
+CHECKPOINT_KIND = Kind("a training checkpoint", "state.json")
 AVERAGE_FILE = "weight_average.safetensors"
 
 
@@ -343,7 +346,7 @@ def _save_checkpoint(
         "torch_rng": torch.get_rng_state().tolist(),
     }
     atomic_write_text(stage / "state.json", json.dumps(meta))
-    publish_dir(stage, directory)
+    publish_dir(stage, directory, kind=CHECKPOINT_KIND)
 
 
 def _load_checkpoint(directory: Path, model, optimizer) -> _Position:

@@ -51,6 +51,27 @@ def assert_names(exc: pytest.ExceptionInfo[DataError], path: Path, line: int | N
 # Good inputs
 
 
+def test_integer_ids_are_their_decimal_strings_in_corpus_queries_and_qrels(tmp_path: Path) -> None:
+    corpus = write(
+        tmp_path / "corpus.jsonl",
+        jsonl({"_id": 7, "text": "a"}, {"id": -3, "text": "b"}, {"doc_id": "x9", "text": "c"}),
+    )
+    queries = write(
+        tmp_path / "queries.jsonl", jsonl({"_id": 1, "text": "q"}, {"qid": 20, "text": "r"})
+    )
+    qrels = write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\n1\t7\t1\n20\t-3\t2\n")
+    assert load_corpus(corpus).doc_ids == ["7", "-3", "x9"]
+    assert load_queries(queries) == {"1": "q", "20": "r"}
+    assert load_qrels(qrels) == {"1": {"7": 1}, "20": {"-3": 2}}
+    # An integer and its decimal string are one id.
+    twice = write(
+        tmp_path / "twice.jsonl", jsonl({"_id": 7, "text": "a"}, {"_id": "7", "text": "b"})
+    )
+    with pytest.raises(DataError) as exc:
+        load_corpus(twice)
+    assert "duplicate doc id '7' (first on line 1)" in assert_names(exc, twice, 2)
+
+
 def test_beir_folder_and_jsonl_file(tmp_path: Path) -> None:
     write(tmp_path / "corpus.jsonl", jsonl(doc(1), doc(2, title=""), {"_id": "d3", "text": "x"}))
     for path in (tmp_path, tmp_path / "corpus.jsonl"):
@@ -220,14 +241,18 @@ def test_missing_text(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "key", "kind"),
     [
-        ({"_id": 7, "text": "x"}, "_id", "int"),
+        ({"_id": True, "text": "x"}, "_id", "bool"),
+        ({"_id": 7.0, "text": "x"}, "_id", "float"),
         ({"_id": "d2", "text": ["x"]}, "text", "list"),
+        ({"_id": "d2", "text": 7}, "text", "int"),
         ({"_id": "d2", "title": None, "text": "x"}, "title", "NoneType"),
     ],
 )
 def test_non_string_field(tmp_path: Path, row: dict, key: str, kind: str) -> None:
     message = corpus_error(tmp_path, "c.jsonl", jsonl(doc(1), row), 2)
-    assert f"field '{key}' must be a string, not {kind}" in message
+    # An id may also be a JSON integer (read as its decimal string); other fields may not.
+    expected = "a string or an integer" if key == "_id" else "a string"
+    assert f"field '{key}' must be {expected}, not {kind}" in message
 
 
 def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:
@@ -253,7 +278,17 @@ def test_skip_empty_drops_empty_documents(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("doc_id", "problem"), [("", "empty doc id"), ("a b", "contains whitespace")]
+    ("doc_id", "problem"),
+    [
+        ("", "empty doc id"),
+        ("a b", "contains whitespace"),
+        ("a\u00a0b", "contains whitespace"),
+        ("a\x00b", "control character U+0000"),
+        ("a\tb", "control character U+0009"),
+        ("a\nb", "control character U+000A"),
+        ("a\x7fb", "control character U+007F"),
+        ("a\x9bb", "control character U+009B"),
+    ],
 )
 def test_bad_id(tmp_path: Path, doc_id: str, problem: str) -> None:
     body = jsonl(doc(1), {"_id": doc_id, "text": "x"})
@@ -333,7 +368,20 @@ def test_tsv_defects(tmp_path: Path, body: str | bytes, line: int, problem: str)
             "first on line 1",
         ),
         ("q.jsonl", jsonl({"_id": "1", "text": " "}), 1, "query '1' has empty text"),
-        ("q.jsonl", jsonl({"_id": 1, "text": "a"}), 1, "must be a string, not int"),
+        (
+            "q.jsonl",
+            jsonl({"_id": 1.5, "text": "a"}),
+            1,
+            "must be a string or an integer, not float",
+        ),
+        (
+            "q.jsonl",
+            jsonl({"_id": False, "text": "a"}),
+            1,
+            "must be a string or an integer, not bool",
+        ),
+        ("q.jsonl", jsonl({"_id": "q\u0000", "text": "a"}), 1, "control character U+0000"),
+        ("q.tsv", "1\ta\n2\x01\tb\n", 2, "control character U+0001"),
         ("q.jsonl", "{not json}\n", 1, "malformed JSON"),
         ("q.tsv", "1\ta\n2\tb\tc\n", 2, "expected 2 tab-separated columns"),
         ("q.tsv", "1\ta\n\tb\n", 2, "empty query id"),
@@ -425,10 +473,14 @@ NOT_OBJECT = st.one_of(JSON_SCALAR, st.lists(JSON_SCALAR, max_size=3)).map(
     lambda v: json.dumps(v).encode()
 )
 NON_STRING = st.one_of(st.integers(), st.lists(st.integers(), max_size=2), st.none(), st.booleans())
+# An id may be a JSON integer (read as its decimal string), but nothing else that is no string.
+NON_STRING_ID = st.one_of(
+    st.lists(st.integers(), max_size=2), st.none(), st.booleans(), st.floats(allow_nan=False)
+)
 BAD_OBJECT = st.one_of(
     st.fixed_dictionaries({"title": FIELD, "text": FIELD}),
     st.fixed_dictionaries({"_id": FIELD.map(lambda s: "x" + s.replace(" ", "")), "title": FIELD}),
-    st.fixed_dictionaries({"_id": NON_STRING, "text": FIELD}),
+    st.fixed_dictionaries({"_id": NON_STRING_ID, "text": FIELD}),
     st.fixed_dictionaries({"_id": st.just("new"), "text": NON_STRING}),
     st.fixed_dictionaries({"_id": st.just("new"), "title": NON_STRING, "text": FIELD}),
     st.fixed_dictionaries({"_id": st.just("new"), "text": st.sampled_from(["", " ", "\n\t"])}),

@@ -25,7 +25,10 @@ def test_search_returns_corpus_docs_and_survives_save_load(tmp_path_factory, sch
     rng = random.Random(seed)
     corpus = random_corpus(rng, n_docs, id_style="plain" if scheme != "naive" else "odd")
     index = GenerativeIndex.build(corpus, tiny_config(scheme, steps=4), progress_bar=False)
-    queries = [corpus.texts[i] for i in range(len(corpus.doc_ids))] + ["", "unrelated words"]
+    queries = [corpus.texts[i] for i in range(len(corpus.doc_ids))] + [
+        "\u2207\u2207",
+        "unrelated words",
+    ]
     k = rng.randint(1, n_docs + 3)
     before = Retriever(index, device="cpu").search(queries, k=k, batch_size=4)
     known = set(corpus.doc_ids)
@@ -111,11 +114,16 @@ def test_search_rejects_bad_arguments(saved_index):
         retriever.search("a single string", k=3)
     with pytest.raises(ValueError, match="k must be at least 1"):
         retriever.search(["q"], k=0)
+    # A blank query has nothing to search for: refused rather than answered by nothing.
+    with pytest.raises(ValueError, match="Query 1 is empty; give something to search for"):
+        retriever.search(["q", ""], k=3)
+    with pytest.raises(ValueError, match="Query 0 is only whitespace"):
+        retriever.search([" \t\n\u3000"], k=3)
 
 
 def test_one_beam_decodes_greedily_with_the_same_scores_as_beam_search(saved_index):
     retriever = Retriever.load(saved_index, device="cpu")
-    queries = ["river stone", "amber birch quartz", ""]
+    queries = ["river stone", "amber birch quartz", "\u2207\u2207"]
     greedy = retriever.search(queries, k=1, num_beams=1)
     for hits in greedy:
         assert len(hits) == 1 and hits[0].doc_id in retriever.index.docids

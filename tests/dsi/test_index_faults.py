@@ -28,7 +28,7 @@ from dsi.index import MANIFEST_DIGEST, GenerativeIndex, IndexLoadError, Training
 from dsi.retriever import Retriever
 from tests.conftest import child_env, random_corpus, tiny_config
 
-QUERIES = ["river stone lantern", "amber birch", "quartz nectar summit", ""]
+QUERIES = ["river stone lantern", "amber birch", "quartz nectar summit", "\u2207\u2207"]
 K = 4
 
 

@@ -38,6 +38,14 @@ NON_STRING = st.one_of(
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.just("a"), st.integers(), max_size=1),
 )
+# An id may be a JSON integer (read as its decimal string), but nothing else that is no string.
+NON_STRING_ID = st.one_of(
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.just("a"), st.integers(), max_size=1),
+)
 BLANK = st.sampled_from([b"", b" ", b"\t", b"  \r", b" \x0c\x0b "])
 BAD_IDS = st.sampled_from(["", " ", "a b", "tab\there", "nb\u00a0sp", "end\n"])
 EMPTY_TEXTS = st.sampled_from(["", " ", "\t\r\n", "\u3000", "\u2003 \u00a0"])
@@ -106,7 +114,7 @@ def _query_objects(position: int) -> st.SearchStrategy[bytes]:
         st.fixed_dictionaries({"_id": new}),
         st.fixed_dictionaries({"qid": new, "title": FIELD}),
         st.sampled_from(["_id", "id", "query_id", "qid"]).flatmap(
-            lambda key: st.fixed_dictionaries({key: NON_STRING, "text": FIELD})
+            lambda key: st.fixed_dictionaries({key: NON_STRING_ID, "text": FIELD})
         ),
         st.sampled_from(["text", "query"]).flatmap(
             lambda key: st.fixed_dictionaries({"_id": new, key: NON_STRING})
@@ -233,6 +241,93 @@ def test_property_malformed_qrels_line(data, fmt, grades, record_property) -> No
         body = [*header, *lines[:position], bad, *lines[position:]]
         path = write(folder, "qrels.tsv", body)
         rejected(load_qrels, path, len(header) + position + 1, record_property)
+
+
+# ------------------------------------------------------------------ ids with control characters
+ID_CHARS = "abcxyz0123-_.:"
+# Every control character (Unicode category Cc: NUL, tab, newline, DEL, C1, ...) inside an id.
+CONTROL = st.characters(categories=["Cc"])
+ID_KINDS = [
+    "corpus.jsonl",
+    "corpus.tsv",
+    "queries.jsonl",
+    "queries.tsv",
+    "qrels-beir",
+    "qrels-trec",
+]
+
+
+def _id_line(kind: str, i: int, doc_id: str, qid: str) -> bytes:
+    """Line ``i`` of a file of ``kind`` with these ids (qid for queries and qrels)."""
+    if kind == "corpus.jsonl":
+        return json.dumps({"_id": doc_id, "title": "T", "text": f"text {i}"}).encode()
+    if kind == "corpus.tsv":
+        return f"{doc_id}\tT\ttext {i}".encode()
+    if kind == "queries.jsonl":
+        return json.dumps({"_id": qid, "text": f"query {i}"}).encode()
+    if kind == "queries.tsv":
+        return f"{qid}\tquery {i}".encode()
+    return _qrels_line("trec" if kind == "qrels-trec" else "beir", qid, doc_id, "1")
+
+
+@EXAMPLES
+@given(
+    data=st.data(),
+    kind=st.sampled_from(ID_KINDS),
+    n=st.integers(1, 5),
+    parts=st.tuples(st.text(ID_CHARS, max_size=4), CONTROL, st.text(ID_CHARS, max_size=4)),
+)
+def test_property_id_with_a_control_character_is_refused(
+    data, kind, n, parts, record_property
+) -> None:
+    """An id holding any control character, on any line of any loader, is refused by line."""
+    before, control, after = parts
+    if kind.startswith("qrels") and control.isspace():
+        # Whitespace separates qrels columns: such a character makes two ids of one.
+        control = data.draw(CONTROL.filter(lambda c: not c.isspace()), label="control")
+    bad_id = before + control + after
+    which = data.draw(st.sampled_from(["doc", "query"]), label="which id")
+    if kind.startswith("corpus"):
+        which = "doc"
+    elif kind.startswith("queries"):
+        which = "query"
+    lines = [_id_line(kind, i, f"d{i}", f"q{i}") for i in range(n)]
+    position = data.draw(st.integers(0, n), label="position")
+    doc_id, qid = (bad_id, "qnew") if which == "doc" else ("dnew", bad_id)
+    bad = _id_line(kind, n, doc_id, qid)
+    name = "qrels.tsv" if kind.startswith("qrels") else kind
+    loader = {"corpus": load_corpus, "queries": load_queries, "qrels": load_qrels}[
+        kind.split(".")[0].split("-")[0]
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        loader(write(folder, name, lines))  # the file loads without the bad line
+        path = write(folder, name, [*lines[:position], bad, *lines[position:]])
+        message = rejected(loader, path, position + 1, record_property)
+    if kind.endswith("jsonl") or kind.startswith("qrels"):
+        # The id arrives whole: the message names the character (or the id is only blanks).
+        assert f"U+{ord(control):04X}" in message or "empty" in message, message
+
+
+@EXAMPLES
+@given(
+    doc_ids=st.lists(st.integers(-(10**12), 10**12), min_size=1, max_size=6, unique=True),
+    qids=st.lists(st.integers(0, 10**6), min_size=1, max_size=4, unique=True),
+)
+def test_property_integer_ids_agree_across_corpus_queries_and_qrels(doc_ids, qids) -> None:
+    """JSON integer ids load as their decimal strings, so qrels (text) name the same ids."""
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = write(
+            folder, "corpus.jsonl", [json.dumps({"_id": d, "text": "t"}).encode() for d in doc_ids]
+        )
+        queries = write(
+            folder, "queries.jsonl", [json.dumps({"_id": q, "text": "q"}).encode() for q in qids]
+        )
+        pairs = [(q, doc_ids[i % len(doc_ids)]) for i, q in enumerate(qids)]
+        qrels = write(folder, "qrels.tsv", [f"{q}\t{d}\t1".encode() for q, d in pairs])
+        assert load_corpus(corpus).doc_ids == [str(d) for d in doc_ids]
+        assert list(load_queries(queries)) == [str(q) for q in qids]
+        judged = load_qrels(qrels)
+        assert judged == {str(q): {str(d): 1} for q, d in pairs}
 
 
 # ------------------------------------------------------------------------------ truncation

@@ -115,6 +115,32 @@ def test_trec_run_round_trip(tmp_path: Path) -> None:
     assert evaluate_run(back, QRELS) == evaluate_run(run, QRELS)
 
 
+def test_trec_run_replaces_only_a_run_file(tmp_path: Path, record_property) -> None:
+    from docid.guard import PathRefused
+
+    path = tmp_path / "run.trec"
+    path.write_bytes(b"")
+    write_trec_run(RUN, path)  # an empty file may be written
+    write_trec_run({"q1": [("b", 2.0)]}, path)  # and a run file replaced
+    assert path.read_text() == "q1 Q0 b 1 2.0 dsi\n"
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my notes\n\x00")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link.trec").symlink_to(path)
+    for target, what in [
+        (notes, "a file of 10 bytes that is not a TREC run file"),
+        (tmp_path / "folder", "a folder of 0 entries"),
+        (tmp_path / "link.trec", "a symbolic link"),
+    ]:
+        before = sorted((p.name, p.is_symlink()) for p in tmp_path.iterdir())
+        with pytest.raises(PathRefused, match=what):
+            write_trec_run(RUN, target)
+        record_property("bad_inputs", 1)
+        assert sorted((p.name, p.is_symlink()) for p in tmp_path.iterdir()) == before
+    assert notes.read_bytes() == b"my notes\n\x00"
+    assert path.read_text() == "q1 Q0 b 1 2.0 dsi\n"
+
+
 def test_trec_run_rejects_whitespace_and_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="run tag"):
         write_trec_run(RUN, tmp_path / "r", tag="two words")

@@ -40,7 +40,7 @@ def built():
     index = NgramGenerativeIndex.build(
         corpus, tiny_config("ngram", steps=20), training, progress_bar=False
     )
-    queries = corpus.texts[:5] + [corpus.titles[7], "", "unrelated words"]
+    queries = corpus.texts[:5] + [corpus.titles[7], "\u2207\u2207", "unrelated words"]
     return index, queries
 
 
@@ -449,6 +449,14 @@ def test_save_load_search_is_identical(built, saved):
     ]
     for a, b in zip(after, before, strict=True):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+
+
+def test_search_refuses_an_empty_or_blank_query(built):
+    retriever = NgramRetriever(built[0], device="cpu")
+    with pytest.raises(ValueError, match="Query 1 is empty"):
+        retriever.search(["river", ""], k=3)
+    with pytest.raises(ValueError, match="Query 0 is only whitespace"):
+        retriever.search(["  \n"], k=3)
 
 
 def test_loading_validates_the_directory(saved, tmp_path):

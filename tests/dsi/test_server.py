@@ -134,7 +134,7 @@ def test_health_names_the_index(http, index_dir) -> None:
 
 @pytest.mark.parametrize("k", [1, 3, 5, 20])
 def test_search_equals_retriever_search(http, reference, corpus, k) -> None:
-    queries = [*corpus.texts[:5], "", "unrelated words entirely", "Zürich – 東京 ✓"]
+    queries = [*corpus.texts[:5], "\u2207", "unrelated words entirely", "Zürich – 東京 ✓"]
     reply = http.post("/search", json={"queries": queries, "k": k})
     assert reply.status_code == 200, reply.text
     results = reply.json()["results"]
@@ -198,6 +198,8 @@ BAD_REQUESTS = [
     ("query-null", J({"queries": [None]}).encode(), 400, "Query 0 must be a string, not null"),
     ("query-list", J({"queries": [["a"]]}).encode(), 400, "Query 0 must be a string, not a list"),
     ("query-surrogate", b'{"queries": ["ok", "bad \\ud800"]}', 400, "unpaired surrogate"),
+    ("query-empty", J({"queries": ["a", ""]}).encode(), 422, "Query 1 is empty"),
+    ("query-blank", J({"queries": [" \t\n\u3000"]}).encode(), 422, "Query 0 is only whitespace"),
     ("too-many-queries", J({"queries": ["q"] * 9}).encode(), 422, "9 queries in one request"),
     ("query-too-long", J({"queries": ["a", "x" * 201]}).encode(), 422, "Query 1 has 201 char"),
     ("k-zero", J({"queries": ["a"], "k": 0}).encode(), 422, "between 1 and 20, got 0"),
