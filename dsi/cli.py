@@ -366,8 +366,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _training_queries(args: argparse.Namespace):
     """Training queries from --queries/--qrels, or the BEIR folder's --train-split, if any."""
-    from dsi.data import load_qrels, load_queries
-    from dsi.index import TrainingQueries
+    from dsi.data import TrainingQueries, load_qrels, load_queries
 
     if args.no_train_queries:
         return None
@@ -381,8 +380,15 @@ def _training_queries(args: argparse.Namespace):
         raise ValueError("--queries and --qrels go together: give both or neither.")
     if queries_path is None:
         return None
-    training = TrainingQueries(load_queries(queries_path), load_qrels(qrels_path))
-    log.info("Training retrieval on %d queries from %s.", len(training.qrels), qrels_path)
+    queries = load_queries(queries_path)
+    training = TrainingQueries(queries, load_qrels(qrels_path))
+    log.info(
+        "Training retrieval on the %d queries judged in %s (the other %d of %s are not read).",
+        len(training),
+        qrels_path,
+        len(queries) - len(training),
+        queries_path,
+    )
     return training
 
 

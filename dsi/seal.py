@@ -46,13 +46,12 @@ from docid.ngram import (
 )
 from docid.words import WordIndex, analyze
 from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
-from dsi.data import Corpus, load_corpus
+from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.examples import ExampleSet, mix_examples, retrieval_examples
 from dsi.index import (
     GENERATOR_DIR,
     TRAINING_QUERIES_FILE,
     IndexLoadError,
-    TrainingQueries,
     _claim_work_dir,
     _fingerprint,
     _make_model,

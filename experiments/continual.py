@@ -50,8 +50,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsi.config import AddConfig, IndexConfig, ModelConfig, TrainConfig  # noqa: E402
-from dsi.data import Corpus, load_corpus, load_qrels, load_queries  # noqa: E402
-from dsi.index import GenerativeIndex, TrainingQueries, load_index  # noqa: E402
+from dsi.data import Corpus, TrainingQueries, load_corpus, load_qrels, load_queries  # noqa: E402
+from dsi.index import GenerativeIndex, load_index  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import per_query  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402

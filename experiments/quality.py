@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dsi.bm25 import BM25Retriever  # noqa: E402
 from dsi.config import IndexConfig  # noqa: E402
-from dsi.data import load_corpus, load_qrels, load_queries  # noqa: E402
-from dsi.index import GenerativeIndex, TrainingQueries  # noqa: E402
+from dsi.data import TrainingQueries, load_corpus, load_qrels, load_queries  # noqa: E402
+from dsi.index import GenerativeIndex  # noqa: E402
 from dsi.io import atomic_write_text  # noqa: E402
 from dsi.metrics import evaluate_run  # noqa: E402
 from dsi.retriever import Retriever  # noqa: E402
@@ -296,7 +296,9 @@ def config_for(name: str, args) -> tuple[dict[str, Any], IndexConfig]:
 
 def trained_index(data: dict[str, Any], config: IndexConfig, work: Path, args, **kwargs) -> Any:
     """Build (or, from the checkpoints in ``work``, resume at once) the index of ``config``."""
-    training = None if data["train"] is None else TrainingQueries(data["queries"], data["train"])
+    training = None
+    if data["train"] is not None:  # dev is named too, so it can never be trained on
+        training = TrainingQueries(data["queries"], data["train"], dev=data["dev"])
     builder = NgramGenerativeIndex if config.docids == "ngram" else GenerativeIndex
     return builder.build(
         data["corpus"], config, training, work_dir=work, progress_bar=not args.quiet, **kwargs
