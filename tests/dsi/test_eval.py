@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsi.baselines import BASELINES, build_baseline, expanded_corpus, parse_baselines
+from dsi.baselines import (
+    BASELINES,
+    RM3Settings,
+    build_baseline,
+    expanded_corpus,
+    parse_baselines,
+)
 from dsi.data import Corpus, TrainingQueries, load_corpus, load_qrels, load_queries
 from dsi.evaluation import check_not_training, report, seen_queries
 from dsi.metrics import (
@@ -19,6 +25,7 @@ from dsi.metrics import (
     evaluate_run,
     paired_difference,
     paired_interval,
+    rank,
     read_trec_run,
 )
 from tests.conftest import REPO, SHARED
@@ -224,3 +231,25 @@ def test_bm25_rm3_reproduces_the_reference_script(shared_data):
     found = _library_ndcg("bm25+rm3", folder, "test.tsv")
     assert found == pytest.approx(expected["bm25+prf"], abs=0.01)
     assert found > expected["bm25"], "feedback helps on Cranfield, as in the reference"
+
+
+def test_rm3_with_all_weight_on_the_query_ranks_as_bm25_and_settings_are_checked():
+    corpus = load_corpus(TINY_DATA)
+    queries = load_queries(QUERIES)
+    texts = [queries[q] for q in sorted(load_qrels(TEST_QRELS))]
+
+    def ids(rankings):  # trec_eval's order: ties of score broken by doc id
+        return [[d for d, _ in rank("q", hits)] for hits in rankings]
+
+    everything = len(corpus)  # no cut among documents of equal score
+    plain = ids(build_baseline("bm25", corpus).search(texts, k=everything))
+    query_only = build_baseline("bm25+rm3", corpus, rm3=RM3Settings(original_weight=1.0))
+    assert ids(query_only.search(texts, k=everything)) == plain
+    feedback = build_baseline("bm25+rm3", corpus, rm3=RM3Settings(feedback_terms=5))
+    assert feedback.parameters()["feedback_terms"] == 5
+    assert ids(feedback.search(texts, k=everything)) != plain, "feedback terms move some documents"
+    assert feedback.search(["the of and"], k=5) == [[]], "a query of stopwords finds nothing"
+    with pytest.raises(ValueError, match="original-query weight"):
+        RM3Settings(original_weight=1.5)
+    with pytest.raises(ValueError, match="without training queries"):
+        build_baseline("bm25+queries", corpus)
