@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import bm25s
+import numpy as np
 import Stemmer
 
 from dsi.data import Corpus
@@ -20,6 +21,7 @@ class BM25Retriever:
         self.k1, self.b, self.method = k1, b, method
         self._stemmer = Stemmer.Stemmer("english")
         self._model: bm25s.BM25 | None = None
+        self._corpus: Corpus | None = None
         self.doc_ids: list[str] = []
 
     @property
@@ -41,8 +43,32 @@ class BM25Retriever:
             raise ValueError("cannot build a BM25 index over an empty corpus")
         model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         model.index(self._tokenize(corpus.full_texts(), return_ids=True), show_progress=False)
-        self._model, self.doc_ids = model, list(corpus.doc_ids)
+        self._model, self._corpus, self.doc_ids = model, corpus, list(corpus.doc_ids)
         return self
+
+    def _indexed(self) -> bm25s.BM25:
+        if self._model is None:
+            raise RuntimeError("BM25Retriever used before index")
+        return self._model
+
+    def query_tokens(self, queries: list[str]) -> list[list[str]]:
+        """Each query's stemmed, stopped terms that occur in the corpus (maybe none)."""
+        vocab = self._indexed().vocab_dict
+        return [
+            [t for t in query if t and t in vocab]
+            for query in self._tokenize(list(queries), return_ids=False)
+        ]
+
+    def document_tokens(self, position: int) -> list[str]:
+        """The stemmed, stopped terms of the document at ``position``, as it was indexed."""
+        self._indexed()
+        assert self._corpus is not None
+        title, text = self._corpus.titles[position], self._corpus.texts[position]
+        return [t for t in self._tokenize([f"{title} {text}" if title else text], False)[0] if t]
+
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """The BM25 score of every document (in corpus order) for terms of ``query_tokens``."""
+        return np.asarray(self._indexed().get_scores(tokens), dtype=np.float64)
 
     def search(self, queries: list[str], k: int = 10) -> list[list[tuple[str, float]]]:
         """Top ``k`` ``(doc_id, score)`` per query, best first.
@@ -54,11 +80,7 @@ class BM25Retriever:
             raise RuntimeError("BM25Retriever.search called before index")
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        vocab = self._model.vocab_dict
-        tokens = [
-            [t for t in query if t and t in vocab]
-            for query in self._tokenize(list(queries), return_ids=False)
-        ]
+        tokens = self.query_tokens(list(queries))
         results: list[list[tuple[str, float]]] = [[] for _ in tokens]
         live = [i for i, query in enumerate(tokens) if query]
         if not live:

@@ -114,7 +114,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=100, help="documents retrieved per query")
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--bm25", action="store_true", help="also evaluate BM25 on the same queries")
+    p.add_argument(
+        "--baselines",
+        default=None,
+        help="comma list of baselines ranked on the same queries: bm25, bm25+queries (documents "
+        "+ the index's training queries), bm25+rm3 (pseudo-relevance feedback), dense (MiniLM)",
+    )
+    p.add_argument("--bm25", action="store_true", help="short for --baselines bm25")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="paired bootstrap 95%% intervals of dsi minus each baseline (10,000 resamples, seed 0)",
+    )
+    p.add_argument("--per-query", default=None, metavar="FILE", help="per-query metrics (JSONL)")
     p.add_argument("--run-file", default=None, help="TREC run file to write")
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
@@ -360,8 +372,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _training_queries(args: argparse.Namespace):
     """Training queries from --queries/--qrels, or the BEIR folder's --train-split, if any."""
-    from dsi.data import load_qrels, load_queries
-    from dsi.index import TrainingQueries
+    from dsi.data import TrainingQueries, load_qrels, load_queries
 
     if args.no_train_queries:
         return None
@@ -375,8 +386,15 @@ def _training_queries(args: argparse.Namespace):
         raise ValueError("--queries and --qrels go together: give both or neither.")
     if queries_path is None:
         return None
-    training = TrainingQueries(load_queries(queries_path), load_qrels(qrels_path))
-    log.info("Training retrieval on %d queries from %s.", len(training.qrels), qrels_path)
+    queries = load_queries(queries_path)
+    training = TrainingQueries(queries, load_qrels(qrels_path))
+    log.info(
+        "Training retrieval on the %d queries judged in %s (the other %d of %s are not read).",
+        len(training),
+        qrels_path,
+        len(queries) - len(training),
+        queries_path,
+    )
     return training
 
 
@@ -408,13 +426,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
     from docid.guard import ensure_replaceable
+    from dsi import evaluation
+    from dsi.baselines import build_baseline, check_available, parse_baselines
     from dsi.data import load_qrels, load_queries
-    from dsi.metrics import RUN_FILE, evaluate_run, write_trec_run
+    from dsi.metrics import RUN_FILE, write_trec_run
     from dsi.retriever import Retriever
 
+    names = parse_baselines(args.baselines or "")
+    if args.bm25 and "bm25" not in names:
+        names.insert(0, "bm25")
+    if args.compare and not names:
+        raise ValueError("--compare compares dsi with baselines; name them with --baselines.")
     run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
-    bm25_file = run_file.with_name(run_file.stem + ".bm25.trec")
-    for path in (run_file, bm25_file) if args.bm25 else (run_file,):
+    files = {"dsi": run_file}
+    files.update({name: run_file.with_name(f"{run_file.stem}.{name}.trec") for name in names})
+    for path in files.values():
         ensure_replaceable(path, RUN_FILE)  # before the search: never overwrite a user's file
     queries = load_queries(args.queries)
     qrels = load_qrels(args.qrels)
@@ -423,32 +449,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"None of the queries in {args.queries} has judgements in {args.qrels}.")
     texts = [queries[qid] for qid in judged]
     retriever = Retriever.load(args.index, device=args.device)
+    index = retriever.index
+    training_pairs = list(index.training_pairs)
+    evaluation.check_not_training(texts, training_pairs, args.qrels)
+    for name in names:  # refused before minutes of ranking, not after
+        check_available(name, bool(training_pairs))
 
     started = time.monotonic()
     results = retriever.search(
         texts, k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
     )
     seconds = time.monotonic() - started
-    run = {
-        qid: [(h.doc_id, h.score) for h in hits] for qid, hits in zip(judged, results, strict=True)
-    }
-    write_trec_run(run, run_file, tag="dsi")
+    ranked = [[(h.doc_id, h.score) for h in hits] for hits in results]
+    runs: dict[str, Any] = {"dsi": dict(zip(judged, ranked, strict=True))}
+    write_trec_run(runs["dsi"], run_file, tag="dsi")
+    parameters = {}
+    for name in names:
+        baseline = build_baseline(name, index.corpus, training_pairs, show_progress=not args.quiet)
+        runs[name] = dict(zip(judged, baseline.search(texts, k=args.k), strict=True))
+        write_trec_run(runs[name], files[name], tag=name)
+        parameters[name] = baseline.parameters()
+    blocks = evaluation.report(
+        runs, qrels, training_pairs, compare=args.compare, per_query_file=args.per_query
+    )
     report: dict[str, Any] = {
         "queries": len(judged),
         "k": args.k,
-        "dsi": evaluate_run(run, qrels),
+        "dsi": blocks.pop("dsi"),
         "dsi_queries_per_second": round(len(judged) / seconds, 2),
         "run_file": str(run_file),
     }
-    if args.bm25:
-        from dsi.bm25 import BM25Retriever
-
-        bm25 = BM25Retriever()
-        bm25.index(retriever.index.corpus)
-        bm25_run = dict(zip(judged, bm25.search(texts, k=args.k), strict=True))
-        write_trec_run(bm25_run, bm25_file, tag="bm25")
-        report["bm25"] = evaluate_run(bm25_run, qrels)
-        report["bm25_run_file"] = str(bm25_file)
+    for name in names:
+        report[name] = {**blocks.pop(name), "run_file": str(files[name])}
+        report[name]["parameters"] = parameters[name]
+    if "bm25" in names:  # where --bm25 wrote it before --baselines existed
+        report["bm25_run_file"] = str(files["bm25"])
+    report.update(blocks)  # compare, per_query_file
     print(json.dumps(report, indent=2))
     return 0
 

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +114,52 @@ class Corpus:
             texts.extend(corpus.texts)
             sources.append(corpus.source)
         return cls(doc_ids, titles, texts, source=" + ".join(sources))
+
+
+@dataclass
+class TrainingQueries:
+    """The training queries a build may read, and their judgements.
+
+    Built from a whole queries file and the training qrels, it keeps only the queries with a
+    relevant judgement in those qrels, minus the ``dev`` query ids: a BEIR ``queries.jsonl``
+    holds the test and dev queries too, and none of them may reach the tokenizer, the training
+    examples, the query generator or the saved index. The set is derived here, once; everything
+    that builds from training queries reads ``queries``/``qrels``/``texts``/``pairs`` of this.
+    """
+
+    queries: Mapping[str, str]
+    qrels: Mapping[str, Mapping[str, int]]
+    dev: Collection[str] = ()
+
+    def __post_init__(self) -> None:
+        held_out = frozenset(self.dev)
+        usable = {
+            qid: dict(judged)
+            for qid, judged in self.qrels.items()
+            if qid in self.queries
+            and qid not in held_out
+            and any(grade > 0 for grade in judged.values())
+        }
+        # File order of the queries, so that the texts a tokenizer reads do not depend on qrels order.
+        self.queries = {qid: text for qid, text in self.queries.items() if qid in usable}
+        self.qrels = {qid: usable[qid] for qid in self.queries}
+        self.dev = held_out
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def texts(self) -> list[str]:
+        """The text of every usable query, in the order of the queries file."""
+        return list(self.queries.values())
+
+    def pairs(self, known_doc_ids: Collection[str]) -> list[tuple[str, str]]:
+        """(query text, doc id) for every relevant judgement of a document in ``known_doc_ids``."""
+        out = []
+        for qid, judged in sorted(self.qrels.items()):
+            for doc_id, grade in sorted(judged.items()):
+                if grade > 0 and doc_id in known_doc_ids:
+                    out.append((self.queries[qid], doc_id))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

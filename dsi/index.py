@@ -49,7 +49,7 @@ from docid.io import (
     staging_dir,
 )
 from dsi.config import AddConfig, GeneratorConfig, IndexConfig
-from dsi.data import Corpus, load_corpus
+from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
 from dsi.model import (
     build_model,
@@ -80,25 +80,6 @@ GENERATOR_KIND = Kind("a saved query generator", "generator.json")
 
 class IndexLoadError(ValueError):
     """An index directory cannot be loaded; the message says what is wrong in one sentence."""
-
-
-@dataclass
-class TrainingQueries:
-    """Training queries and their relevant documents, for the retrieval task."""
-
-    queries: Mapping[str, str]
-    qrels: Mapping[str, Mapping[str, int]]
-
-    def pairs(self, known_doc_ids: set[str]) -> list[tuple[str, str]]:
-        """(query text, doc id) for every positive judgement whose query and document exist."""
-        out = []
-        for qid, judged in sorted(self.qrels.items()):
-            if qid not in self.queries:
-                continue
-            for doc_id, grade in sorted(judged.items()):
-                if grade > 0 and doc_id in known_doc_ids:
-                    out.append((self.queries[qid], doc_id))
-        return out
 
 
 @contextmanager
@@ -973,7 +954,9 @@ def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = load_tokenizer(tok_dir)
     else:
-        extra = list(training_queries.queries.values()) if training_queries else []
+        # Only the queries TrainingQueries lets a build read (judged in the training qrels, not
+        # dev): a queries file's test queries must not shape the vocabulary.
+        extra = training_queries.texts() if training_queries else []
         tokenizer = train_tokenizer(
             texts + extra,
             config.model_config.vocab_size,

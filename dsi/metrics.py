@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from docid.guard import FileKind, ensure_replaceable
 from docid.io import atomic_write_text
 from dsi.data import DataError
@@ -111,6 +113,55 @@ def evaluate_run(run: Run, qrels: Mapping[str, Mapping[str, int]]) -> dict[str, 
     }
     means["num_queries"] = len(scores)
     return means
+
+
+def mean_metrics(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean of every metric over the queries of ``scores`` (from :func:`per_query`) and
+    ``num_queries``; every metric is None when there are no queries."""
+    means: dict[str, Any] = {
+        name: (sum(s[name] for s in scores.values()) / len(scores) if scores else None)
+        for name in METRIC_NAMES
+    }
+    means["num_queries"] = len(scores)
+    return means
+
+
+def paired_difference(
+    first: np.ndarray, second: np.ndarray, resamples: int, rng: np.random.Generator
+) -> dict[str, float]:
+    """Mean of ``first - second`` (per-query scores of the same queries), its 95% bootstrap
+    interval over resamples of the queries, and the share of resamples where the difference is
+    not above zero."""
+    if first.shape != second.shape or first.ndim != 1 or len(first) == 0:
+        raise ValueError("paired scores must be two non-empty vectors over the same queries")
+    differences = first - second
+    picks = rng.integers(0, len(differences), size=(resamples, len(differences)))
+    means = differences[picks].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {
+        "difference": float(differences.mean()),
+        "low": float(low),
+        "high": float(high),
+        "not_above": float((means <= 0).mean()),
+        "wins": int((differences > 0).sum()),
+        "losses": int((differences < 0).sum()),
+    }
+
+
+def paired_interval(
+    first: Mapping[str, Mapping[str, float]],
+    second: Mapping[str, Mapping[str, float]],
+    metric: str,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> list[float]:
+    """``[mean, low, high]`` of ``first - second`` in ``metric`` over the queries both score
+    (per-query metrics from :func:`per_query`): the paired bootstrap 95% interval."""
+    qids = sorted(set(first) & set(second))
+    a = np.array([first[q][metric] for q in qids], dtype=np.float64)
+    b = np.array([second[q][metric] for q in qids], dtype=np.float64)
+    found = paired_difference(a, b, resamples, np.random.default_rng(seed))
+    return [found["difference"], found["low"], found["high"]]
 
 
 def _check_token(value: str, what: str) -> str:

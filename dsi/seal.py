@@ -47,7 +47,7 @@ from docid.ngram import (
 )
 from docid.words import WordIndex, analyze
 from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
-from dsi.data import Corpus, load_corpus
+from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.decoding import (
     EMPTY_SLOT,
     ConstrainedRetriever,
@@ -60,7 +60,6 @@ from dsi.index import (
     GENERATOR_DIR,
     TRAINING_QUERIES_FILE,
     IndexLoadError,
-    TrainingQueries,
     add_entry,
     add_fingerprint,
     add_order,

@@ -49,8 +49,8 @@ from typing import Any
 
 from docid.io import atomic_write_text
 from dsi.config import AddConfig, IndexConfig, ModelConfig, TrainConfig
-from dsi.data import Corpus, load_corpus, load_qrels, load_queries
-from dsi.index import GenerativeIndex, TrainingQueries
+from dsi.data import Corpus, TrainingQueries, load_corpus, load_qrels, load_queries
+from dsi.index import GenerativeIndex
 from dsi.kinds import load_index
 from dsi.metrics import per_query
 from dsi.retriever import Retriever

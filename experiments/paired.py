@@ -26,7 +26,7 @@ import numpy as np
 
 from docid.io import atomic_write_text
 from dsi.bm25 import BM25Retriever
-from dsi.metrics import per_query
+from dsi.metrics import paired_difference, per_query
 from experiments import quality
 
 log = logging.getLogger("paired")
@@ -37,27 +37,6 @@ SEED_GROUPS: dict[str, tuple[str, ...]] = {
     "no_copy": ("no_copy", "no_copy_seed14"),
     "wide_slow": ("wide_slow", "wide_slow_seed14"),
 }
-
-
-def paired_difference(
-    first: np.ndarray, second: np.ndarray, resamples: int, rng: np.random.Generator
-) -> dict[str, float]:
-    """Mean of ``first - second`` (per-query scores of the same queries), its 95% bootstrap
-    interval, and the share of resamples where the difference is not above zero."""
-    if first.shape != second.shape or first.ndim != 1 or len(first) == 0:
-        raise ValueError("paired scores must be two non-empty vectors over the same queries")
-    differences = first - second
-    picks = rng.integers(0, len(differences), size=(resamples, len(differences)))
-    means = differences[picks].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return {
-        "difference": float(differences.mean()),
-        "low": float(low),
-        "high": float(high),
-        "not_above": float((means <= 0).mean()),
-        "wins": int((differences > 0).sum()),
-        "losses": int((differences < 0).sum()),
-    }
 
 
 def per_query_scores(data: dict[str, Any], args) -> dict[str, dict[str, dict[str, np.ndarray]]]:

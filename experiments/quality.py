@@ -41,8 +41,8 @@ from typing import Any
 from docid.io import atomic_write_text
 from dsi.bm25 import BM25Retriever
 from dsi.config import IndexConfig
-from dsi.data import load_corpus, load_qrels, load_queries
-from dsi.index import GenerativeIndex, TrainingQueries
+from dsi.data import TrainingQueries, load_corpus, load_qrels, load_queries
+from dsi.index import GenerativeIndex
 from dsi.metrics import evaluate_run
 from dsi.retriever import Retriever
 from dsi.seal import (
@@ -294,7 +294,9 @@ def config_for(name: str, args) -> tuple[dict[str, Any], IndexConfig]:
 
 def trained_index(data: dict[str, Any], config: IndexConfig, work: Path, args, **kwargs) -> Any:
     """Build (or, from the checkpoints in ``work``, resume at once) the index of ``config``."""
-    training = None if data["train"] is None else TrainingQueries(data["queries"], data["train"])
+    training = None
+    if data["train"] is not None:  # dev is named too, so it can never be trained on
+        training = TrainingQueries(data["queries"], data["train"], dev=data["dev"])
     builder = NgramGenerativeIndex if config.docids == "ngram" else GenerativeIndex
     return builder.build(
         data["corpus"], config, training, work_dir=work, progress_bar=not args.quiet, **kwargs

@@ -1,0 +1,122 @@
+"""What ``dsi eval`` reports: metrics of dsi and its baselines, seen / unseen, paired intervals.
+
+A query is *seen* when one of its relevant documents is judged by a training query of the index
+(the model was taught that document with a query), *unseen* otherwise: the unseen part is what a
+user with new documents gets, so whenever the index has training queries both are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from docid.io import atomic_write_text
+from dsi.metrics import Run, mean_metrics, paired_interval, per_query
+
+log = logging.getLogger(__name__)
+
+COMPARED = ("nDCG@10", "Hits@10")
+RESAMPLES = 10_000
+SEED = 0
+# Refuse when at least this share of the evaluated queries are the index's training queries.
+TRAINING_SHARE_REFUSED = 0.5
+
+
+def check_not_training(
+    texts: Sequence[str], training_pairs: Sequence[tuple[str, str]], qrels_path: str | Path
+) -> None:
+    """Refuse an evaluation whose queries are mostly the index's training queries (the training
+    split passed as evaluation qrels); log a warning when a few are."""
+    trained = {query for query, _ in training_pairs}
+    overlap = sum(text in trained for text in texts)
+    if overlap and overlap >= TRAINING_SHARE_REFUSED * len(texts):
+        raise ValueError(
+            f"{overlap} of the {len(texts)} queries judged in {qrels_path} are the index's own "
+            "training queries, so this would evaluate on training queries; pass the qrels of a "
+            "held-out split (e.g. qrels/test.tsv)."
+        )
+    if overlap:
+        log.warning(
+            "%d of the %d evaluated queries have the text of a training query of the index.",
+            overlap,
+            len(texts),
+        )
+
+
+def seen_queries(
+    qrels: Mapping[str, Mapping[str, int]], training_pairs: Sequence[tuple[str, str]]
+) -> set[str]:
+    """The queries with a relevant document that some training query judges."""
+    taught = {doc_id for _, doc_id in training_pairs}
+    return {
+        qid
+        for qid, judged in qrels.items()
+        if any(grade > 0 and doc_id in taught for doc_id, grade in judged.items())
+    }
+
+
+def report(
+    runs: Mapping[str, Run],
+    qrels: Mapping[str, Mapping[str, int]],
+    training_pairs: Sequence[tuple[str, str]] = (),
+    *,
+    compare: bool = False,
+    per_query_file: str | Path | None = None,
+) -> dict[str, Any]:
+    """One block per run (``runs`` holds ``"dsi"`` first, then the baselines): the six metrics
+    and ``num_queries``, with ``"seen"`` / ``"unseen"`` blocks when there are training queries;
+    ``"compare"`` (``compare``): per baseline, ``[mean, low, high]`` of dsi minus it, overall and
+    seen / unseen. ``per_query_file`` gets one JSON line of metrics per query."""
+    scores = {name: per_query(run, qrels) for name, run in runs.items()}
+    if not scores["dsi"]:
+        raise ValueError("The qrels hold no relevant judgements, so there is nothing to evaluate.")
+    qids = list(scores["dsi"])
+    seen = seen_queries(qrels, training_pairs) if training_pairs else None
+    parts = {"seen": [], "unseen": []} if seen is not None else {}
+    for qid in qids:
+        if seen is not None:
+            parts["seen" if qid in seen else "unseen"].append(qid)
+
+    out: dict[str, Any] = {}
+    for name, by_query in scores.items():
+        block = mean_metrics(by_query)
+        for part, members in parts.items():
+            block[part] = mean_metrics({q: by_query[q] for q in members})
+        out[name] = block
+    if compare:
+        out["compare"] = {
+            name: _intervals(scores["dsi"], scores[name], parts) for name in scores if name != "dsi"
+        }
+        out["compare_settings"] = {"resamples": RESAMPLES, "seed": SEED, "interval": 0.95}
+    if per_query_file is not None:
+        lines = []
+        for qid in qids:
+            record: dict[str, Any] = {"query_id": qid}
+            if seen is not None:
+                record["seen"] = qid in seen
+            record.update({name: by_query[qid] for name, by_query in scores.items()})
+            lines.append(json.dumps(record) + "\n")
+        atomic_write_text(Path(per_query_file), "".join(lines))
+        out["per_query_file"] = str(per_query_file)
+    return out
+
+
+def _intervals(
+    first: Mapping[str, Mapping[str, float]],
+    second: Mapping[str, Mapping[str, float]],
+    parts: Mapping[str, list[str]],
+) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        m: paired_interval(first, second, m, RESAMPLES, SEED) for m in COMPARED
+    }
+    for part, members in parts.items():
+        block: dict[str, Any] = {"num_queries": len(members)}
+        for m in COMPARED:
+            a = {q: first[q] for q in members}
+            b = {q: second[q] for q in members}
+            block[m] = paired_interval(a, b, m, RESAMPLES, SEED) if members else None
+        found[part] = block
+    return found
