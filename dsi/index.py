@@ -373,35 +373,19 @@ class GenerativeIndex:
         (:class:`docid.guard.PathRefused`), and so is a directory another process is writing
         (:class:`docid.guard.WriterBusy`): the directory's writer lock is held meanwhile.
         """
-        directory = Path(directory)
-        with claim_index(directory):
-            stage = staging_dir(directory)
-            try:
-                self.config.save(stage / "config.json")
-                self.model.save_pretrained(stage / "model", safe_serialization=True)
-                self.tokenizer.save_pretrained(stage / "model")
-                self.docids.save(stage)
-                self.trie.save(stage / "trie.marisa")
-                save_documents(self.corpus, stage / "documents.jsonl")
-                if self.training_pairs:
-                    save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
-                if self.query_generator is not None:
-                    self.query_generator.save(stage / GENERATOR_DIR)
-                publish_index(
-                    stage,
-                    directory,
-                    model=self.model,
-                    num_docs=len(self.docids),
-                    docid_scheme=self.docids.scheme,
-                    docid_offset=self.docid_offset,
-                    lineage=self.lineage,
-                )
-            except BaseException:
-                import shutil
 
-                shutil.rmtree(stage, ignore_errors=True)
-                raise
-        return directory
+        def write_parts(stage: Path) -> None:
+            self.docids.save(stage)
+            self.trie.save(stage / "trie.marisa")
+
+        return save_index(
+            self,
+            Path(directory),
+            write_parts,
+            num_docs=len(self.docids),
+            docid_scheme=self.docids.scheme,
+            docid_offset=self.docid_offset,
+        )
 
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> GenerativeIndex:
@@ -669,6 +653,33 @@ def verify_checksums(directory: Path, manifest: Mapping[str, Any], hashes: bool 
                 raise IndexLoadError(
                     f"Index {directory} has a file {name} that its manifest does not list."
                 )
+
+
+def save_index(
+    index: Any, directory: Path, write_parts: Callable[[Path], None], **manifest: Any
+) -> Path:
+    """Write what every index kind holds (config, model, tokenizer, documents, training pairs,
+    query generator) and the kind's own parts (``write_parts(stage)``), then publish it as
+    ``directory`` with ``manifest`` (:func:`publish_index`). Nothing but an index or an empty
+    folder is replaced, and ``directory``'s writer lock is held meanwhile (:func:`claim_index`).
+    """
+    with claim_index(directory):
+        stage = staging_dir(directory)
+        try:
+            index.config.save(stage / "config.json")
+            index.model.save_pretrained(stage / "model", safe_serialization=True)
+            index.tokenizer.save_pretrained(stage / "model")
+            write_parts(stage)
+            save_documents(index.corpus, stage / "documents.jsonl")
+            if index.training_pairs:
+                save_training_pairs(index.training_pairs, stage / TRAINING_QUERIES_FILE)
+            if index.query_generator is not None:
+                index.query_generator.save(stage / GENERATOR_DIR)
+            publish_index(stage, directory, model=index.model, lineage=index.lineage, **manifest)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+    return directory
 
 
 def publish_index(

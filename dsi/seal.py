@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from docid.io import staging_dir
 from docid.ngram import (
     best_first,
     best_logprobs,
@@ -66,19 +64,16 @@ from dsi.index import (
     build_entry,
     build_fingerprint,
     check_new_documents,
-    claim_index,
     claim_work_dir,
     generative_memory,
     holds_work_dir,
     kept_generator,
     load_training_pairs,
     make_model,
-    publish_index,
     read_manifest,
     replay_doc_ids,
     resolve_index_dir,
-    save_documents,
-    save_training_pairs,
+    save_index,
     train_model,
     train_with_replay,
     verify_checksums,
@@ -599,35 +594,21 @@ class NgramGenerativeIndex:
         (:class:`docid.guard.PathRefused`), and so is a directory another process is writing
         (:class:`docid.guard.WriterBusy`): the directory's writer lock is held meanwhile.
         """
-        directory = Path(directory)
-        with claim_index(directory):
-            stage = staging_dir(directory)
-            try:
-                self.config.save(stage / "config.json")
-                self.model.save_pretrained(stage / "model", safe_serialization=True)
-                self.tokenizer.save_pretrained(stage / "model")
-                self.ngrams.save(stage / NGRAM_DIR)
-                self.words.save(stage / WORD_DIR)
-                save_documents(self.corpus, stage / "documents.jsonl")
-                if self.training_pairs:
-                    save_training_pairs(self.training_pairs, stage / TRAINING_QUERIES_FILE)
-                if self.query_generator is not None:
-                    self.query_generator.save(stage / GENERATOR_DIR)
-                publish_index(
-                    stage,
-                    directory,
-                    model=self.model,
-                    num_docs=self.num_docs,
-                    docid_scheme=SCHEME,
-                    # No docid symbols follow the text vocabulary.
-                    docid_offset=int(self.model.config.vocab_size),
-                    lineage=self.lineage,
-                    corpus_tokens=self.ngrams.total_tokens,
-                )
-            except BaseException:
-                shutil.rmtree(stage, ignore_errors=True)
-                raise
-        return directory
+
+        def write_parts(stage: Path) -> None:
+            self.ngrams.save(stage / NGRAM_DIR)
+            self.words.save(stage / WORD_DIR)
+
+        return save_index(
+            self,
+            Path(directory),
+            write_parts,
+            num_docs=self.num_docs,
+            docid_scheme=SCHEME,
+            # No docid symbols follow the text vocabulary.
+            docid_offset=int(self.model.config.vocab_size),
+            corpus_tokens=self.ngrams.total_tokens,
+        )
 
     @classmethod
     def load(cls, directory: str | Path, verify: bool = True) -> NgramGenerativeIndex:
