@@ -17,7 +17,9 @@ Configurations (``CONFIGS``): ``default`` is exactly what ``dsi index`` builds; 
 one lever. For each n-gram configuration a row ``<name>+tuned`` follows: the same trained model
 with its document scoring (BM25 or SEAL's, their weights, number of unigrams) chosen on dev,
 then evaluated on test once
-(``--no-tune-decoding`` leaves it out). Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
+(``--no-tune-decoding`` leaves it out). ``--rule experiments/rules/<name>.md`` names the committed
+rule that the run decides by (experiments/rules/README.md); the result records its commit, and a
+rule file that is not committed as it is refuses the run. Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
 ``quality_<dataset>.md`` (the test table) and ``quality_<dataset>.png`` (dev nDCG@10 against
 training minutes, BM25 as a line). Finished configurations are kept in ``--work`` and skipped
 when the command is rerun with the same settings, so a killed run goes on where it stopped (from
@@ -58,7 +60,7 @@ from dsi.seal import (
     resolved_config,
     split_decoding,
 )
-from experiments.provenance import git_state
+from experiments.provenance import add_rule_argument, checked_rule, git_state
 
 log = logging.getLogger("quality")
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,11 +281,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
 
 
-def parse_reader_arguments(parser: argparse.ArgumentParser, argv: list[str] | None):
+def parse_reader_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None, decides: bool = False
+):
     """The arguments of a script that reads this script's finished runs (never training them,
-    so quietly), with logging set up; a usage error when ../shared/data is missing."""
+    so quietly), with logging set up; a usage error when ../shared/data is missing.
+
+    A script that ``decides`` something takes ``--rule``: ``args.rule_record`` is what its
+    result records as ``rule`` (a usage error when the rule file is not committed as it is)."""
     add_run_arguments(parser)
+    if decides:
+        add_rule_argument(parser)
     args = parser.parse_args(argv)
+    args.rule_record = checked_rule(parser, args.rule) if decides else None
     args.quiet = True
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not SHARED.exists():
@@ -686,6 +696,9 @@ def write_report(data: dict[str, Any], rows: list[dict[str, Any]], args) -> None
         "command": "python " + " ".join(sys.argv),
         # The code that wrote this report; each row's provenance names its own run's.
         "provenance": code_state(),
+        # The rule this run decides by and the commit that holds it; null for a lever run
+        # without one (it decides nothing).
+        "rule": args.rule_record,
         "results": rows,
     }
     args.results.mkdir(parents=True, exist_ok=True)
@@ -813,7 +826,10 @@ def main(argv: list[str] | None = None) -> None:
         help="skip the extra row of n-gram configurations with the scoring tuned on dev",
     )
     parser.add_argument("--quiet", action="store_true")
+    add_rule_argument(parser)
     args = parser.parse_args(argv)
+    # Before any run: a lever's runs are decided by a rule committed before them, or by none.
+    args.rule_record = checked_rule(parser, args.rule)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not SHARED.exists():
         parser.error(f"{SHARED} is missing: the datasets live in ../shared/data.")
