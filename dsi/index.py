@@ -496,11 +496,34 @@ def build_entry(
         "examples": _count_tasks(examples),
         **extra,
         "training": asdict(stats),
+        "training_steps": stats.steps,
         "optimizer_updates": stats.optimizer_updates,
+        # What the model was trained from, so that a result of other data cannot pass for this.
+        "data_digest": training_data_digest(corpus, training_queries),
         "query_generator": None if generator is None else generator.stats,
         "seconds": round(time.monotonic() - started, 1),
         "at": _now(),
     }
+
+
+def training_data_digest(corpus: Corpus, training_queries: TrainingQueries | None) -> str:
+    """sha256 of the texts a build learns from: those its tokenizer is trained on (the documents'
+    full texts, then the training queries TrainingQueries keeps) and the training examples'
+    sources (each document with its id, each (query, doc id) judgement of a corpus document).
+
+    Queries that TrainingQueries leaves out (unjudged, dev) change nothing; one more judged
+    training query, or any changed document, changes it. Either index kind records it at build.
+    """
+    texts = corpus.full_texts()
+    queries = [] if training_queries is None else training_queries.texts()
+    pairs = [] if training_queries is None else training_queries.pairs(set(corpus.doc_ids))
+    # JSON of lists: unambiguous where texts hold any separator character.
+    record = {
+        "tokenizer_texts": texts + queries,
+        "documents": [list(row) for row in zip(corpus.doc_ids, texts, strict=True)],
+        "query_pairs": [list(pair) for pair in pairs],
+    }
+    return hashlib.sha256(json.dumps(record, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def add_order(lineage: list[dict[str, Any]]) -> int:

@@ -3,6 +3,9 @@ many of its words are kept and how much they weigh.
 
     python -m experiments.feedback --results experiments/results/levers   # after quality.py
 
+It decides a setting: ``--rule experiments/rules/<name>.md`` names the committed rule it decides by
+(its commit goes into the result; without it the result says ``rule: null``).
+
 For each finished copying run of ``experiments/quality.py`` whose model is kept (no more
 training), the dev queries are decoded once and ranked without feedback and with each setting of
 ``GRID`` (``SealOptions.feedback_docs``, ``feedback_words``, ``feedback_weight``), through
@@ -115,7 +118,7 @@ def choose(rows: dict[str, dict[str, float]]) -> dict | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    args = quality.parse_reader_arguments(parser, argv)
+    args = quality.parse_reader_arguments(parser, argv, decides=True)
     rows = {}
     for dataset, name in word_weight.RUNS:
         data = quality.load_dataset(dataset, args.seed)
@@ -133,7 +136,13 @@ def main(argv: list[str] | None = None) -> None:
             split: bm25_with_feedback(data, data[split], setting) for split in ("dev", "test")
         }
     args.results.mkdir(parents=True, exist_ok=True)
-    payload = {"grid": GRID, "dev_nDCG@10": rows, "choice": choice, "cranfield_bm25": context}
+    payload = {
+        "rule": args.rule_record,
+        "grid": GRID,
+        "dev_nDCG@10": rows,
+        "choice": choice,
+        "cranfield_bm25": context,
+    }
     atomic_write_text(args.results / "feedback.json", json.dumps(payload, indent=2) + "\n")
     keys = [OFF] + [label(s) for s in GRID]
     lines = [

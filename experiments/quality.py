@@ -17,19 +17,26 @@ Configurations (``CONFIGS``): ``default`` is exactly what ``dsi index`` builds; 
 one lever. For each n-gram configuration a row ``<name>+tuned`` follows: the same trained model
 with its document scoring (BM25 or SEAL's, their weights, number of unigrams) chosen on dev,
 then evaluated on test once
-(``--no-tune-decoding`` leaves it out). Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
+(``--no-tune-decoding`` leaves it out). ``--rule experiments/rules/<name>.md`` names the committed
+rule that the run decides by (experiments/rules/README.md); the result records its commit, and a
+rule file that is not committed as it is refuses the run. Results: ``<results>/quality_<dataset>.json`` (everything, including each curve),
 ``quality_<dataset>.md`` (the test table) and ``quality_<dataset>.png`` (dev nDCG@10 against
 training minutes, BM25 as a line). Finished configurations are kept in ``--work`` and skipped
 when the command is rerun with the same settings, so a killed run goes on where it stopped (from
 its last checkpoint, with the dev points measured before, ``curve.json``); one
 whose decoding settings alone changed (``SealOptions.DECODING``) is evaluated again, not
-retrained.
+retrained. Every result records its ``provenance``: the git commit of the code that wrote it
+(``dirty`` when the work tree differed), the training steps and the digest of the data its index
+was trained on (``dsi.index.training_data_digest``); a finished run whose digest is not the one
+the current data give (or that has none) is trained again, and the scripts that read finished
+runs leave it out.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -42,7 +49,7 @@ from docid.io import atomic_write_text
 from dsi.bm25 import BM25Retriever
 from dsi.config import IndexConfig
 from dsi.data import TrainingQueries, load_corpus, load_qrels, load_queries
-from dsi.index import GenerativeIndex
+from dsi.index import GenerativeIndex, training_data_digest
 from dsi.metrics import evaluate_run
 from dsi.retriever import Retriever
 from dsi.seal import (
@@ -53,6 +60,7 @@ from dsi.seal import (
     resolved_config,
     split_decoding,
 )
+from experiments.provenance import add_rule_argument, checked_rule, git_state
 
 log = logging.getLogger("quality")
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,11 +281,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
 
 
-def parse_reader_arguments(parser: argparse.ArgumentParser, argv: list[str] | None):
+def parse_reader_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None, decides: bool = False
+):
     """The arguments of a script that reads this script's finished runs (never training them,
-    so quietly), with logging set up; a usage error when ../shared/data is missing."""
+    so quietly), with logging set up; a usage error when ../shared/data is missing.
+
+    A script that ``decides`` something takes ``--rule``: ``args.rule_record`` is what its
+    result records as ``rule`` (a usage error when the rule file is not committed as it is)."""
     add_run_arguments(parser)
+    if decides:
+        add_rule_argument(parser)
     args = parser.parse_args(argv)
+    args.rule_record = checked_rule(parser, args.rule) if decides else None
     args.quiet = True
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not SHARED.exists():
@@ -292,15 +308,55 @@ def config_for(name: str, args) -> tuple[dict[str, Any], IndexConfig]:
     return settings, IndexConfig().updated(settings)
 
 
+def training_queries(data: dict[str, Any]) -> TrainingQueries | None:
+    """The training queries every configuration of ``data`` is built with (None without)."""
+    if data["train"] is None:
+        return None
+    # dev is named too, so it can never be trained on.
+    return TrainingQueries(data["queries"], data["train"], dev=data["dev"])
+
+
 def trained_index(data: dict[str, Any], config: IndexConfig, work: Path, args, **kwargs) -> Any:
     """Build (or, from the checkpoints in ``work``, resume at once) the index of ``config``."""
-    training = None
-    if data["train"] is not None:  # dev is named too, so it can never be trained on
-        training = TrainingQueries(data["queries"], data["train"], dev=data["dev"])
     builder = NgramGenerativeIndex if config.docids == "ngram" else GenerativeIndex
     return builder.build(
-        data["corpus"], config, training, work_dir=work, progress_bar=not args.quiet, **kwargs
+        data["corpus"],
+        config,
+        training_queries(data),
+        work_dir=work,
+        progress_bar=not args.quiet,
+        **kwargs,
     )
+
+
+def data_digest(data: dict[str, Any]) -> str:
+    """The data digest that an index built now from ``data`` records (its lineage's)."""
+    return training_data_digest(data["corpus"], training_queries(data))
+
+
+@functools.cache
+def code_state() -> dict[str, Any]:
+    """The git commit (and dirty flag) of the code this process runs, read once at first use."""
+    return git_state(ROOT)
+
+
+def provenance(training_steps: int, digest: str) -> dict[str, Any]:
+    """A result's ``provenance``: the code that wrote it, and what its model was trained on."""
+    return {**code_state(), "training_steps": training_steps, "data_digest": digest}
+
+
+def stale_data(saved: dict[str, Any], digest: str) -> str | None:
+    """Why the saved result ``saved`` was not trained on the data of ``digest`` (one clause),
+    or None when it was."""
+    recorded = (saved.get("provenance") or {}).get("data_digest")
+    if recorded is None:
+        return "it records no data digest (it ran before results recorded their provenance)"
+    if recorded != digest:
+        return (
+            f"it was trained on other data (data digest {recorded[:12]}, the current data give "
+            f"{digest[:12]})"
+        )
+    return None
 
 
 def fingerprint_of(config: IndexConfig, args) -> dict[str, Any]:
@@ -353,6 +409,10 @@ def finished_run(
     if not (work / "build" / "checkpoint").exists():
         log.warning("%s/%s: its trained model is gone; left out.", data["name"], name)
         return None
+    stale = stale_data(saved, data_digest(data))
+    if stale is not None:
+        log.warning("%s/%s: %s; left out.", data["name"], name, stale)
+        return None
     return read_back(data, name, config, args), saved
 
 
@@ -376,24 +436,28 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     work = run_dir(data, name, args)
     done = work / "result.json"
     fingerprint = fingerprint_of(config, args)
+    digest = data_digest(data)
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
-        if saved.get("fingerprint") == fingerprint:
+        stale = stale_data(saved, digest)
+        if stale is not None:
+            log.warning("%s/%s: %s; training it again.", data["name"], name, stale)
+        elif saved.get("fingerprint") == fingerprint:
             log.info("%s/%s: already done, kept.", data["name"], name)
             return {**saved, "description": description}
         trained, old_decoding = _decoding_apart(saved.get("fingerprint") or {"config": {}})
-        if trained == _decoding_apart(fingerprint)[0]:
+        if stale is None and trained == _decoding_apart(fingerprint)[0]:
             (work / "tuned.json").unlink(missing_ok=True)  # tuned around the old defaults
             return evaluate_again(data, name, args, saved, fingerprint, old_decoding)
     (work / "tuned.json").unlink(missing_ok=True)  # tuned on the model about to be replaced
-    curve = _measured_curve(work / "curve.json", fingerprint)
+    curve = _measured_curve(work / "curve.json", fingerprint, digest)
     queries = data["queries"]
 
     def monitor(index: Any, seconds: float) -> None:
         metrics = evaluate(generative_search(index), queries, data["dev"])
         _add_point(curve, {"minutes": round(seconds / 60, 2), **metrics})
         # Kept as measured, so that a run resumed from its checkpoint keeps its earlier points.
-        record = {"fingerprint": fingerprint, "points": curve}
+        record = {"fingerprint": fingerprint, "data_digest": digest, "points": curve}
         atomic_write_text(work / "curve.json", json.dumps(record, indent=2) + "\n")
         log.info(
             "%s/%s at %.1f min: dev nDCG@10 %.3f Hits@10 %.3f",
@@ -409,7 +473,8 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         data, config, work / "build", args, monitor=monitor, monitor_minutes=args.eval_every
     )
     build_seconds = time.monotonic() - started
-    stats = index.lineage[0]["training"]
+    built = index.lineage[0]
+    stats = built["training"]
     dev = evaluate(generative_search(index), queries, data["dev"])
     _add_point(curve, {"minutes": round(stats["seconds"] / 60, 2), **dev})
     test = evaluate(generative_search(index), queries, data["test"])
@@ -421,6 +486,7 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         "description": description,
         "settings": settings,
         "fingerprint": fingerprint,
+        "provenance": provenance(stats["steps"], built["data_digest"]),
         "training": stats,
         "build_seconds": round(build_seconds, 1),
         "dev": dev,
@@ -432,12 +498,16 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     return result
 
 
-def _measured_curve(path: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
-    """The dev points measured so far by the run of ``fingerprint`` (none for another run)."""
+def _measured_curve(
+    path: Path, fingerprint: dict[str, Any], digest: str | None = None
+) -> list[dict[str, Any]]:
+    """The dev points measured so far by the run of ``fingerprint`` on the data of ``digest``
+    (none for another run, or for one trained on other data)."""
     if not path.exists():
         return []
     record = json.loads(path.read_text(encoding="utf-8"))
-    return record["points"] if record.get("fingerprint") == fingerprint else []
+    same = record.get("fingerprint") == fingerprint and record.get("data_digest") == digest
+    return record["points"] if same else []
 
 
 def _add_point(curve: list[dict[str, Any]], point: dict[str, Any]) -> None:
@@ -468,6 +538,11 @@ def evaluate_again(
         "description": CONFIGS[name][0],
         "settings": settings,
         "fingerprint": fingerprint,
+        # The code that evaluated it again; the model's training as recorded (run_config only
+        # evaluates again a run whose data digest is the current one).
+        "provenance": provenance(
+            saved["provenance"]["training_steps"], saved["provenance"]["data_digest"]
+        ),
         "dev": dev,
         "test": test,
         "curve": curve,
@@ -516,9 +591,15 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     base = options.for_search(with_queries=data["train"] is not None)
     # What the grid leaves as it is: JSON-normalised, as saved.
     untuned = json.loads(json.dumps({n: getattr(base, n) for n in base.DECODING}))
+    trained = json.loads((work / "result.json").read_text(encoding="utf-8"))
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
-        if saved.get("tuning_grid") == TUNING_GRID and saved.get("untuned") == untuned:
+        same_model = saved.get("provenance", {}).get("data_digest") == data_digest(data)
+        if (
+            same_model
+            and saved.get("tuning_grid") == TUNING_GRID
+            and saved.get("untuned") == untuned
+        ):
             return saved
     index = read_back(data, name, config, args)
     retriever = NgramRetriever(index, device="cpu")
@@ -573,7 +654,10 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
         "name": f"{name}+tuned",
         "description": f"{name} with {', '.join(f'{k}={v}' for k, v in chosen.items())} "
         "chosen on dev",
-        "training": json.loads((work / "result.json").read_text(encoding="utf-8"))["training"],
+        "provenance": provenance(
+            trained["provenance"]["training_steps"], trained["provenance"]["data_digest"]
+        ),
+        "training": trained["training"],
         "dev": best["dev"],
         "test": evaluate(search, data["queries"], data["test"]),
         "tuning_grid": TUNING_GRID,
@@ -610,6 +694,11 @@ def write_report(data: dict[str, Any], rows: list[dict[str, Any]], args) -> None
         "minutes": args.minutes,
         "seed": args.seed,
         "command": "python " + " ".join(sys.argv),
+        # The code that wrote this report; each row's provenance names its own run's.
+        "provenance": code_state(),
+        # The rule this run decides by and the commit that holds it; null for a lever run
+        # without one (it decides nothing).
+        "rule": args.rule_record,
         "results": rows,
     }
     args.results.mkdir(parents=True, exist_ok=True)
@@ -737,7 +826,10 @@ def main(argv: list[str] | None = None) -> None:
         help="skip the extra row of n-gram configurations with the scoring tuned on dev",
     )
     parser.add_argument("--quiet", action="store_true")
+    add_rule_argument(parser)
     args = parser.parse_args(argv)
+    # Before any run: a lever's runs are decided by a rule committed before them, or by none.
+    args.rule_record = checked_rule(parser, args.rule)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not SHARED.exists():
         parser.error(f"{SHARED} is missing: the datasets live in ../shared/data.")

@@ -8,7 +8,9 @@ plus ``w`` times the BM25 over their words (``SealOptions.rank``), for each ``w`
 ``WEIGHTS`` (0: the n-grams alone), and by the words alone. Models trained without queries (Cranfield, SciFact learning from its documents
 alone) chose ``SealOptions.word_weight_without_queries`` by the mean of two dev numbers: Cranfield
 (the mean of its two seeds) and SciFact without its queries; the runs with training queries show
-why those keep ``word_weight``. Writes ``<results>/word_weight.{json,md}``.
+why those keep ``word_weight``. Writes ``<results>/word_weight.{json,md}``;
+``--rule experiments/rules/<name>.md`` names the committed rule it decides by (its commit goes
+into the result; without it the result says ``rule: null``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def dev_by_weight(data: dict, name: str, args) -> dict[float | str, float] | Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    args = quality.parse_reader_arguments(parser, argv)
+    args = quality.parse_reader_arguments(parser, argv, decides=True)
     rows = {}
     for dataset, name in RUNS:
         data = quality.load_dataset(dataset, args.seed)
@@ -97,7 +99,12 @@ def main(argv: list[str] | None = None) -> None:
         means = {w: without_queries_mean(rows, w) for w in CHOICES}
         choice = {"means": means, "chosen": max(means, key=means.get)}
     args.results.mkdir(parents=True, exist_ok=True)
-    payload = {"weights": WEIGHTS, "dev_nDCG@10": rows, "without_queries": choice}
+    payload = {
+        "rule": args.rule_record,
+        "weights": WEIGHTS,
+        "dev_nDCG@10": rows,
+        "without_queries": choice,
+    }
     atomic_write_text(args.results / "word_weight.json", json.dumps(payload, indent=2) + "\n")
     lines = [
         "# Dev nDCG@10 by the weight of the n-grams' words (`python -m experiments.word_weight`)",

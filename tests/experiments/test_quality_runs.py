@@ -4,13 +4,14 @@ dev points of a run resumed from its checkpoint."""
 from __future__ import annotations
 
 import json
+import subprocess
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
 from dsi.config import IndexConfig
-from experiments import quality
+from experiments import provenance, quality
 
 
 def _fingerprint(settings: dict) -> dict:
@@ -117,3 +118,64 @@ def test_a_finished_run_is_read_back_only_as_it_was_trained(tmp_path):
         quality.finished_run(data, "default", Namespace(**{**vars(args), "minutes": 30.0})) is None
     )
     assert not any((work / "build" / "checkpoint").iterdir())
+
+
+def _git(repo: Path, *args: str) -> str:
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    done = subprocess.run(["git", *identity, *args], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_provenance_names_the_commit_and_whether_the_tree_differed(tmp_path):
+    assert provenance.git_state(tmp_path) == {"commit": None, "dirty": None}  # not a repository
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "code.py")
+    _git(tmp_path, "commit", "-qm", "code")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    assert provenance.git_state(tmp_path) == {"commit": head, "dirty": False}
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_state(tmp_path) == {"commit": head, "dirty": True}
+
+
+def test_a_finished_run_trained_on_other_data_is_not_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "SHARED", tmp_path / "data")
+    _beir_folder(tmp_path / "data" / "withqueries", train_queries=200, test_queries=30)
+    args = Namespace(work=tmp_path / "work", minutes=60.0, seed=13, eval_every=10.0, quiet=True)
+    data = quality.load_dataset("withqueries", 13)
+    digest = quality.data_digest(data)
+    # Unjudged queries in the queries file change nothing; one more judged training query does.
+    assert quality.data_digest({**data, "queries": {**data["queries"], "x": "unjudged"}}) == digest
+    extra = {**data, "queries": {**data["queries"], "x": "judged"}}
+    extra["train"] = {**data["train"], "x": {"d0": 1}}
+    assert quality.data_digest(extra) != digest
+
+    _, config = quality.config_for("default", args)
+    work = quality.run_dir(data, "default", args)
+    (work / "build" / "checkpoint").mkdir(parents=True)
+    fingerprint = quality.fingerprint_of(config, args)
+    kept = {"fingerprint": fingerprint, "provenance": {"data_digest": digest}, "dev": {}}
+    # Kept as it is: same configuration, same data (no training, no reading back).
+    (work / "result.json").write_text(json.dumps(kept))
+    assert quality.run_config(data, "default", args) == {
+        **kept,
+        "description": quality.CONFIGS["default"][0],
+    }
+    # Trained on other data, or before results recorded their provenance: never read back.
+    for saved in (
+        {**kept, "provenance": {"data_digest": quality.data_digest(extra)}},
+        {"fingerprint": fingerprint},
+    ):
+        (work / "result.json").write_text(json.dumps(saved))
+        assert quality.stale_data(saved, digest) is not None
+        assert quality.finished_run(data, "default", args) is None
+        assert not any((work / "build" / "checkpoint").iterdir())
+    assert "other data" in quality.stale_data({"provenance": {"data_digest": "0" * 64}}, digest)
+    assert quality.stale_data(kept, digest) is None
+
+    # Dev points measured on other data are measured again.
+    path = work / "curve.json"
+    path.write_text(json.dumps({"fingerprint": fingerprint, "data_digest": digest, "points": [1]}))
+    assert quality._measured_curve(path, fingerprint, digest) == [1]
+    assert quality._measured_curve(path, fingerprint, quality.data_digest(extra)) == []
