@@ -8,6 +8,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +58,81 @@ def _add_training_query_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless there is none to show (None, off, empty) or its help
+    already says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class _DocidKinds:
+    """The ``--docids`` choices: :func:`dsi.kinds.docid_kinds`, the one dispatch. Looked up only
+    when argparse checks or prints them, since importing it imports torch (slow for --help)."""
+
+    def __iter__(self) -> Iterator[str]:
+        from dsi.kinds import docid_kinds
+
+        return iter(docid_kinds())
+
+    def __contains__(self, value: object) -> bool:
+        return value in list(self)
+
+
+def _subcommand(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+
+
+def _add_index_arg(p: argparse.ArgumentParser, text: str = "index directory to read") -> None:
+    p.add_argument("--index", required=True, metavar="DIR", help=text)
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if found)"
+    )
+
+
+def _add_num_beams_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--num-beams",
+        type=int,
+        default=None,
+        help="beams of the constrained beam search, at least k (default: the index's setting)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsi", description=__doc__)
     from dsi import __version__
-    from dsi.config import TrainConfig
+    from dsi.config import IndexConfig, TrainConfig
 
-    parser.add_argument("--version", action="version", version=f"dsi {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("index", help="build an index directory from a corpus")
-    p.add_argument("--corpus", required=True, help="BEIR folder, .jsonl or .tsv file")
-    p.add_argument("--output", required=True, help="index directory to write")
-    p.add_argument(
-        "--docids", default=None, help="ngram | semantic | atomic | naive (default: ngram)"
+    parser.add_argument(
+        "--version", action="version", version=f"dsi {__version__}", help="print the version"
     )
-    p.add_argument("--model", default=None, help="local directory or hub name of a T5 checkpoint")
-    p.add_argument("--config", default=None, help="JSON file of IndexConfig settings")
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
+
+    p = _subcommand(sub, "index", "build an index directory from a corpus")
+    p.add_argument("--corpus", required=True, help="BEIR folder, .jsonl or .tsv file")
+    p.add_argument("--output", required=True, metavar="DIR", help="index directory to write")
+    p.add_argument(
+        "--docids",
+        default=None,
+        choices=_DocidKinds(),
+        metavar="KIND",
+        help=f"identifier kind, one of: %(choices)s (default: the config's, {IndexConfig.docids})",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="local directory or hub name of a T5 checkpoint (default: a new T5 from the config)",
+    )
+    p.add_argument(
+        "--config", default=None, help="JSON file of IndexConfig settings (default: built-in)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -90,30 +150,32 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"training time budget (default: the config's, {TrainConfig.max_minutes:g})",
     )
-    p.add_argument("--max-steps", type=int, default=None, help="training step budget")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="training step budget (default: none)"
+    )
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_index)
 
-    p = sub.add_parser("search", help="search an index; prints one JSON line per query")
-    p.add_argument("--index", required=True)
-    p.add_argument("-k", type=int, default=10)
+    p = _subcommand(sub, "search", "search an index; prints one JSON line per query")
+    _add_index_arg(p)
+    p.add_argument("-k", type=int, default=10, help="documents returned per query")
     p.add_argument(
         "--queries", default=None, help="file of queries (jsonl/tsv) instead of arguments"
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-beams", type=int, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=32, help="queries decoded together")
+    _add_num_beams_arg(p)
+    _add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
-    p.add_argument("query", nargs="*")
+    p.add_argument("query", nargs="*", help="queries to search (each one argument)")
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("eval", help="evaluate an index on queries with judgements")
-    p.add_argument("--index", required=True)
-    p.add_argument("--queries", required=True)
-    p.add_argument("--qrels", required=True)
+    p = _subcommand(sub, "eval", "evaluate an index on queries with judgements")
+    _add_index_arg(p)
+    p.add_argument("--queries", required=True, help="queries to evaluate (jsonl/tsv)")
+    p.add_argument("--qrels", required=True, help="judgements (TSV: query-id, corpus-id, score)")
     p.add_argument("-k", type=int, default=100, help="documents retrieved per query")
-    p.add_argument("--num-beams", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    _add_num_beams_arg(p)
+    p.add_argument("--batch-size", type=int, default=16, help="queries decoded together")
     p.add_argument(
         "--baselines",
         default=None,
@@ -127,13 +189,17 @@ def _parser() -> argparse.ArgumentParser:
         help="paired bootstrap 95%% intervals of dsi minus each baseline (10,000 resamples, seed 0)",
     )
     p.add_argument("--per-query", default=None, metavar="FILE", help="per-query metrics (JSONL)")
-    p.add_argument("--run-file", default=None, help="TREC run file to write")
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--run-file",
+        default=None,
+        help="TREC run file to write (default: INDEX.QRELS-NAME.trec beside the index)",
+    )
+    _add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("add", help="add new documents to an index (continual indexing)")
-    p.add_argument("--index", required=True, help="index directory to extend")
+    p = _subcommand(sub, "add", "add new documents to an index (continual indexing)")
+    _add_index_arg(p, "index directory to extend")
     p.add_argument("--corpus", required=True, help="the new documents: BEIR folder, .jsonl or .tsv")
     p.add_argument("--output", default=None, help="index directory to write (default: --index)")
     _add_training_query_args(p)
@@ -147,7 +213,9 @@ def _parser() -> argparse.ArgumentParser:
         "--replay-ratio", type=float, default=1.0, help="replayed examples per new example"
     )
     p.add_argument("--sam", action="store_true", help="sharpness-aware minimisation")
-    p.add_argument("--sam-rho", type=float, default=0.05)
+    p.add_argument(
+        "--sam-rho", type=float, default=0.05, help="SAM's neighbourhood radius (with --sam)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -161,17 +229,24 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="training time budget (default: the index's own)",
     )
-    p.add_argument("--max-steps", type=int, default=None, help="training step budget")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="training step budget (default: none)"
+    )
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_add)
 
-    p = sub.add_parser("serve", help="serve an index over HTTP (needs the serve extra)")
-    p.add_argument("--index", required=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p = _subcommand(sub, "serve", "serve an index over HTTP (needs the serve extra)")
+    _add_index_arg(p, "index directory to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
-    p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for decoding")
-    p.add_argument("--num-beams", type=int, default=None)
+    _add_device_arg(p)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for decoding (default: torch's)",
+    )
+    _add_num_beams_arg(p)
     p.add_argument("--batch-size", type=int, default=None, help="search batch size (default 32)")
     p.add_argument(
         "--max-batch", type=int, default=None, help="most queries in one decode (default 32)"

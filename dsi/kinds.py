@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from docid import available_schemes
 from dsi.config import IndexConfig
 from dsi.data import Corpus
 from dsi.index import GenerativeIndex, read_manifest, resolve_index_dir
@@ -17,6 +18,12 @@ from dsi.index import prepare_work_dir as prepare_docid_work_dir
 from dsi.seal import SCHEME as NGRAM
 from dsi.seal import NgramGenerativeIndex
 from dsi.seal import prepare_work_dir as prepare_ngram_work_dir
+
+
+def docid_kinds() -> list[str]:
+    """Every ``IndexConfig.docids`` this dispatch builds: n-gram (the default), then the docid
+    schemes registered in :mod:`docid`."""
+    return [NGRAM, *available_schemes()]
 
 
 def index_class(docids: str) -> type[GenerativeIndex] | type[NgramGenerativeIndex]:
