@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from docid.guard import FileKind
+from dsi.metrics import RUN_FILE
+
 log = logging.getLogger("dsi")
 
 
@@ -156,11 +159,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_index)
 
-    p = _subcommand(sub, "search", "search an index; prints one JSON line per query")
+    p = _subcommand(sub, "search", "search an index; prints one JSON line per query (or --format)")
     _add_index_arg(p)
     p.add_argument("-k", type=int, default=10, help="documents returned per query")
     p.add_argument(
-        "--queries", default=None, help="file of queries (jsonl/tsv) instead of arguments"
+        "--queries",
+        default=None,
+        metavar="FILE",
+        help="file of queries with their ids (jsonl/tsv) instead of arguments",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="write the results to FILE (replaced whole, only if dsi search wrote it) instead "
+        "of printing them (default: standard output)",
+    )
+    p.add_argument(
+        "--format",
+        default="jsonl",
+        choices=sorted(SEARCH_FORMATS),
+        help="jsonl: one JSON object per query; trec: a TREC run (qid Q0 docid rank score "
+        "dsi); tsv: query_id, doc_id, rank, score under a header. Queries given as arguments "
+        "have the ids 0, 1, ...",
     )
     p.add_argument("--batch-size", type=int, default=32, help="queries decoded together")
     _add_num_beams_arg(p)
@@ -474,27 +495,75 @@ def _training_queries(args: argparse.Namespace):
 
 
 # -------------------------------------------------------------------------- search
+TSV_HEADER = "query_id\tdoc_id\trank\tscore"
+
+
+def _is_search_record(line: str) -> bool:
+    """A line of ``dsi search --format jsonl``: a JSON object with a query and its hits."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "query" in record and "hits" in record
+
+
+# What --output may replace: a file dsi search wrote in the same format, or an empty one.
+SEARCH_JSONL = FileKind("a dsi search output (JSONL)", _is_search_record)
+SEARCH_TSV = FileKind("a dsi search output (TSV)", lambda line: line.rstrip("\r\n") == TSV_HEADER)
+SEARCH_FORMATS = {"jsonl": SEARCH_JSONL, "trec": RUN_FILE, "tsv": SEARCH_TSV}
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
+    from docid.guard import ensure_replaceable
+    from docid.io import atomic_write_text
     from dsi.data import load_queries
+    from dsi.metrics import trec_lines, write_trec_run
     from dsi.retriever import Retriever, check_queries
 
+    if args.queries and args.query:
+        raise ValueError("Give queries as arguments or with --queries FILE, not both.")
     if args.queries:
-        items = list(load_queries(args.queries).items())
+        items: list[tuple[str | None, str]] = list(load_queries(args.queries).items())
     else:
         items = [(None, q) for q in args.query]
     if not items:
         raise ValueError("Give queries as arguments or with --queries FILE.")
     check_queries([q for _, q in items])  # before the index loads: a blank query is a mistake
+    output = Path(args.output) if args.output else None
+    if output is not None:  # before the search: never overwrite a user's file
+        ensure_replaceable(output, SEARCH_FORMATS[args.format])
     retriever = Retriever.load(args.index, device=args.device)
     results = retriever.search(
         [q for _, q in items], k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
     )
-    for (qid, text), hits in zip(items, results, strict=True):
-        record: dict[str, Any] = {"query": text}
-        if qid is not None:
-            record = {"query_id": qid, **record}
-        record["hits"] = [{"doc_id": h.doc_id, "score": round(h.score, 5)} for h in hits]
-        print(json.dumps(record, ensure_ascii=False))
+    if args.format == "jsonl":
+        lines = []
+        for (qid, text), hits in zip(items, results, strict=True):
+            record: dict[str, Any] = {"query": text}
+            if qid is not None:
+                record = {"query_id": qid, **record}
+            record["hits"] = [{"doc_id": h.doc_id, "score": round(h.score, 5)} for h in hits]
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        # Queries given as arguments are numbered in order; a file's queries keep their ids.
+        run = {
+            str(i) if qid is None else qid: hits
+            for i, ((qid, _), hits) in enumerate(zip(items, results, strict=True))
+        }
+        if args.format == "trec":
+            if output is not None:
+                write_trec_run(run, output, tag="dsi")
+                return 0
+            lines = trec_lines(run, tag="dsi")
+        else:
+            lines = [TSV_HEADER + "\n"]
+            for qid, hits in run.items():
+                for position, hit in enumerate(hits, start=1):
+                    lines.append(f"{qid}\t{hit.doc_id}\t{position}\t{float(hit.score)!r}\n")
+    if output is not None:
+        atomic_write_text(output, "".join(lines))
+    else:
+        sys.stdout.write("".join(lines))
     return 0
 
 

@@ -1,14 +1,53 @@
-"""The command line explains itself: help for every option, ``--docids`` choices from the one
-dispatch, defaults shown."""
+"""The command line explains itself and fits other tools: help for every option, ``--docids``
+choices from the one dispatch, defaults shown; ``dsi search --output/--format``; ``dsi info``.
+
+Commands run in this process through the CLI's ``main`` (the same code a user runs, seconds
+faster than a subprocess) on small indexes built once per module.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import pytest
 
-from dsi.cli import _parser, main
+from dsi.cli import TSV_HEADER, _parser, main
 from dsi.kinds import docid_kinds
+from dsi.metrics import read_trec_run
+from tests.dsi.test_cli import TINY, write_corpus
+from tests.dsi.test_guard import NOTES
+
+QUERIES = ["river stone", "amber birch", "quartz"]
+
+
+@pytest.fixture(scope="module")
+def atomic_index(tmp_path_factory) -> Path:
+    """A small atomic-docid index built by ``dsi index`` (two training steps)."""
+    folder = tmp_path_factory.mktemp("atomic")
+    corpus = write_corpus(folder / "corpus.jsonl")
+    out = folder / "idx"
+    args = ["index", "--corpus", str(corpus), "--output", str(out), "--max-steps", "2"]
+    assert main([*args, *TINY, "--quiet"]) == 0
+    return out
+
+
+def search(capsys, index: Path, *args: str) -> str:
+    """``dsi search`` in this process: exit 0; its standard output."""
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "-k", "3", "--quiet", *args]) == 0
+    return capsys.readouterr().out
+
+
+def refused(capsys, args: list[str], *needles: str) -> str:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("dsi: error: "), err
+    for needle in needles:
+        assert needle in err, err
+    return err
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -52,3 +91,102 @@ def test_docids_choices_come_from_the_dispatch(capsys) -> None:
         main(["index", "--corpus", "c.jsonl", "--output", "out", "--docids", "words"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'words'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ search --output/--format
+def test_search_formats_agree_and_read_back(atomic_index, tmp_path, capsys) -> None:
+    printed = search(capsys, atomic_index, *QUERIES)
+    records = [json.loads(line) for line in printed.splitlines()]
+    assert [r["query"] for r in records] == QUERIES and "query_id" not in records[0]
+    expected = {str(i): {h["doc_id"]: h["score"] for h in r["hits"]} for i, r in enumerate(records)}
+    assert all(1 <= len(hits) <= 3 for hits in expected.values())
+
+    # jsonl to a file: what standard output shows, and nothing printed.
+    out = tmp_path / "results.jsonl"
+    assert search(capsys, atomic_index, "--output", str(out), *QUERIES) == ""
+    assert out.read_text() == printed
+
+    # trec to a file: read back by our reader, queries numbered 0..n-1 in order.
+    run_file = tmp_path / "results.trec"
+    assert (
+        search(capsys, atomic_index, "--format", "trec", "--output", str(run_file), *QUERIES) == ""
+    )
+    run = read_trec_run(run_file)
+    assert list(run) == ["0", "1", "2"]
+    assert {q: set(d) for q, d in run.items()} == {q: set(d) for q, d in expected.items()}
+    for qid, docs in run.items():
+        for doc_id, score in docs.items():
+            assert score == pytest.approx(expected[qid][doc_id], abs=1e-5)
+    rows = [line.split() for line in run_file.read_text().splitlines()]
+    assert [int(r[3]) for r in rows if r[0] == "0"] == list(range(1, len(run["0"]) + 1))
+    assert {r[1] for r in rows} == {"Q0"} and {r[5] for r in rows} == {"dsi"}
+    # ... and to standard output, the same lines.
+    assert search(capsys, atomic_index, "--format", "trec", *QUERIES) == run_file.read_text()
+
+    # tsv: a header, then query_id, doc_id, rank, score in each query's ranked order.
+    tsv = tmp_path / "results.tsv"
+    assert search(capsys, atomic_index, "--format", "tsv", "--output", str(tsv), *QUERIES) == ""
+    lines = tsv.read_text().splitlines()
+    assert lines[0] == TSV_HEADER
+    rows = [line.split("\t") for line in lines[1:]]
+    assert all(len(r) == 4 for r in rows)
+    for i, record in enumerate(records):
+        mine = [r for r in rows if r[0] == str(i)]
+        assert [r[1] for r in mine] == [h["doc_id"] for h in record["hits"]]
+        assert [int(r[2]) for r in mine] == list(range(1, len(mine) + 1))
+        assert [round(float(r[3]), 5) for r in mine] == [h["score"] for h in record["hits"]]
+    assert search(capsys, atomic_index, "--format", "tsv", *QUERIES) == tsv.read_text()
+
+
+def test_search_a_file_of_queries_keeps_their_ids(atomic_index, tmp_path, capsys) -> None:
+    queries = tmp_path / "q.tsv"
+    queries.write_text(
+        "".join(f"q-{n}\t{text}\n" for n, text in zip((7, 3), QUERIES[:2], strict=True))
+    )
+    run_file = tmp_path / "run.trec"
+    args = ["--queries", str(queries), "--format", "trec", "--output", str(run_file)]
+    search(capsys, atomic_index, *args)
+    assert list(read_trec_run(run_file)) == ["q-7", "q-3"]
+    records = [
+        json.loads(line)
+        for line in search(capsys, atomic_index, "--queries", str(queries)).splitlines()
+    ]
+    assert [(r["query_id"], r["query"]) for r in records] == [
+        ("q-7", QUERIES[0]),
+        ("q-3", QUERIES[1]),
+    ]
+    tsv = search(capsys, atomic_index, "--queries", str(queries), "--format", "tsv")
+    assert {line.split("\t")[0] for line in tsv.splitlines()[1:]} == {"q-7", "q-3"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "trec", "tsv"])
+def test_search_output_replaces_only_its_own_file(atomic_index, tmp_path, capsys, fmt) -> None:
+    mine = tmp_path / "notes.txt"
+    mine.write_bytes(NOTES)
+    args = ["search", "--index", str(atomic_index), "--format", fmt, "--output", str(mine)]
+    refused(capsys, [*args, "river"], f"at {mine}:", f"a file of {len(NOTES)} bytes")
+    assert mine.read_bytes() == NOTES
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    args[-1] = str(folder)
+    refused(capsys, [*args, "river"], f"at {folder}:", "a folder")
+
+    # Its own earlier output (and an empty file) it replaces.
+    out = tmp_path / f"out.{fmt}"
+    out.write_text("")
+    search(capsys, atomic_index, "--format", fmt, "--output", str(out), "river")
+    first = out.read_text()
+    search(capsys, atomic_index, "--format", fmt, "--output", str(out), "amber", "quartz")
+    assert out.read_text() != first and out.read_text().count("\n") >= 2
+    # ... but not another format's output.
+    other = {"jsonl": "trec", "trec": "tsv", "tsv": "jsonl"}[fmt]
+    args = ["search", "--index", str(atomic_index), "--format", other, "--output", str(out)]
+    refused(capsys, [*args, "river"], f"at {out}:")
+
+
+def test_search_takes_queries_one_way(atomic_index, tmp_path, capsys) -> None:
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"_id": "q1", "text": "river"}\n')
+    args = ["search", "--index", str(atomic_index), "--queries", str(queries), "amber"]
+    refused(capsys, args, "not both")
+    refused(capsys, ["search", "--index", str(atomic_index)], "--queries FILE")
