@@ -256,6 +256,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_add)
 
+    p = _subcommand(
+        sub, "info", "describe an index directory from its manifest (the model is not loaded)"
+    )
+    p.add_argument("directory", metavar="DIR", help="index directory to describe")
+    p.set_defaults(func=_cmd_info)
+
     p = _subcommand(sub, "serve", "serve an index over HTTP (needs the serve extra)")
     _add_index_arg(p, "index directory to serve")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
@@ -631,6 +637,70 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report.update(blocks)  # compare, per_query_file
     print(json.dumps(report, indent=2))
     return 0
+
+
+# ---------------------------------------------------------------------------- info
+def _cmd_info(args: argparse.Namespace) -> int:
+    """Print what an index is from its manifest and settings; no model, no checksums."""
+    from dsi.index import IndexLoadError, read_manifest, resolve_index_dir
+    from dsi.kinds import index_kind
+
+    directory = resolve_index_dir(Path(args.directory))
+    manifest = read_manifest(directory)  # one sentence (exit 2) for what is not an index
+    config_file = directory / "config.json"
+    try:
+        settings = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexLoadError(f"{directory} is not a complete dsi index: no config.json.") from None
+    except (OSError, ValueError) as exc:
+        raise IndexLoadError(f"{config_file} is not valid JSON ({exc}).") from None
+    sizes: dict[str, int | None] = {}
+    for name in sorted(manifest["checksums"]):
+        path = directory / name
+        sizes[name] = path.stat().st_size if path.is_file() else None  # None: missing
+    scheme = manifest.get("docid_scheme") or settings.get("docids")
+    lineage = manifest["lineage"]
+    info: dict[str, Any] = {
+        "index": str(directory),
+        "kind": index_kind(scheme),
+        "documents": manifest["num_docs"],
+        "docid_scheme": scheme,
+        "parameters": manifest.get("parameters"),
+        "vocab_size": manifest.get("vocab_size"),
+        "created": manifest.get("created"),
+        "library_version": manifest.get("library_version"),
+        "format_version": manifest.get("format_version"),
+        "versions": manifest.get("versions"),
+        "training": _training_summary(lineage),
+        "settings": settings,
+        "lineage": lineage,
+        "files": sizes,
+        "total_bytes": sum(size or 0 for size in sizes.values()),
+    }
+    missing = [name for name, size in sizes.items() if size is None]
+    if missing:
+        info["missing_files"] = missing
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _training_summary(lineage: list[Any]) -> dict[str, Any] | None:
+    """Training over the index's life (build, then each addition), or None if none is recorded."""
+    runs = [
+        entry["training"]
+        for entry in lineage
+        if isinstance(entry, dict) and isinstance(entry.get("training"), dict)
+    ]
+    if not runs:
+        return None
+    last = runs[-1]
+    return {
+        "runs": len(runs),
+        "steps": sum(int(run.get("steps") or 0) for run in runs),
+        "seconds": round(sum(float(run.get("seconds") or 0.0) for run in runs), 2),
+        "final_loss": last.get("final_loss"),
+        "stopped_by": last.get("stopped_by"),
+    }
 
 
 # --------------------------------------------------------------------------- serve

@@ -31,6 +31,11 @@ def index_class(docids: str) -> type[GenerativeIndex] | type[NgramGenerativeInde
     return NgramGenerativeIndex if docids == NGRAM else GenerativeIndex
 
 
+def index_kind(docids: str) -> str:
+    """ "ngram" when n-gram identifiers (SEAL) index the documents, "docid" for a docid scheme."""
+    return "ngram" if index_class(docids) is NgramGenerativeIndex else "docid"
+
+
 def prepare_work_dir(
     state: Any, corpus: Corpus, config: IndexConfig, training: Any, work_dir: Path
 ) -> None:

@@ -190,3 +190,69 @@ def test_search_takes_queries_one_way(atomic_index, tmp_path, capsys) -> None:
     args = ["search", "--index", str(atomic_index), "--queries", str(queries), "amber"]
     refused(capsys, args, "not both")
     refused(capsys, ["search", "--index", str(atomic_index)], "--queries FILE")
+
+
+# ------------------------------------------------------------------------------- dsi info
+def info(capsys, directory: Path) -> dict:
+    capsys.readouterr()
+    assert main(["info", str(directory)]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_info_describes_the_index_from_its_manifest(atomic_index, capsys) -> None:
+    import dsi
+
+    found = info(capsys, atomic_index)
+    manifest = json.loads((atomic_index / "manifest.json").read_text())
+    assert found["kind"] == "docid" and found["docid_scheme"] == "atomic"
+    assert found["documents"] == 10 == manifest["num_docs"]
+    assert found["settings"] == json.loads((atomic_index / "config.json").read_text())
+    assert found["settings"]["model_config"]["d_model"] == 32
+    assert found["lineage"] == manifest["lineage"] and found["lineage"][0]["event"] == "build"
+    assert found["library_version"] == dsi.__version__
+    assert found["parameters"] == manifest["parameters"] > 0
+    assert set(found["files"]) == set(manifest["checksums"])
+    for name, size in found["files"].items():
+        assert size == (atomic_index / name).stat().st_size
+    assert found["total_bytes"] == sum(found["files"].values())
+    assert "missing_files" not in found
+    training = found["training"]
+    assert training["runs"] == 1 and training["steps"] == 2 and training["stopped_by"] == "steps"
+    assert training["final_loss"] == manifest["lineage"][0]["training"]["final_loss"]
+
+
+def test_info_does_not_load_the_model(atomic_index, tmp_path, capsys) -> None:
+    import shutil
+
+    copy = tmp_path / "idx"
+    shutil.copytree(atomic_index, copy)
+    weights = next(
+        name
+        for name in json.loads((copy / "manifest.json").read_text())["checksums"]
+        if name.endswith(".safetensors")
+    )
+    (copy / weights).write_bytes(b"not a model")  # loading it would fail
+    found = info(capsys, copy)
+    assert found["files"][weights] == len(b"not a model")
+    (copy / weights).unlink()
+    found = info(capsys, copy)
+    assert found["files"][weights] is None and found["missing_files"] == [weights]
+
+
+def test_info_names_the_ngram_kind(tmp_path, capsys) -> None:
+    corpus = write_corpus(tmp_path / "corpus.jsonl")
+    out = tmp_path / "idx"
+    args = ["index", "--corpus", str(corpus), "--output", str(out), "--max-steps", "1"]
+    assert main([*args, *TINY, "--docids", "ngram", "--quiet"]) == 0
+    found = info(capsys, out)
+    assert found["kind"] == "ngram" == found["docid_scheme"] == found["settings"]["docids"]
+
+
+def test_info_refuses_what_is_not_an_index(tmp_path, capsys) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_bytes(NOTES)
+    refused(capsys, ["info", str(folder)], f"{folder} is not a dsi index")
+    refused(capsys, ["info", str(tmp_path / "absent")], "no index directory at")
+    (folder / "manifest.json").write_text('{"format": "something else"}')
+    refused(capsys, ["info", str(folder)], "is not a dsi index manifest")
