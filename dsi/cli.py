@@ -8,8 +8,12 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from docid.guard import FileKind
+from dsi.metrics import RUN_FILE
 
 log = logging.getLogger("dsi")
 
@@ -57,22 +61,81 @@ def _add_training_query_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-train-queries", action="store_true", help="learn from documents alone")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless there is none to show (None, off, empty) or its help
+    already says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class _DocidKinds:
+    """The ``--docids`` choices: :func:`dsi.kinds.docid_kinds`, the one dispatch. Looked up only
+    when argparse checks or prints them, since importing it imports torch (slow for --help)."""
+
+    def __iter__(self) -> Iterator[str]:
+        from dsi.kinds import docid_kinds
+
+        return iter(docid_kinds())
+
+    def __contains__(self, value: object) -> bool:
+        return value in list(self)
+
+
+def _subcommand(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+
+
+def _add_index_arg(p: argparse.ArgumentParser, text: str = "index directory to read") -> None:
+    p.add_argument("--index", required=True, metavar="DIR", help=text)
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if found)"
+    )
+
+
+def _add_num_beams_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--num-beams",
+        type=int,
+        default=None,
+        help="beams of the constrained beam search, at least k (default: the index's setting)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsi", description=__doc__)
     from dsi import __version__
-    from dsi.config import TrainConfig
+    from dsi.config import IndexConfig, TrainConfig
 
-    parser.add_argument("--version", action="version", version=f"dsi {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("index", help="build an index directory from a corpus")
-    p.add_argument("--corpus", required=True, help="BEIR folder, .jsonl or .tsv file")
-    p.add_argument("--output", required=True, help="index directory to write")
-    p.add_argument(
-        "--docids", default=None, help="ngram | semantic | atomic | naive (default: ngram)"
+    parser.add_argument(
+        "--version", action="version", version=f"dsi {__version__}", help="print the version"
     )
-    p.add_argument("--model", default=None, help="local directory or hub name of a T5 checkpoint")
-    p.add_argument("--config", default=None, help="JSON file of IndexConfig settings")
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
+
+    p = _subcommand(sub, "index", "build an index directory from a corpus")
+    p.add_argument("--corpus", required=True, help="BEIR folder, .jsonl or .tsv file")
+    p.add_argument("--output", required=True, metavar="DIR", help="index directory to write")
+    p.add_argument(
+        "--docids",
+        default=None,
+        choices=_DocidKinds(),
+        metavar="KIND",
+        help=f"identifier kind, one of: %(choices)s (default: the config's, {IndexConfig.docids})",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="local directory or hub name of a T5 checkpoint (default: a new T5 from the config)",
+    )
+    p.add_argument(
+        "--config", default=None, help="JSON file of IndexConfig settings (default: built-in)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -90,30 +153,50 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"training time budget (default: the config's, {TrainConfig.max_minutes:g})",
     )
-    p.add_argument("--max-steps", type=int, default=None, help="training step budget")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="training step budget (default: none)"
+    )
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_index)
 
-    p = sub.add_parser("search", help="search an index; prints one JSON line per query")
-    p.add_argument("--index", required=True)
-    p.add_argument("-k", type=int, default=10)
+    p = _subcommand(sub, "search", "search an index; prints one JSON line per query (or --format)")
+    _add_index_arg(p)
+    p.add_argument("-k", type=int, default=10, help="documents returned per query")
     p.add_argument(
-        "--queries", default=None, help="file of queries (jsonl/tsv) instead of arguments"
+        "--queries",
+        default=None,
+        metavar="FILE",
+        help="file of queries with their ids (jsonl/tsv) instead of arguments",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-beams", type=int, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="write the results to FILE (replaced whole, only if dsi search wrote it) instead "
+        "of printing them (default: standard output)",
+    )
+    p.add_argument(
+        "--format",
+        default="jsonl",
+        choices=sorted(SEARCH_FORMATS),
+        help="jsonl: one JSON object per query; trec: a TREC run (qid Q0 docid rank score "
+        "dsi); tsv: query_id, doc_id, rank, score under a header. Queries given as arguments "
+        "have the ids 0, 1, ...",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="queries decoded together")
+    _add_num_beams_arg(p)
+    _add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
-    p.add_argument("query", nargs="*")
+    p.add_argument("query", nargs="*", help="queries to search (each one argument)")
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("eval", help="evaluate an index on queries with judgements")
-    p.add_argument("--index", required=True)
-    p.add_argument("--queries", required=True)
-    p.add_argument("--qrels", required=True)
+    p = _subcommand(sub, "eval", "evaluate an index on queries with judgements")
+    _add_index_arg(p)
+    p.add_argument("--queries", required=True, help="queries to evaluate (jsonl/tsv)")
+    p.add_argument("--qrels", required=True, help="judgements (TSV: query-id, corpus-id, score)")
     p.add_argument("-k", type=int, default=100, help="documents retrieved per query")
-    p.add_argument("--num-beams", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    _add_num_beams_arg(p)
+    p.add_argument("--batch-size", type=int, default=16, help="queries decoded together")
     p.add_argument(
         "--baselines",
         default=None,
@@ -127,13 +210,17 @@ def _parser() -> argparse.ArgumentParser:
         help="paired bootstrap 95%% intervals of dsi minus each baseline (10,000 resamples, seed 0)",
     )
     p.add_argument("--per-query", default=None, metavar="FILE", help="per-query metrics (JSONL)")
-    p.add_argument("--run-file", default=None, help="TREC run file to write")
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--run-file",
+        default=None,
+        help="TREC run file to write (default: INDEX.QRELS-NAME.trec beside the index)",
+    )
+    _add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("add", help="add new documents to an index (continual indexing)")
-    p.add_argument("--index", required=True, help="index directory to extend")
+    p = _subcommand(sub, "add", "add new documents to an index (continual indexing)")
+    _add_index_arg(p, "index directory to extend")
     p.add_argument("--corpus", required=True, help="the new documents: BEIR folder, .jsonl or .tsv")
     p.add_argument("--output", default=None, help="index directory to write (default: --index)")
     _add_training_query_args(p)
@@ -147,7 +234,9 @@ def _parser() -> argparse.ArgumentParser:
         "--replay-ratio", type=float, default=1.0, help="replayed examples per new example"
     )
     p.add_argument("--sam", action="store_true", help="sharpness-aware minimisation")
-    p.add_argument("--sam-rho", type=float, default=0.05)
+    p.add_argument(
+        "--sam-rho", type=float, default=0.05, help="SAM's neighbourhood radius (with --sam)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -161,17 +250,30 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="training time budget (default: the index's own)",
     )
-    p.add_argument("--max-steps", type=int, default=None, help="training step budget")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="training step budget (default: none)"
+    )
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_add)
 
-    p = sub.add_parser("serve", help="serve an index over HTTP (needs the serve extra)")
-    p.add_argument("--index", required=True)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p = _subcommand(
+        sub, "info", "describe an index directory from its manifest (the model is not loaded)"
+    )
+    p.add_argument("directory", metavar="DIR", help="index directory to describe")
+    p.set_defaults(func=_cmd_info)
+
+    p = _subcommand(sub, "serve", "serve an index over HTTP (needs the serve extra)")
+    _add_index_arg(p, "index directory to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
-    p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for decoding")
-    p.add_argument("--num-beams", type=int, default=None)
+    _add_device_arg(p)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for decoding (default: torch's)",
+    )
+    _add_num_beams_arg(p)
     p.add_argument("--batch-size", type=int, default=None, help="search batch size (default 32)")
     p.add_argument(
         "--max-batch", type=int, default=None, help="most queries in one decode (default 32)"
@@ -399,27 +501,75 @@ def _training_queries(args: argparse.Namespace):
 
 
 # -------------------------------------------------------------------------- search
+TSV_HEADER = "query_id\tdoc_id\trank\tscore"
+
+
+def _is_search_record(line: str) -> bool:
+    """A line of ``dsi search --format jsonl``: a JSON object with a query and its hits."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "query" in record and "hits" in record
+
+
+# What --output may replace: a file dsi search wrote in the same format, or an empty one.
+SEARCH_JSONL = FileKind("a dsi search output (JSONL)", _is_search_record)
+SEARCH_TSV = FileKind("a dsi search output (TSV)", lambda line: line.rstrip("\r\n") == TSV_HEADER)
+SEARCH_FORMATS = {"jsonl": SEARCH_JSONL, "trec": RUN_FILE, "tsv": SEARCH_TSV}
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
+    from docid.guard import ensure_replaceable
+    from docid.io import atomic_write_text
     from dsi.data import load_queries
+    from dsi.metrics import trec_lines, write_trec_run
     from dsi.retriever import Retriever, check_queries
 
+    if args.queries and args.query:
+        raise ValueError("Give queries as arguments or with --queries FILE, not both.")
     if args.queries:
-        items = list(load_queries(args.queries).items())
+        items: list[tuple[str | None, str]] = list(load_queries(args.queries).items())
     else:
         items = [(None, q) for q in args.query]
     if not items:
         raise ValueError("Give queries as arguments or with --queries FILE.")
     check_queries([q for _, q in items])  # before the index loads: a blank query is a mistake
+    output = Path(args.output) if args.output else None
+    if output is not None:  # before the search: never overwrite a user's file
+        ensure_replaceable(output, SEARCH_FORMATS[args.format])
     retriever = Retriever.load(args.index, device=args.device)
     results = retriever.search(
         [q for _, q in items], k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
     )
-    for (qid, text), hits in zip(items, results, strict=True):
-        record: dict[str, Any] = {"query": text}
-        if qid is not None:
-            record = {"query_id": qid, **record}
-        record["hits"] = [{"doc_id": h.doc_id, "score": round(h.score, 5)} for h in hits]
-        print(json.dumps(record, ensure_ascii=False))
+    if args.format == "jsonl":
+        lines = []
+        for (qid, text), hits in zip(items, results, strict=True):
+            record: dict[str, Any] = {"query": text}
+            if qid is not None:
+                record = {"query_id": qid, **record}
+            record["hits"] = [{"doc_id": h.doc_id, "score": round(h.score, 5)} for h in hits]
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        # Queries given as arguments are numbered in order; a file's queries keep their ids.
+        run = {
+            str(i) if qid is None else qid: hits
+            for i, ((qid, _), hits) in enumerate(zip(items, results, strict=True))
+        }
+        if args.format == "trec":
+            if output is not None:
+                write_trec_run(run, output, tag="dsi")
+                return 0
+            lines = trec_lines(run, tag="dsi")
+        else:
+            lines = [TSV_HEADER + "\n"]
+            for qid, hits in run.items():
+                for position, hit in enumerate(hits, start=1):
+                    lines.append(f"{qid}\t{hit.doc_id}\t{position}\t{float(hit.score)!r}\n")
+    if output is not None:
+        atomic_write_text(output, "".join(lines))
+    else:
+        sys.stdout.write("".join(lines))
     return 0
 
 
@@ -487,6 +637,70 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report.update(blocks)  # compare, per_query_file
     print(json.dumps(report, indent=2))
     return 0
+
+
+# ---------------------------------------------------------------------------- info
+def _cmd_info(args: argparse.Namespace) -> int:
+    """Print what an index is from its manifest and settings; no model, no checksums."""
+    from dsi.index import IndexLoadError, read_manifest, resolve_index_dir
+    from dsi.kinds import index_kind
+
+    directory = resolve_index_dir(Path(args.directory))
+    manifest = read_manifest(directory)  # one sentence (exit 2) for what is not an index
+    config_file = directory / "config.json"
+    try:
+        settings = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexLoadError(f"{directory} is not a complete dsi index: no config.json.") from None
+    except (OSError, ValueError) as exc:
+        raise IndexLoadError(f"{config_file} is not valid JSON ({exc}).") from None
+    sizes: dict[str, int | None] = {}
+    for name in sorted(manifest["checksums"]):
+        path = directory / name
+        sizes[name] = path.stat().st_size if path.is_file() else None  # None: missing
+    scheme = manifest.get("docid_scheme") or settings.get("docids")
+    lineage = manifest["lineage"]
+    info: dict[str, Any] = {
+        "index": str(directory),
+        "kind": index_kind(scheme),
+        "documents": manifest["num_docs"],
+        "docid_scheme": scheme,
+        "parameters": manifest.get("parameters"),
+        "vocab_size": manifest.get("vocab_size"),
+        "created": manifest.get("created"),
+        "library_version": manifest.get("library_version"),
+        "format_version": manifest.get("format_version"),
+        "versions": manifest.get("versions"),
+        "training": _training_summary(lineage),
+        "settings": settings,
+        "lineage": lineage,
+        "files": sizes,
+        "total_bytes": sum(size or 0 for size in sizes.values()),
+    }
+    missing = [name for name, size in sizes.items() if size is None]
+    if missing:
+        info["missing_files"] = missing
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _training_summary(lineage: list[Any]) -> dict[str, Any] | None:
+    """Training over the index's life (build, then each addition), or None if none is recorded."""
+    runs = [
+        entry["training"]
+        for entry in lineage
+        if isinstance(entry, dict) and isinstance(entry.get("training"), dict)
+    ]
+    if not runs:
+        return None
+    last = runs[-1]
+    return {
+        "runs": len(runs),
+        "steps": sum(int(run.get("steps") or 0) for run in runs),
+        "seconds": round(sum(float(run.get("seconds") or 0.0) for run in runs), 2),
+        "final_loss": last.get("final_loss"),
+        "stopped_by": last.get("stopped_by"),
+    }
 
 
 # --------------------------------------------------------------------------- serve

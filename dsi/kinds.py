@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from docid import available_schemes
 from dsi.config import IndexConfig
 from dsi.data import Corpus
 from dsi.index import GenerativeIndex, read_manifest, resolve_index_dir
@@ -19,9 +20,20 @@ from dsi.seal import NgramGenerativeIndex
 from dsi.seal import prepare_work_dir as prepare_ngram_work_dir
 
 
+def docid_kinds() -> list[str]:
+    """Every ``IndexConfig.docids`` this dispatch builds: n-gram (the default), then the docid
+    schemes registered in :mod:`docid`."""
+    return [NGRAM, *available_schemes()]
+
+
 def index_class(docids: str) -> type[GenerativeIndex] | type[NgramGenerativeIndex]:
     """The index class that builds identifiers of kind ``docids`` (``IndexConfig.docids``)."""
     return NgramGenerativeIndex if docids == NGRAM else GenerativeIndex
+
+
+def index_kind(docids: str) -> str:
+    """ "ngram" when n-gram identifiers (SEAL) index the documents, "docid" for a docid scheme."""
+    return "ngram" if index_class(docids) is NgramGenerativeIndex else "docid"
 
 
 def prepare_work_dir(

@@ -176,6 +176,12 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "dsi") -> None:
     Anything at ``path`` but a run file (or an empty file) is refused (:class:`PathRefused`).
     """
     ensure_replaceable(Path(path), RUN_FILE)
+    atomic_write_text(Path(path), "".join(trec_lines(run, tag)))
+
+
+def trec_lines(run: Run, tag: str = "dsi") -> list[str]:
+    """The ``qid Q0 docid rank score tag`` lines of ``run`` (each ending in a newline), in
+    trec_eval's ranking order; an id or tag that is empty or holds whitespace is refused."""
     _check_token(tag, "run tag")
     lines = []
     for qid, entries in run.items():
@@ -184,7 +190,7 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "dsi") -> None:
             _check_token(doc_id, "doc id")
             # repr round-trips the float exactly, so re-reading keeps the same order and ties.
             lines.append(f"{qid} Q0 {doc_id} {position} {score!r} {tag}\n")
-    atomic_write_text(Path(path), "".join(lines))
+    return lines
 
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""HTTP query service: ``POST /search`` decodes docids for a batch of queries (FastAPI + uvicorn).
+"""HTTP query service: ``POST /search`` ranks documents for a batch of queries (FastAPI + uvicorn).
 
 Concurrent requests are micro-batched: one worker coroutine takes requests off a queue for at
 most ``max_wait_ms`` (or until ``max_batch`` queries are gathered) and decodes them together, so
@@ -413,7 +413,10 @@ def create_app(retriever: SearchBackend, settings: ServerSettings | None = None)
 
     @app.post("/search", openapi_extra={"requestBody": _SEARCH_BODY})
     async def search(request: Request) -> JSONResponse:
-        """Ranked ``{"doc_id", "score"}`` per query, best first; the score is a log-probability."""
+        """Ranked ``{"doc_id", "score"}`` per query, best first. Higher scores are better and
+        compare only within one query: for n-gram indexes (the default) a BM25-based sum over the
+        n-grams the model generated and their words, for docid indexes the docid's
+        log-probability."""
         try:
             body = await read_body(request, settings.max_body_bytes)
             queries, k = parse_search(body, settings)
