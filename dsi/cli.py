@@ -313,10 +313,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
     work_dir = output.parent / f".{output.name}.work"
     # Under `accelerate launch` every process runs this; PartialState says which one we are.
     state = _process_state()
-    # Before any work: refuse what dsi did not write, and keep a second writer out. All
-    # processes check; the main one holds the locks for them all.
-    lock = state.is_main_process
-    with claim_index(output, lock=lock), claim(work_dir, WORK_KIND, lock=lock):
+    if not state.is_main_process:
+        # The main process checks and locks for all of them: another process checking the work
+        # directory could see it half made by the main one (created, its fingerprint not yet
+        # written) and refuse it. A refusal ends the main process, and the launcher the rest.
+        return _index(args, config, output, work_dir, state)
+    # Before any work: refuse what dsi did not write, and keep a second writer out.
+    with claim_index(output), claim(work_dir, WORK_KIND):
         return _index(args, config, output, work_dir, state)
 
 
