@@ -40,7 +40,8 @@ def prepare_work_dir(
     state: Any, corpus: Corpus, config: IndexConfig, training: Any, work_dir: Path
 ) -> None:
     """Before a distributed build: the main process prepares ``work_dir``, the others wait."""
-    prepare = prepare_ngram_work_dir if config.docids == NGRAM else prepare_docid_work_dir
+    ngram = index_class(config.docids) is NgramGenerativeIndex
+    prepare = prepare_ngram_work_dir if ngram else prepare_docid_work_dir
     prepare(state, corpus, config, training, work_dir)
 
 

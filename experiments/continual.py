@@ -51,10 +51,9 @@ from docid.io import atomic_write_text
 from dsi.config import AddConfig, IndexConfig, ModelConfig, TrainConfig
 from dsi.data import Corpus, TrainingQueries, load_corpus, load_qrels, load_queries
 from dsi.index import GenerativeIndex
-from dsi.kinds import load_index
+from dsi.kinds import index_class, load_index
 from dsi.metrics import per_query
 from dsi.retriever import Retriever
-from dsi.seal import NgramGenerativeIndex
 
 log = logging.getLogger("continual")
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = IndexConfig.from_dict(config.to_dict())
             # Only the shared D0 index needs a generator: the memory the additions replay.
             cfg.query_generator = upto == 0
-            builder = NgramGenerativeIndex if cfg.docids == "ngram" else GenerativeIndex
-            index = builder.build(
+            index = index_class(cfg.docids).build(
                 docs, cfg, training, work_dir=work / f".build{upto}", progress_bar=args.progress
             )
             shutil.rmtree(work / f".build{upto}", ignore_errors=True)

@@ -49,12 +49,12 @@ from docid.io import atomic_write_text
 from dsi.bm25 import BM25Retriever
 from dsi.config import IndexConfig
 from dsi.data import TrainingQueries, load_corpus, load_qrels, load_queries
-from dsi.index import GenerativeIndex, training_data_digest
+from dsi.index import training_data_digest
+from dsi.kinds import index_class
 from dsi.metrics import evaluate_run
 from dsi.retriever import Retriever
 from dsi.seal import (
     Generation,
-    NgramGenerativeIndex,
     NgramRetriever,
     SealOptions,
     resolved_config,
@@ -318,8 +318,7 @@ def training_queries(data: dict[str, Any]) -> TrainingQueries | None:
 
 def trained_index(data: dict[str, Any], config: IndexConfig, work: Path, args, **kwargs) -> Any:
     """Build (or, from the checkpoints in ``work``, resume at once) the index of ``config``."""
-    builder = NgramGenerativeIndex if config.docids == "ngram" else GenerativeIndex
-    return builder.build(
+    return index_class(config.docids).build(
         data["corpus"],
         config,
         training_queries(data),
