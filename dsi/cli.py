@@ -595,6 +595,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     files.update({name: run_file.with_name(f"{run_file.stem}.{name}.trec") for name in names})
     for path in files.values():
         ensure_replaceable(path, RUN_FILE)  # before the search: never overwrite a user's file
+    if args.per_query:
+        ensure_replaceable(Path(args.per_query), evaluation.PER_QUERY_FILE)
     queries = load_queries(args.queries)
     qrels = load_qrels(args.qrels)
     judged = [qid for qid in queries if qid in qrels]

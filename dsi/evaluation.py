@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from docid.guard import FileKind
 from docid.io import atomic_write_text
 from dsi.metrics import Run, mean_metrics, paired_interval, per_query
 
@@ -21,6 +22,19 @@ log = logging.getLogger(__name__)
 COMPARED = ("nDCG@10", "Hits@10")
 RESAMPLES = 10_000
 SEED = 0
+
+
+def _is_per_query_line(line: str) -> bool:
+    """A line of ``dsi eval --per-query``: a JSON object with a ``query_id``."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "query_id" in record
+
+
+# What --per-query may replace: an earlier per-query file or an empty file, never a user's.
+PER_QUERY_FILE = FileKind("a dsi eval per-query file", _is_per_query_line)
 # Refuse when at least this share of the evaluated queries are the index's training queries.
 TRAINING_SHARE_REFUSED = 0.5
 

@@ -253,3 +253,17 @@ def test_rm3_with_all_weight_on_the_query_ranks_as_bm25_and_settings_are_checked
         RM3Settings(original_weight=1.5)
     with pytest.raises(ValueError, match="without training queries"):
         build_baseline("bm25+queries", corpus)
+
+
+def test_per_query_file_replaces_only_its_own_kind(tiny_indexes, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my notes\n")
+    proc = _eval(tiny_indexes["plain"], "--per-query", str(notes), check=False)
+    assert proc.returncode == 2 and "notes.txt" in proc.stderr, proc.stderr
+    assert notes.read_bytes() == b"my notes\n"
+    per_query = tmp_path / "per_query.jsonl"
+    for _ in range(2):  # the second run replaces the first run's file
+        _eval(
+            tiny_indexes["plain"], "--per-query", str(per_query), "--run-file", str(tmp_path / "r")
+        )
+        assert json.loads(per_query.read_text().splitlines()[0])["query_id"]
