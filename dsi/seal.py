@@ -417,8 +417,7 @@ class NgramGenerativeIndex:
         started = time.monotonic()
         if work_dir is not None:
             work_dir = Path(work_dir)
-            fingerprint = build_fingerprint(corpus, training_settings(config), training_queries)
-            claim_work_dir(work_dir, fingerprint)
+            claim_work_dir(work_dir, ngram_fingerprint(corpus, config, training_queries))
         texts = corpus.full_texts()
         tokenizer, model, _ = make_model(config, texts, training_queries, _NoSymbols(), work_dir)
         eos = model.config.eos_token_id
@@ -687,10 +686,18 @@ def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> Ngr
     return NgramIndex.build(doc_tokens, separator=separator)
 
 
+def ngram_fingerprint(corpus: Corpus, config: IndexConfig, training: TrainingQueries | None) -> str:
+    """The work directory's fingerprint of an n-gram build: only the settings that shape its
+    training count (``training_settings``), so a decoding setting alone reuses the checkpoints.
+    ``prepare_work_dir`` and ``build`` must agree on it, or every process moves the prepared
+    work directory aside."""
+    return build_fingerprint(corpus, training_settings(resolved_config(config)), training)
+
+
 def prepare_work_dir(state: Any, corpus: Corpus, config: IndexConfig, training, work_dir) -> None:
     """Train the tokenizer in the main process first so every process reads the same one."""
     with state.main_process_first():
-        claim_work_dir(work_dir, build_fingerprint(corpus, config, training))
+        claim_work_dir(work_dir, ngram_fingerprint(corpus, config, training))
         make_model(config, corpus.full_texts(), training, _NoSymbols(), work_dir)
 
 
