@@ -29,12 +29,22 @@ def _git(where: Path, *args: str) -> str | None:
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """``{"commit": HEAD, "dirty": whether tracked or unignored files differ from it}`` of the
-    repository at ``root``; both None outside a git repository."""
+    """``{"commit": HEAD, "dirty": whether tracked files other than experiments/results/ differ
+    from it}`` of the repository at ``root``; both None outside a git repository."""
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = _git(root, "status", "--porcelain")
+    # Code only: the results this and earlier runs write (experiments/results/) and untracked
+    # files do not make the code that ran differ from the commit.
+    status = _git(
+        root,
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":(exclude)experiments/results",
+    )
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

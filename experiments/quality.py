@@ -829,6 +829,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Before any run: a lever's runs are decided by a rule committed before them, or by none.
     args.rule_record = checked_rule(parser, args.rule)
+    code_state()  # read now, before any training: the commit of the code that runs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not SHARED.exists():
         parser.error(f"{SHARED} is missing: the datasets live in ../shared/data.")
