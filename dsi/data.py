@@ -10,8 +10,8 @@ and no ``datasets`` dependency is needed. Supported layouts:
 - qrels: BEIR TSV ``query-id corpus-id score`` (optional header) or TREC ``qid 0 docid grade``.
 
 Every problem raises :class:`DataError` with one sentence naming the file and the 1-based line.
-Corpora and queries built in Python (:meth:`Corpus.from_records`, :func:`queries_from_records`)
-pass the same checks as a JSONL line, with the same messages, naming the record by its 0-based
+Corpora, queries and qrels built in Python (:meth:`Corpus.from_records`,
+:func:`queries_from_records`, :func:`qrels_from_records`) pass the same checks as a JSONL line, with the same messages, naming the record by its 0-based
 position instead of a line.
 Blank lines at the end of a file are ignored; a blank line followed by more data is an error.
 
@@ -42,6 +42,9 @@ _QUERY_TEXT_KEYS = ("text", "query")
 _ID_HEADERS = {"_id", "id", "doc_id", "docid", "pid", "corpus-id", "qid", "query-id", "query_id"}
 _TEXT_HEADERS = {"text", "contents", "body", "passage", "query"}
 _QRELS_HEADER_IDS = {"query-id", "query_id", "qid", "query"}
+_QRELS_QUERY_KEYS = ("query-id", "query_id", "qid")
+_QRELS_DOC_KEYS = ("corpus-id", "corpus_id", "doc_id", "docid")
+_QRELS_GRADE_KEYS = ("score", "grade")
 _WHITESPACE = re.compile(r"\s")
 _BLANK = " \t\r\f\v"  # a blank line holds only ASCII whitespace
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -520,8 +523,57 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; pass a qrels file such as qrels/test.tsv")
+    return _build_qrels(_qrels_lines(path), str(path))
+
+
+def qrels_from_records(
+    records: Iterable[Mapping], source: str = "records"
+) -> dict[str, dict[str, int]]:
+    """``qid -> {doc_id: grade}`` from mappings shaped like BEIR's qrels columns: ``query-id``
+    (or ``query_id``, ``qid``), ``corpus-id`` (or ``corpus_id``, ``doc_id``, ``docid``) and
+    ``score`` (or ``grade``); ids and grades may be integers; other keys are ignored.
+
+    Any iterable of mappings works (a list of dicts, a ``datasets.Dataset`` of BEIR qrels); the
+    checks and messages are those of :func:`load_qrels`, naming the record by its 0-based position.
+    """
+    return _build_qrels(_qrels_records(records, source), source)
+
+
+def _build_qrels(
+    rows: Iterable[tuple[_Where, str, str, str]], source: str
+) -> dict[str, dict[str, int]]:
+    """The checks of one judgement (ids, grade, repeats), shared by files and records."""
     qrels: dict[str, dict[str, int]] = {}
     seen: dict[tuple[str, str], int] = {}
+    for where, raw_qid, raw_doc_id, grade in rows:
+        qid = _check_id(raw_qid, where, "query id")
+        doc_id = _check_id(raw_doc_id, where, "doc id")
+        if not _INTEGER.fullmatch(grade):
+            raise DataError(f"{where}: grade {grade!r} is not an integer")
+        first = seen.setdefault((qid, doc_id), where.number)
+        if first != where.number:
+            raise DataError(
+                f"{where}: duplicate judgment for query {qid!r} and doc {doc_id!r} "
+                f"(first on {where.unit} {first})"
+            )
+        qrels.setdefault(qid, {})[doc_id] = int(grade)
+    if not qrels:
+        raise DataError(f"{source}: no judgments found")
+    return qrels
+
+
+def _qrels_records(
+    records: Iterable[Mapping], source: str
+) -> Iterator[tuple[_Where, str, str, str]]:
+    for where, record in _records(records, source):
+        qid = _get_id(record, _QRELS_QUERY_KEYS, where, None)
+        doc_id = _get_id(record, _QRELS_DOC_KEYS, where, None)
+        # A grade is an integer like an id is; _get_id reads it the same way (7 -> "7").
+        grade = _get_id(record, _QRELS_GRADE_KEYS, where, None)
+        yield where, qid, doc_id, grade
+
+
+def _qrels_lines(path: Path) -> Iterator[tuple[_Where, str, str, str]]:
     width = 0
     for where, line in _lines(path):
         number = where.number
@@ -540,21 +592,7 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                 f"{path} line {number}: expected {width} columns like the first line, "
                 f"found {len(fields)}"
             )
-        qid = _check_id(fields[0], where, "query id")
-        doc_id = _check_id(fields[-2], where, "doc id")
-        grade = fields[-1]
-        if not _INTEGER.fullmatch(grade):
-            raise DataError(f"{path} line {number}: grade {grade!r} is not an integer")
-        first = seen.setdefault((qid, doc_id), number)
-        if first != number:
-            raise DataError(
-                f"{path} line {number}: duplicate judgment for query {qid!r} and doc {doc_id!r} "
-                f"(first on line {first})"
-            )
-        qrels.setdefault(qid, {})[doc_id] = int(grade)
-    if not qrels:
-        raise DataError(f"{path}: no judgments found")
-    return qrels
+        yield where, fields[0], fields[-2], fields[-1]
 
 
 def _qrels_header(number: int, fields: list[str]) -> bool:

@@ -9,7 +9,15 @@ from types import MappingProxyType
 
 import pytest
 
-from dsi.data import Corpus, DataError, load_corpus, load_queries, queries_from_records
+from dsi.data import (
+    Corpus,
+    DataError,
+    load_corpus,
+    load_qrels,
+    load_queries,
+    qrels_from_records,
+    queries_from_records,
+)
 
 TINY = Path(__file__).resolve().parents[2] / "examples" / "tiny"
 
@@ -161,6 +169,61 @@ def test_no_records() -> None:
         Corpus.from_records([])
     with pytest.raises(DataError, match=r"^qs: no queries found$"):
         queries_from_records(iter(()), source="qs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Qrels
+
+
+def test_tiny_qrels_from_records_equal_the_file_loader() -> None:
+    path = TINY / "qrels" / "train.tsv"
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]  # past the header
+    rows = [
+        dict(zip(("query-id", "corpus-id", "score"), line.split("\t"), strict=True))
+        for line in lines
+    ]
+    assert qrels_from_records(rows) == load_qrels(path)
+    # Integer columns, as a datasets.Dataset of BEIR qrels holds them, read the same.
+    as_ints = [{"qid": 7, "docid": 12, "grade": 2}, {"query_id": "7", "doc_id": "13", "score": 0}]
+    assert qrels_from_records(as_ints) == {"7": {"12": 2, "13": 0}}
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (("q2", "d2", "1.5"), "grade '1.5' is not an integer"),
+        (("q2", "d2", "high"), "grade 'high' is not an integer"),
+        (("q\x012", "d2", "1"), "query id 'q\\x012' contains the control character U+0001"),
+        (("q1", "d1", "0"), "duplicate judgment for query 'q1' and doc 'd1' (first on "),
+    ],
+)
+def test_bad_qrels_record(tmp_path: Path, bad: tuple[str, str, str], problem: str) -> None:
+    good = ("q1", "d1", "1")
+    path = tmp_path / "qrels.tsv"
+    path.write_text("".join(" ".join(row) + "\n" for row in (good, bad)), encoding="utf-8")
+    with pytest.raises(DataError) as from_file:
+        load_qrels(path)
+    records = [
+        dict(zip(("query-id", "corpus-id", "score"), row, strict=True)) for row in (good, bad)
+    ]
+    with pytest.raises(DataError) as from_records:
+        qrels_from_records(records, source="mem")
+    file_msg, record_msg = str(from_file.value), str(from_records.value)
+    # The duplicate's "(first on line 1)" is "(first on record 0)": compare past that point.
+    file_msg = file_msg.replace("(first on line 1)", "(first on record 0)")
+    assert problem in assert_same_sentence(file_msg, record_msg, path, 2)
+
+
+def test_bad_qrels_record_types() -> None:
+    with pytest.raises(DataError, match=r"^records record 0: missing 'score' or 'grade' field$"):
+        qrels_from_records([{"query-id": "q", "corpus-id": "d"}])
+    with pytest.raises(
+        DataError,
+        match=r"^records record 0: field 'score' must be a string or an integer, not float$",
+    ):
+        qrels_from_records([{"query-id": "q", "corpus-id": "d", "score": 1.0}])
+    with pytest.raises(DataError, match=r"^records: no judgments found$"):
+        qrels_from_records([])
 
 
 # ---------------------------------------------------------------------------------------------
