@@ -10,6 +10,9 @@ and no ``datasets`` dependency is needed. Supported layouts:
 - qrels: BEIR TSV ``query-id corpus-id score`` (optional header) or TREC ``qid 0 docid grade``.
 
 Every problem raises :class:`DataError` with one sentence naming the file and the 1-based line.
+Corpora, queries and qrels built in Python (:meth:`Corpus.from_records`,
+:func:`queries_from_records`, :func:`qrels_from_records`) pass the same checks as a JSONL line, with the same messages, naming the record by its 0-based
+position instead of a line.
 Blank lines at the end of a file are ignored; a blank line followed by more data is an error.
 
 Ids (of documents and queries, in every format) are non-empty and hold neither whitespace nor
@@ -39,18 +42,33 @@ _QUERY_TEXT_KEYS = ("text", "query")
 _ID_HEADERS = {"_id", "id", "doc_id", "docid", "pid", "corpus-id", "qid", "query-id", "query_id"}
 _TEXT_HEADERS = {"text", "contents", "body", "passage", "query"}
 _QRELS_HEADER_IDS = {"query-id", "query_id", "qid", "query"}
+_QRELS_QUERY_KEYS = ("query-id", "query_id", "qid")
+_QRELS_DOC_KEYS = ("corpus-id", "corpus_id", "doc_id", "docid")
+_QRELS_GRADE_KEYS = ("score", "grade")
 _WHITESPACE = re.compile(r"\s")
 _BLANK = " \t\r\f\v"  # a blank line holds only ASCII whitespace
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
 class DataError(ValueError):
-    """A corpus, query or qrels file is malformed; the message names the file and line."""
+    """A corpus, query or qrels file (or record) is malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a row came from: ``file line 3`` or ``records record 3`` (the start of a message)."""
+
+    source: str | Path
+    unit: str  # "line" (1-based, as editors count) or "record" (0-based, as Python indexes)
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.unit} {self.number}"
 
 
 @dataclass
 class Corpus:
-    """Documents in file order; ``source`` says where they came from."""
+    """Documents in file order, each id once; ``source`` says where they came from."""
 
     doc_ids: list[str]
     titles: list[str]
@@ -63,6 +81,27 @@ class Corpus:
                 f"corpus {self.source!r} has {len(self.doc_ids)} ids, {len(self.titles)} titles "
                 f"and {len(self.texts)} texts; they must be equally long"
             )
+        # A repeated id would make positions() map it to its last copy only; a set is cheap.
+        if len(set(self.doc_ids)) != len(self.doc_ids):
+            seen: set[str] = set()
+            for doc_id in self.doc_ids:
+                if doc_id in seen:
+                    raise DataError(f"corpus {self.source!r} has doc id {doc_id!r} more than once")
+                seen.add(doc_id)
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[Mapping], source: str = "records", *, skip_empty: bool = False
+    ) -> Corpus:
+        """A corpus from mappings shaped like the JSONL lines: ``_id`` (or ``id``, ``doc_id``),
+        ``text`` (or ``contents``), optional ``title``; other keys are ignored.
+
+        Any iterable of mappings works, e.g. a list of dicts or a ``datasets.Dataset`` (iterating
+        one yields dicts; ``datasets`` is not a dependency of dsi). Every record passes the checks
+        of :func:`load_corpus`, and a problem raises :class:`DataError` naming the record by its
+        0-based position, e.g. ``records record 3: missing 'text' or 'contents' field``.
+        """
+        return _build_corpus(_corpus_records(records, source), source, skip_empty=skip_empty)
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -166,8 +205,8 @@ class TrainingQueries:
 # Line reading shared by all loaders
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, text without line ending)`` for every non-blank line.
+def _lines(path: Path) -> Iterator[tuple[_Where, str]]:
+    """Yield ``(where, text without line ending)`` for every non-blank line.
 
     Bytes are decoded per line so an encoding error is reported with its line number.
     """
@@ -190,75 +229,86 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 continue
             if blank is not None:
                 raise _blank_error(path, blank)
-            yield number, line
+            yield _Where(path, "line", number), line
 
 
 def _blank_error(path: Path, number: int) -> DataError:
     return DataError(f"{path} line {number}: blank line in the middle of the file")
 
 
-def _check_id(value: str, path: Path, number: int, what: str) -> str:
+def _check_id(value: str, where: _Where, what: str) -> str:
     if not value.strip():
-        raise DataError(f"{path} line {number}: empty {what}")
+        raise DataError(f"{where}: empty {what}")
     control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
     if control is not None:  # tab and newline too: they are whitespace, but name them exactly
         raise DataError(
-            f"{path} line {number}: {what} {value!r} contains the control character "
-            f"U+{ord(control):04X}"
+            f"{where}: {what} {value!r} contains the control character U+{ord(control):04X}"
         )
     if _WHITESPACE.search(value):
-        raise DataError(f"{path} line {number}: {what} {value!r} contains whitespace")
+        raise DataError(f"{where}: {what} {value!r} contains whitespace")
     return value
 
 
-def _check_unicode(value: str, key: str, path: Path, number: int) -> None:
+def _check_unicode(value: str, key: str, where: _Where) -> None:
     # json.loads accepts lone UTF-16 surrogates (\ud800); they cannot be written back as UTF-8.
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise DataError(
-            f"{path} line {number}: field '{key}' contains an unpaired surrogate escape"
-        ) from None
+        raise DataError(f"{where}: field '{key}' contains an unpaired surrogate escape") from None
 
 
-def _parse_object(line: str, path: Path, number: int) -> dict:
+def _parse_object(line: str, where: _Where) -> dict:
     try:
         obj = json.loads(line)
     except (ValueError, RecursionError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-        raise DataError(f"{path} line {number}: malformed JSON ({detail})") from None
+        raise DataError(f"{where}: malformed JSON ({detail})") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path} line {number}: expected a JSON object, found {type(obj).__name__}")
+        raise DataError(f"{where}: expected a JSON object, found {type(obj).__name__}")
     return obj
 
 
+def _records(records: Iterable[Mapping], source: str) -> Iterator[tuple[_Where, Mapping]]:
+    """Number records from 0 and check each is a mapping: _lines + _parse_object for Python."""
+    if isinstance(records, (str, bytes, Mapping)):
+        # Iterating these yields characters or keys, which would fail record by record.
+        raise DataError(
+            f"{source}: expected an iterable of records (mappings), found {type(records).__name__}"
+        )
+    for number, record in enumerate(records):
+        where = _Where(source, "record", number)
+        if not isinstance(record, Mapping):
+            raise DataError(f"{where}: expected a mapping, found {type(record).__name__}")
+        yield where, record
+
+
 def _get_string(
-    obj: dict,
+    obj: Mapping,
     keys: tuple[str, ...],
-    path: Path,
-    number: int,
-    line: str,
+    where: _Where,
+    line: str | None,
     required: bool = True,
     what: str = "a string",
 ) -> tuple[str, str] | None:
+    """The first of ``keys`` present, as ``(key, value)``; ``line`` is the raw JSON text, or None
+    for a Python record (whose strings may hold any code point, so each is checked)."""
     for key in keys:
         if key in obj:
             value = obj[key]
             if not isinstance(value, str):
                 raise DataError(
-                    f"{path} line {number}: field '{key}' must be {what}, "
-                    f"not {type(value).__name__}"
+                    f"{where}: field '{key}' must be {what}, not {type(value).__name__}"
                 )
-            if "\\u" in line:
-                _check_unicode(value, key, path, number)
+            if line is None or "\\u" in line:
+                _check_unicode(value, key, where)
             return key, value
     if required:
         names = " or ".join(f"'{k}'" for k in keys)
-        raise DataError(f"{path} line {number}: missing {names} field")
+        raise DataError(f"{where}: missing {names} field")
     return None
 
 
-def _get_id(obj: dict, keys: tuple[str, ...], path: Path, number: int, line: str) -> str:
+def _get_id(obj: Mapping, keys: tuple[str, ...], where: _Where, line: str | None) -> str:
     """The id under the first of ``keys``: a string, or a JSON integer as its decimal string."""
     for key in keys:
         if key in obj:
@@ -266,14 +316,14 @@ def _get_id(obj: dict, keys: tuple[str, ...], path: Path, number: int, line: str
             if isinstance(value, int) and not isinstance(value, bool):
                 return str(value)
             break
-    _, value = _get_string(obj, keys, path, number, line, what="a string or an integer")
+    _, value = _get_string(obj, keys, where, line, what="a string or an integer")
     return value
 
 
-def _register(seen: dict[str, int], key: str, path: Path, number: int, what: str) -> None:
-    first = seen.setdefault(key, number)
-    if first != number:
-        raise DataError(f"{path} line {number}: duplicate {what} {key!r} (first on line {first})")
+def _register(seen: dict[str, int], key: str, where: _Where, what: str) -> None:
+    first = seen.setdefault(key, where.number)
+    if first != where.number:
+        raise DataError(f"{where}: duplicate {what} {key!r} (first on {where.unit} {first})")
 
 
 def _tsv_header(fields: list[str]) -> bool:
@@ -318,48 +368,67 @@ def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
     dropped with a logged warning (BEIR Cranfield has two such documents).
     """
     file, fmt = _resolve(path, "corpus.jsonl", "corpus")
+    rows = _corpus_jsonl(file) if fmt == "jsonl" else _corpus_tsv(file)
+    return _build_corpus(rows, str(file), skip_empty=skip_empty)
+
+
+def _build_corpus(
+    rows: Iterable[tuple[_Where, str, str, str]], source: str, *, skip_empty: bool
+) -> Corpus:
+    """The checks across rows, shared by files and records: duplicates, blank titles and texts."""
     doc_ids: list[str] = []
     titles: list[str] = []
     texts: list[str] = []
     seen: dict[str, int] = {}
     skipped = 0
-    rows = _corpus_jsonl(file) if fmt == "jsonl" else _corpus_tsv(file)
-    for number, doc_id, title, text in rows:
-        _register(seen, doc_id, file, number, "doc id")
+    for where, doc_id, title, text in rows:
+        _register(seen, doc_id, where, "doc id")
         if title and not title.strip():
-            raise DataError(f"{file} line {number}: title of {doc_id!r} is only whitespace")
+            raise DataError(f"{where}: title of {doc_id!r} is only whitespace")
         if not text.strip():
             if skip_empty:
                 skipped += 1
                 continue
             raise DataError(
-                f"{file} line {number}: document {doc_id!r} has empty text "
+                f"{where}: document {doc_id!r} has empty text "
                 f"(skip such documents with skip_empty=True, or --skip-empty on the command line)"
             )
         doc_ids.append(doc_id)
         titles.append(title)
         texts.append(text)
     if skipped:
-        logger.warning("%s: skipped %d documents with empty text", file, skipped)
+        logger.warning("%s: skipped %d documents with empty text", source, skipped)
     if not doc_ids:
-        raise DataError(f"{file}: no documents found")
-    return Corpus(doc_ids, titles, texts, source=str(file))
+        raise DataError(f"{source}: no documents found")
+    return Corpus(doc_ids, titles, texts, source=source)
 
 
-def _corpus_jsonl(path: Path) -> Iterator[tuple[int, str, str, str]]:
-    for number, line in _lines(path):
-        obj = _parse_object(line, path, number)
-        doc_id = _check_id(_get_id(obj, _DOC_ID_KEYS, path, number, line), path, number, "doc id")
-        _, text = _get_string(obj, _DOC_TEXT_KEYS, path, number, line)
-        found = _get_string(obj, ("title",), path, number, line, required=False)
-        yield number, doc_id, (found[1] if found else ""), text
+def _corpus_row(obj: Mapping, where: _Where, line: str | None) -> tuple[_Where, str, str, str]:
+    """One document from a JSON object or a Python record: (where, doc id, title, text)."""
+    doc_id = _check_id(_get_id(obj, _DOC_ID_KEYS, where, line), where, "doc id")
+    _, text = _get_string(obj, _DOC_TEXT_KEYS, where, line)
+    found = _get_string(obj, ("title",), where, line, required=False)
+    return where, doc_id, (found[1] if found else ""), text
 
 
-def _corpus_tsv(path: Path) -> Iterator[tuple[int, str, str, str]]:
+def _corpus_jsonl(path: Path) -> Iterator[tuple[_Where, str, str, str]]:
+    for where, line in _lines(path):
+        yield _corpus_row(_parse_object(line, where), where, line)
+
+
+def _corpus_records(
+    records: Iterable[Mapping], source: str
+) -> Iterator[tuple[_Where, str, str, str]]:
+    for where, record in _records(records, source):
+        yield _corpus_row(record, where, None)
+
+
+def _corpus_tsv(path: Path) -> Iterator[tuple[_Where, str, str, str]]:
     columns: tuple[int, int | None, int] | None = None  # (id, title, text) column indices
     width = 0
     first = 0
-    for number, line in _lines(path):
+    for where, line in _lines(path):
+        number = where.number
         fields = line.split("\t")
         if columns is None:
             first = number
@@ -382,9 +451,9 @@ def _corpus_tsv(path: Path) -> Iterator[tuple[int, str, str, str]]:
                 f"as on line {first}, found {len(fields)}"
             )
         id_col, title_col, text_col = columns
-        doc_id = _check_id(fields[id_col], path, number, "doc id")
+        doc_id = _check_id(fields[id_col], where, "doc id")
         title = fields[title_col] if title_col is not None else ""
-        yield number, doc_id, title, fields[text_col]
+        yield where, doc_id, title, fields[text_col]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,29 +463,48 @@ def _corpus_tsv(path: Path) -> Iterator[tuple[int, str, str, str]]:
 def load_queries(path: str | Path) -> dict[str, str]:
     """Load ``qid -> text`` from a BEIR folder (``queries.jsonl``), ``.jsonl`` or ``.tsv``."""
     file, fmt = _resolve(path, "queries.jsonl", "queries")
+    rows = _queries_jsonl(file) if fmt == "jsonl" else _queries_tsv(file)
+    return _build_queries(rows, str(file))
+
+
+def queries_from_records(records: Iterable[Mapping], source: str = "records") -> dict[str, str]:
+    """``qid -> text`` from mappings shaped like ``queries.jsonl`` lines: ``_id`` (or ``id``,
+    ``query_id``, ``qid``) and ``text`` (or ``query``); other keys are ignored.
+
+    Any iterable of mappings works (a list of dicts, a ``datasets.Dataset``); the checks and
+    messages are those of :func:`load_queries`, naming the record by its 0-based position.
+    """
+    rows = (_query_row(record, where, None) for where, record in _records(records, source))
+    return _build_queries(rows, source)
+
+
+def _build_queries(rows: Iterable[tuple[_Where, str, str]], source: str) -> dict[str, str]:
     queries: dict[str, str] = {}
     seen: dict[str, int] = {}
-    rows = _queries_jsonl(file) if fmt == "jsonl" else _queries_tsv(file)
-    for number, qid, text in rows:
-        _register(seen, qid, file, number, "query id")
+    for where, qid, text in rows:
+        _register(seen, qid, where, "query id")
         if not text.strip():
-            raise DataError(f"{file} line {number}: query {qid!r} has empty text")
+            raise DataError(f"{where}: query {qid!r} has empty text")
         queries[qid] = text
     if not queries:
-        raise DataError(f"{file}: no queries found")
+        raise DataError(f"{source}: no queries found")
     return queries
 
 
-def _queries_jsonl(path: Path) -> Iterator[tuple[int, str, str]]:
-    for number, line in _lines(path):
-        obj = _parse_object(line, path, number)
-        qid = _check_id(_get_id(obj, _QUERY_ID_KEYS, path, number, line), path, number, "query id")
-        _, text = _get_string(obj, _QUERY_TEXT_KEYS, path, number, line)
-        yield number, qid, text
+def _query_row(obj: Mapping, where: _Where, line: str | None) -> tuple[_Where, str, str]:
+    qid = _check_id(_get_id(obj, _QUERY_ID_KEYS, where, line), where, "query id")
+    _, text = _get_string(obj, _QUERY_TEXT_KEYS, where, line)
+    return where, qid, text
 
 
-def _queries_tsv(path: Path) -> Iterator[tuple[int, str, str]]:
-    for number, line in _lines(path):
+def _queries_jsonl(path: Path) -> Iterator[tuple[_Where, str, str]]:
+    for where, line in _lines(path):
+        yield _query_row(_parse_object(line, where), where, line)
+
+
+def _queries_tsv(path: Path) -> Iterator[tuple[_Where, str, str]]:
+    for where, line in _lines(path):
+        number = where.number
         fields = line.split("\t")
         if number == 1 and len(fields) == 2 and _tsv_header(fields):
             continue
@@ -425,7 +513,7 @@ def _queries_tsv(path: Path) -> Iterator[tuple[int, str, str]]:
                 f"{path} line {number}: expected 2 tab-separated columns (id, text), "
                 f"found {len(fields)}"
             )
-        yield number, _check_id(fields[0], path, number, "query id"), fields[1]
+        yield where, _check_id(fields[0], where, "query id"), fields[1]
 
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -435,10 +523,60 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; pass a qrels file such as qrels/test.tsv")
+    return _build_qrels(_qrels_lines(path), str(path))
+
+
+def qrels_from_records(
+    records: Iterable[Mapping], source: str = "records"
+) -> dict[str, dict[str, int]]:
+    """``qid -> {doc_id: grade}`` from mappings shaped like BEIR's qrels columns: ``query-id``
+    (or ``query_id``, ``qid``), ``corpus-id`` (or ``corpus_id``, ``doc_id``, ``docid``) and
+    ``score`` (or ``grade``); ids and grades may be integers; other keys are ignored.
+
+    Any iterable of mappings works (a list of dicts, a ``datasets.Dataset`` of BEIR qrels); the
+    checks and messages are those of :func:`load_qrels`, naming the record by its 0-based position.
+    """
+    return _build_qrels(_qrels_records(records, source), source)
+
+
+def _build_qrels(
+    rows: Iterable[tuple[_Where, str, str, str]], source: str
+) -> dict[str, dict[str, int]]:
+    """The checks of one judgement (ids, grade, repeats), shared by files and records."""
     qrels: dict[str, dict[str, int]] = {}
     seen: dict[tuple[str, str], int] = {}
+    for where, raw_qid, raw_doc_id, grade in rows:
+        qid = _check_id(raw_qid, where, "query id")
+        doc_id = _check_id(raw_doc_id, where, "doc id")
+        if not _INTEGER.fullmatch(grade):
+            raise DataError(f"{where}: grade {grade!r} is not an integer")
+        first = seen.setdefault((qid, doc_id), where.number)
+        if first != where.number:
+            raise DataError(
+                f"{where}: duplicate judgment for query {qid!r} and doc {doc_id!r} "
+                f"(first on {where.unit} {first})"
+            )
+        qrels.setdefault(qid, {})[doc_id] = int(grade)
+    if not qrels:
+        raise DataError(f"{source}: no judgments found")
+    return qrels
+
+
+def _qrels_records(
+    records: Iterable[Mapping], source: str
+) -> Iterator[tuple[_Where, str, str, str]]:
+    for where, record in _records(records, source):
+        qid = _get_id(record, _QRELS_QUERY_KEYS, where, None)
+        doc_id = _get_id(record, _QRELS_DOC_KEYS, where, None)
+        # A grade is an integer like an id is; _get_id reads it the same way (7 -> "7").
+        grade = _get_id(record, _QRELS_GRADE_KEYS, where, None)
+        yield where, qid, doc_id, grade
+
+
+def _qrels_lines(path: Path) -> Iterator[tuple[_Where, str, str, str]]:
     width = 0
-    for number, line in _lines(path):
+    for where, line in _lines(path):
+        number = where.number
         fields = line.split()
         if width == 0:
             if _qrels_header(number, fields):
@@ -454,21 +592,7 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                 f"{path} line {number}: expected {width} columns like the first line, "
                 f"found {len(fields)}"
             )
-        qid = _check_id(fields[0], path, number, "query id")
-        doc_id = _check_id(fields[-2], path, number, "doc id")
-        grade = fields[-1]
-        if not _INTEGER.fullmatch(grade):
-            raise DataError(f"{path} line {number}: grade {grade!r} is not an integer")
-        first = seen.setdefault((qid, doc_id), number)
-        if first != number:
-            raise DataError(
-                f"{path} line {number}: duplicate judgment for query {qid!r} and doc {doc_id!r} "
-                f"(first on line {first})"
-            )
-        qrels.setdefault(qid, {})[doc_id] = int(grade)
-    if not qrels:
-        raise DataError(f"{path}: no judgments found")
-    return qrels
+        yield where, fields[0], fields[-2], fields[-1]
 
 
 def _qrels_header(number: int, fields: list[str]) -> bool:
