@@ -105,3 +105,31 @@ def test_a_build_logs_its_stages_and_saves_its_loss_history(tmp_path, caplog, mo
     assert (tmp_path / "again" / "training_log.jsonl").read_text().splitlines() == lines
     again = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert again["lineage"][0]["stage_seconds"] == timings
+
+
+def test_a_resumed_run_keeps_the_history_of_its_checkpoint(tmp_path, monkeypatch):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from dsi.config import TrainConfig
+    from dsi.examples import ExampleSet
+
+    monkeypatch.setattr(dsi.train, "LOG_EVERY_STEPS", 2)
+    rng = random.Random(0)
+    sources = [[rng.randrange(3, 50) for _ in range(6)] for _ in range(8)]
+    examples = ExampleSet(sources, [[5 + i % 4, 1] for i in range(8)], ["index"] * 8)
+    tiny = T5Config(
+        vocab_size=60, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1,
+        num_decoder_layers=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    model = T5ForConditionalGeneration(tiny)
+
+    def run(steps: int) -> list[dict]:
+        config = TrainConfig(max_steps=steps, max_minutes=None, batch_size=4, warmup_steps=1)
+        stats = dsi.train.train(model, examples, config, tmp_path / "ckpt", progress_bar=False)
+        return stats.history
+
+    first = run(5)
+    assert [p["step"] for p in first] == [2, 4, 5]
+    resumed = run(9)
+    assert resumed[:3] == first  # then every second step again, and the end
+    assert [p["step"] for p in resumed] == [2, 4, 5, 6, 8, 9]
