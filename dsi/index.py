@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from dsi.model import (
     train_tokenizer,
 )
 from dsi.pseudo_queries import QueryGenerator
+from dsi.timing import stage
 from dsi.train import TrainStats, train
 from trie.prefix import PrefixTrie
 
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 FORMAT = "dsi-index"
 FORMAT_VERSION = 1
 TRAINING_QUERIES_FILE = "training_queries.jsonl"
+# The loss history of training, one JSON line per point (step, seconds, epoch, loss).
+TRAINING_LOG_FILE = "training_log.jsonl"
 GENERATOR_DIR = "query_generator"
 # sha256 of the manifest's other contents; manifests written before it existed have none.
 MANIFEST_DIGEST = "manifest_sha256"
@@ -132,6 +135,8 @@ class GenerativeIndex:
     # (query text, doc id) of every training query learned, kept for replay when adding.
     training_pairs: list[tuple[str, str]] = field(default_factory=list)
     query_generator: QueryGenerator | None = None
+    # The loss history of the build's training (``TrainStats.history``): training_log.jsonl.
+    training_log: list[dict[str, float]] = field(default_factory=list)
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -163,59 +168,88 @@ class GenerativeIndex:
             work_dir = Path(work_dir)
             claim_work_dir(work_dir, fingerprint)
         texts = corpus.full_texts()
+        timings: dict[str, float] = {}
 
-        docids = _cached_docids(work_dir, config, corpus, texts)
-        tokenizer, model, offset = make_model(config, texts, training_queries, docids, work_dir)
+        with stage("identifiers", timings):
+            docids = _cached_docids(work_dir, config, corpus, texts)
+        with stage("tokenizer", timings):
+            tokenizer, model, offset = make_model(config, texts, training_queries, docids, work_dir)
         eos = model.config.eos_token_id
         targets = [[offset + s for s in seq] + [eos] for seq in docids.sequences]
 
-        doc_tokens = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        examples = indexing_examples(doc_tokens, targets, config.train, eos, seed=config.train.seed)
-        position = {d: i for i, d in enumerate(corpus.doc_ids)}
-        pairs = [] if training_queries is None else training_queries.pairs(set(position))
-        if pairs:
-            query_tokens = tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
-            examples.extend(
-                retrieval_examples(
-                    query_tokens,
-                    [targets[position[d]] for _, d in pairs],
-                    config.train,
-                    eos,
-                    config.train.query_repeats,
-                )
+        with stage("examples", timings):
+            doc_tokens = tokenizer(texts, add_special_tokens=False)["input_ids"]
+            examples = indexing_examples(
+                doc_tokens, targets, config.train, eos, seed=config.train.seed
             )
-        generator, generated = kept_generator(
-            config, tokenizer, texts, [(position[d], q) for q, d in pairs], work_dir, progress_bar
-        )
-        if generated:
-            examples.extend(
-                _query_examples(
-                    tokenizer,
-                    [(q, targets[i]) for i, qs in enumerate(generated) for q in qs],
-                    config.train,
-                    eos,
-                    task="pseudo",
+            position = {d: i for i, d in enumerate(corpus.doc_ids)}
+            pairs = [] if training_queries is None else training_queries.pairs(set(position))
+            if pairs:
+                query_tokens = tokenizer([q for q, _ in pairs], add_special_tokens=False)[
+                    "input_ids"
+                ]
+                examples.extend(
+                    retrieval_examples(
+                        query_tokens,
+                        [targets[position[d]] for _, d in pairs],
+                        config.train,
+                        eos,
+                        config.train.query_repeats,
+                    )
                 )
+        with stage("query_generator", timings):
+            generator, generated = kept_generator(
+                config,
+                tokenizer,
+                texts,
+                [(position[d], q) for q, d in pairs],
+                work_dir,
+                progress_bar,
             )
-        trie = PrefixTrie.from_sequences(targets)
+        with stage("examples", timings):
+            if generated:
+                examples.extend(
+                    _query_examples(
+                        tokenizer,
+                        [(q, targets[i]) for i, qs in enumerate(generated) for q in qs],
+                        config.train,
+                        eos,
+                        task="pseudo",
+                    )
+                )
+        with stage("identifiers", timings):
+            trie = PrefixTrie.from_sequences(targets)
 
         def snapshot(live_model: torch.nn.Module) -> GenerativeIndex:
             return cls(config, tokenizer, live_model, docids, trie, offset, corpus, [], pairs)
 
-        stats = train_model(
-            model,
-            examples,
-            config,
-            len(corpus.doc_ids),
-            work_dir,
-            progress_bar,
-            monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
-            monitor_minutes=monitor_minutes,
-        )
+        with stage("training", timings):
+            stats = train_model(
+                model,
+                examples,
+                config,
+                len(corpus.doc_ids),
+                work_dir,
+                progress_bar,
+                monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
+                monitor_minutes=monitor_minutes,
+            )
         model = model.cpu().eval()
-        lineage = [build_entry(corpus, training_queries, examples, stats, generator, started)]
+        entry = build_entry(
+            corpus, training_queries, examples, stats, generator, started, stage_seconds=timings
+        )
         return cls(
-            config, tokenizer, model, docids, trie, offset, corpus, lineage, pairs, generator
+            config,
+            tokenizer,
+            model,
+            docids,
+            trie,
+            offset,
+            corpus,
+            [entry],
+            pairs,
+            generator,
+            training_log=stats.history,
         )
 
     # ----------------------------------------------------------------- adding
@@ -409,6 +443,7 @@ class GenerativeIndex:
             generator = None
             if (directory / GENERATOR_DIR).is_dir():
                 generator = QueryGenerator.load(directory / GENERATOR_DIR, tokenizer)
+            training_log = load_training_log(directory / TRAINING_LOG_FILE)
         except IndexLoadError:
             raise
         except Exception as exc:  # one sentence naming the index, whatever broke underneath
@@ -443,6 +478,7 @@ class GenerativeIndex:
             manifest["lineage"],
             pairs,
             generator,
+            training_log,
         )
 
 
@@ -495,7 +531,7 @@ def build_entry(
         "training_queries": 0 if training_queries is None else len(training_queries.qrels),
         "examples": _count_tasks(examples),
         **extra,
-        "training": asdict(stats),
+        "training": stats.summary(),
         "training_steps": stats.steps,
         "optimizer_updates": stats.optimizer_updates,
         # What the model was trained from, so that a result of other data cannot pass for this.
@@ -564,7 +600,7 @@ def add_entry(
             "generator_trained": generator_trained,
         },
         **extra,
-        "training": asdict(stats),
+        "training": stats.summary(),
         "optimizer_updates": stats.optimizer_updates,
         "seconds": round(time.monotonic() - started, 1),
         "at": _now(),
@@ -686,21 +722,29 @@ def save_index(
     ``directory`` with ``manifest`` (:func:`publish_index`). Nothing but an index or an empty
     folder is replaced, and ``directory``'s writer lock is held meanwhile (:func:`claim_index`).
     """
+    timings: dict[str, float] = {}
     with claim_index(directory):
-        stage = staging_dir(directory)
+        staged = staging_dir(directory)
         try:
-            index.config.save(stage / "config.json")
-            index.model.save_pretrained(stage / "model", safe_serialization=True)
-            index.tokenizer.save_pretrained(stage / "model")
-            write_parts(stage)
-            save_documents(index.corpus, stage / "documents.jsonl")
-            if index.training_pairs:
-                save_training_pairs(index.training_pairs, stage / TRAINING_QUERIES_FILE)
-            if index.query_generator is not None:
-                index.query_generator.save(stage / GENERATOR_DIR)
-            publish_index(stage, directory, model=index.model, lineage=index.lineage, **manifest)
+            with stage("writing", timings):
+                index.config.save(staged / "config.json")
+                index.model.save_pretrained(staged / "model", safe_serialization=True)
+                index.tokenizer.save_pretrained(staged / "model")
+                write_parts(staged)
+                save_documents(index.corpus, staged / "documents.jsonl")
+                if index.training_pairs:
+                    save_training_pairs(index.training_pairs, staged / TRAINING_QUERIES_FILE)
+                if index.query_generator is not None:
+                    index.query_generator.save(staged / GENERATOR_DIR)
+                if index.training_log:
+                    save_training_log(index.training_log, staged / TRAINING_LOG_FILE)
+            # The first save after a build records its writing time with the other stages'.
+            last = index.lineage[-1] if index.lineage else {}
+            if "stage_seconds" in last and "writing" not in last["stage_seconds"]:
+                last["stage_seconds"]["writing"] = timings["writing"]
+            publish_index(staged, directory, model=index.model, lineage=index.lineage, **manifest)
         except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
+            shutil.rmtree(staged, ignore_errors=True)
             raise
     return directory
 
@@ -863,6 +907,19 @@ def save_training_pairs(pairs: list[tuple[str, str]], path: Path) -> None:
     """Write (query text, doc id) pairs as ``{"query", "doc_id"}`` JSON lines."""
     lines = (json.dumps({"query": q, "doc_id": d}, ensure_ascii=False) for q, d in pairs)
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def save_training_log(points: list[dict[str, float]], path: Path) -> None:
+    """Write the loss history (``TrainStats.history``), one JSON object a line."""
+    atomic_write_text(path, "".join(json.dumps(point) + "\n" for point in points))
+
+
+def load_training_log(path: Path) -> list[dict[str, float]]:
+    """Read ``save_training_log`` output; a missing file (an older index) means no history."""
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 def load_training_pairs(path: Path) -> list[tuple[str, str]]:

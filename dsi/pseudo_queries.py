@@ -93,7 +93,7 @@ class QueryGenerator:
             "documents": len(texts),
             "query_pairs": len(pairs),
             "examples": len(examples),
-            "training": asdict(stats),
+            "training": stats.summary(),
         }
         return cls(model.cpu(), tokenizer, config, summary)
 

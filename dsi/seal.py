@@ -56,6 +56,7 @@ from dsi.decoding import (
 from dsi.examples import ExampleSet, mix_examples, retrieval_examples
 from dsi.index import (
     GENERATOR_DIR,
+    TRAINING_LOG_FILE,
     TRAINING_QUERIES_FILE,
     IndexLoadError,
     add_entry,
@@ -68,6 +69,7 @@ from dsi.index import (
     generative_memory,
     holds_work_dir,
     kept_generator,
+    load_training_log,
     load_training_pairs,
     make_model,
     read_manifest,
@@ -80,6 +82,7 @@ from dsi.index import (
 )
 from dsi.model import load_tokenizer, open_model
 from dsi.pseudo_queries import QueryGenerator
+from dsi.timing import stage
 from trie.fmindex import NgramIndex
 from trie.ngram_processor import NgramLogitsProcessor
 
@@ -373,6 +376,8 @@ class NgramGenerativeIndex:
     training_pairs: list[tuple[str, str]] = field(default_factory=list)
     query_generator: QueryGenerator | None = None
     word_index: WordIndex | None = None
+    # The loss history of the build's training (``TrainStats.history``): training_log.jsonl.
+    training_log: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def num_docs(self) -> int:
@@ -419,7 +424,11 @@ class NgramGenerativeIndex:
             work_dir = Path(work_dir)
             claim_work_dir(work_dir, ngram_fingerprint(corpus, config, training_queries))
         texts = corpus.full_texts()
-        tokenizer, model, _ = make_model(config, texts, training_queries, _NoSymbols(), work_dir)
+        timings: dict[str, float] = {}
+        with stage("tokenizer", timings):
+            tokenizer, model, _ = make_model(
+                config, texts, training_queries, _NoSymbols(), work_dir
+            )
         eos = model.config.eos_token_id
 
         position = corpus.positions()
@@ -427,42 +436,62 @@ class NgramGenerativeIndex:
         copies = options.salient_pairs_for(len(corpus.doc_ids), bool(pairs))
         pooled = options.salient_pool_for(len(corpus.doc_ids), bool(pairs))
         pool, per_epoch = ExampleSet([], [], []), 0
-        if pooled:
-            pool = seal_examples(
-                tokenizer, corpus, [], config.train, options, eos, salient_pairs_per_doc=pooled
-            )
-            per_epoch, copies = copies * len(corpus.doc_ids), 0
-        examples = seal_examples(
-            tokenizer, corpus, pairs, config.train, options, eos, salient_pairs_per_doc=copies
-        )
-        generator, generated = kept_generator(
-            config, tokenizer, texts, [(position[d], q) for q, d in pairs], work_dir, progress_bar
-        )
-        if generated:
-            pseudo = [(q, d) for d, qs in zip(corpus.doc_ids, generated, strict=True) for q in qs]
-            examples.extend(
-                query_examples(
-                    tokenizer, corpus, pseudo, config.train, options, eos, options.seed, "pseudo"
+        with stage("examples", timings):
+            if pooled:
+                pool = seal_examples(
+                    tokenizer, corpus, [], config.train, options, eos, salient_pairs_per_doc=pooled
                 )
+                per_epoch, copies = copies * len(corpus.doc_ids), 0
+            examples = seal_examples(
+                tokenizer, corpus, pairs, config.train, options, eos, salient_pairs_per_doc=copies
             )
-        ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
-        word_index = WordIndex.build(texts)
+        with stage("query_generator", timings):
+            generator, generated = kept_generator(
+                config,
+                tokenizer,
+                texts,
+                [(position[d], q) for q, d in pairs],
+                work_dir,
+                progress_bar,
+            )
+        with stage("examples", timings):
+            if generated:
+                pseudo = [
+                    (q, d) for d, qs in zip(corpus.doc_ids, generated, strict=True) for q in qs
+                ]
+                examples.extend(
+                    query_examples(
+                        tokenizer,
+                        corpus,
+                        pseudo,
+                        config.train,
+                        options,
+                        eos,
+                        options.seed,
+                        "pseudo",
+                    )
+                )
+        # The identifiers of this kind are the corpus's n-grams (and its words).
+        with stage("identifiers", timings):
+            ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
+            word_index = WordIndex.build(texts)
 
         def snapshot(live_model: torch.nn.Module) -> NgramGenerativeIndex:
             return cls(config, tokenizer, live_model, ngrams, corpus, [], pairs, None, word_index)
 
-        stats = train_model(
-            model,
-            examples,
-            config,
-            len(corpus.doc_ids),
-            work_dir,
-            progress_bar,
-            monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
-            monitor_minutes=monitor_minutes,
-            pool=pool,
-            pool_per_epoch=per_epoch,
-        )
+        with stage("training", timings):
+            stats = train_model(
+                model,
+                examples,
+                config,
+                len(corpus.doc_ids),
+                work_dir,
+                progress_bar,
+                monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
+                monitor_minutes=monitor_minutes,
+                pool=pool,
+                pool_per_epoch=per_epoch,
+            )
         model = model.cpu().eval()
         if len(pool):
             examples.extend(pool)
@@ -474,9 +503,21 @@ class NgramGenerativeIndex:
             generator,
             started,
             corpus_tokens=ngrams.total_tokens,
+            stage_seconds=timings,
         )
         lineage = [entry]
-        return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs, generator, word_index)
+        return cls(
+            config,
+            tokenizer,
+            model,
+            ngrams,
+            corpus,
+            lineage,
+            pairs,
+            generator,
+            word_index,
+            training_log=stats.history,
+        )
 
     # ----------------------------------------------------------------- adding
     @holds_work_dir
@@ -635,6 +676,7 @@ class NgramGenerativeIndex:
             word_index = None
             if (directory / WORD_DIR).is_dir():
                 word_index = WordIndex.load(directory / WORD_DIR)
+            training_log = load_training_log(directory / TRAINING_LOG_FILE)
         except IndexLoadError:
             raise
         except Exception as exc:  # one sentence naming the index, whatever broke underneath
@@ -656,7 +698,18 @@ class NgramGenerativeIndex:
                 f"documents and documents.jsonl {len(corpus.doc_ids)}."
             )
         lineage = manifest["lineage"]
-        return cls(config, tokenizer, model, ngrams, corpus, lineage, pairs, generator, word_index)
+        return cls(
+            config,
+            tokenizer,
+            model,
+            ngrams,
+            corpus,
+            lineage,
+            pairs,
+            generator,
+            word_index,
+            training_log,
+        )
 
 
 def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,12 @@ CHECKPOINT_VERSION = 1
 # A checkpoint folder is recognised by its state.json, which is written last.
 CHECKPOINT_KIND = Kind("a training checkpoint", "state.json")
 AVERAGE_FILE = "weight_average.safetensors"
+# The loss history keeps one point (the mean loss since the last) every this many steps, and one
+# at the end: a few hundred points for an hour's training.
+LOG_EVERY_STEPS = 50
+# The bar of a time budget counts per cent of the budget; its rate would read "%/s", so it shows
+# elapsed<remaining instead, and steps/s in the postfix.
+TIMED_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}"
 
 
 @dataclass
@@ -53,6 +59,13 @@ class TrainStats:
     # Steps are optimizer updates; SAM makes each update cost two forward/backward passes.
     optimizer_updates: int
     forward_backward_passes: int
+    # (step, seconds, epoch, loss) points of the main process; kept out of the lineage entry
+    # (an index writes them to training_log.jsonl) and out of the log line.
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, object]:
+        """The figures without the history: what lineage entries and summaries record."""
+        return {k: v for k, v in asdict(self).items() if k != "history"}
 
 
 @dataclass
@@ -63,6 +76,8 @@ class _Position:
     seconds: float = 0.0
     examples: int = 0
     passes: int = 0
+    # The loss history so far, saved in checkpoints so a resumed run keeps its first points.
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def epoch_batches(
@@ -197,11 +212,17 @@ def train(
     )
     budget_steps = config.max_steps or config.max_epochs * steps_per_epoch
     budget_seconds = config.max_minutes * 60 if config.max_minutes else math.inf
+    # Under a time budget the bar counts per cent of the budget, the larger of the steps' and
+    # the time's share, so that whichever budget ends first decides the ETA.
+    timed = budget_seconds != math.inf
     bar = tqdm(
-        total=budget_steps if config.max_steps or budget_seconds == math.inf else None,
-        initial=pos.step,
+        total=100 if timed else budget_steps,
+        initial=_percent(pos.step, budget_steps, pos.seconds, budget_seconds)
+        if timed
+        else pos.step,
         desc="training",
-        unit="step",
+        unit="%" if timed else "step",
+        bar_format=TIMED_BAR_FORMAT if timed else None,
         disable=not (progress_bar and accelerator.is_main_process),
         dynamic_ncols=True,
     )
@@ -212,6 +233,17 @@ def train(
     # Read back only when shown: float() on every step would wait for the GPU and stop the host
     # from queueing the next step while the device works.
     last_loss: torch.Tensor | None = None
+    # Summed on the device between history points, read back only at a point, for the same reason.
+    loss_sum: torch.Tensor | None = None
+    loss_steps = 0
+
+    def log_point() -> None:
+        nonlocal loss_sum, loss_steps
+        if loss_sum is not None and loss_steps:
+            point = {"step": pos.step, "seconds": round(pos.seconds, 2), "epoch": pos.epoch}
+            pos.history.append({**point, "loss": round(float(loss_sum) / loss_steps, 5)})
+        loss_sum, loss_steps = None, 0
+
     stopped_by = "epochs"
     while pos.epoch < config.max_epochs:
         batches = epoch_batches(
@@ -248,19 +280,29 @@ def train(
             if average is not None:
                 average.update(accelerator.unwrap_model(model), pos.step)
             last_loss = loss.detach()
+            loss_sum = last_loss if loss_sum is None else loss_sum + last_loss
+            loss_steps += 1
             pos.step += 1
             pos.batch_in_epoch += 1
             # This step's batches on every process (the same list everywhere, dealt round-robin).
             done = pos.batch_in_epoch - 1
             pos.examples += sum(map(len, batches[done * world : (done + 1) * world]))
             pos.seconds = time.monotonic() - started
-            bar.update(1)
-            if pos.step % 10 == 0 and not bar.disable:
+            if pos.step % LOG_EVERY_STEPS == 0:
+                log_point()
+            if timed:
+                bar.update(_percent(pos.step, budget_steps, pos.seconds, budget_seconds) - bar.n)
+            else:
+                bar.update(1)
+            # From the first step on, so a slow start shows its loss and rates too.
+            if (pos.step % 10 == 0 or pos.step == 1) and not bar.disable:
                 loss_value = float(last_loss)
+                rates = {"steps_s": f"{pos.step / max(pos.seconds, 1e-9):.1f}"} if timed else {}
                 bar.set_postfix(
                     loss=f"{loss_value:.3f}",
                     epoch=pos.epoch,
                     ex_s=f"{pos.examples / max(pos.seconds, 1e-9):.0f}",
+                    **rates,
                 )
             if monitor is not None and pos.seconds >= next_monitor:
                 paused = time.monotonic()
@@ -287,6 +329,7 @@ def train(
     if last_loss is not None:
         loss_value = float(last_loss)
     pos.seconds = time.monotonic() - started
+    log_point()
     if checkpoint_dir is not None:
         _save_checkpoint(accelerator, checkpoint_dir, model, optimizer, pos, average)
     if average is not None:
@@ -303,10 +346,16 @@ def train(
         resumed_from_step=resumed_from,
         optimizer_updates=pos.step,
         forward_backward_passes=pos.passes,
+        history=list(pos.history),
     )
     log.info("Training finished: %s", stats)
     accelerator.wait_for_everyone()
     return stats
+
+
+def _percent(step: int, budget_steps: int, seconds: float, budget_seconds: float) -> float:
+    """The share of the budget used, in per cent: the larger of the steps' and the time's."""
+    return min(100.0, 100.0 * max(step / budget_steps, seconds / budget_seconds))
 
 
 def _agreed(accelerator: Accelerator, value: float) -> float:
