@@ -582,7 +582,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from dsi import evaluation
     from dsi.baselines import build_baseline, check_available, parse_baselines
     from dsi.data import load_qrels, load_queries
-    from dsi.metrics import RUN_FILE, write_trec_run
+    from dsi.metrics import write_trec_run
     from dsi.retriever import Retriever
 
     names = parse_baselines(args.baselines or "")
