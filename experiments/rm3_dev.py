@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from docid.io import atomic_write_text
-from dsi.baselines import RM3Baseline, RM3Settings
+from dsi.baselines import REFERENCE_RM3, RM3Baseline, RM3Settings
 from dsi.metrics import evaluate_run
 from experiments.provenance import add_rule_argument, checked_rule, git_state
 from experiments.quality import load_dataset
@@ -35,7 +35,7 @@ GRID = {
     "feedback_terms": (5, 10, 20, 40),
     "original_weight": (0.3, 0.5, 0.7, 0.9),
 }
-REFERENCE = RM3Settings(feedback_docs=10, feedback_terms=10, original_weight=0.5)
+REFERENCE = REFERENCE_RM3
 # The rule keeps the reference unless the best beats it by more than this (mean dev nDCG@10).
 MARGIN = 0.002
 
