@@ -55,8 +55,6 @@ class LexicalDocidMap(DocidMap):
     """A scheme whose docids are words (plus a suffix symbol where two documents share them)."""
 
     scheme: ClassVar[str] = ""
-    # Which text of a document ``fit`` and ``add`` take: "text" (title and body) or "title".
-    reads: ClassVar[str] = "text"
     default_words: ClassVar[int] = 4
 
     def docid_words(self, doc_id: str) -> list[str]:
