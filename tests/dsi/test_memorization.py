@@ -164,8 +164,8 @@ def test_cli_memorization_and_add_with_keyword_docids(cli_files) -> None:
     root = cli_files
     index = root / "kw"
     args = ["index", "--corpus", str(root / "corpus.jsonl"), "--output", str(index)]
-    dsi(*args, *TINY, "--docids", "keywords", "--max-steps", "150", "--quiet",
-        "--set", "train.learning_rate=0.01")  # fmt: skip
+    args += [*TINY, "--docids", "keywords", "--set", "train.learning_rate=0.01"]
+    dsi(*args, "--max-steps", "150", "--quiet")
     report = json.loads(_eval(root, index, "--memorization").stdout)
     block = report["dsi"]
     assert block["memorization_documents"] == 8 and block["memorization@1"] >= 0.875
