@@ -2,12 +2,13 @@
 
 ``fit_docids(scheme, doc_ids, texts, **options)`` builds a :class:`DocidMap`;
 ``DocidMap.load(directory)`` reads one back. Importing the package registers the built-in
-schemes (atomic, naive, semantic); faiss, torch and scikit-learn are imported only when a
+schemes (atomic, naive, semantic, title, keywords); faiss, torch and scikit-learn are imported only when a
 scheme needs them.
 """
 
 # Imported for their registration (@register_scheme), before anything here is used.
 import docid.atomic
+import docid.lexical
 import docid.naive
 import docid.semantic  # noqa: F401
 from docid.base import (

@@ -36,6 +36,9 @@ class DocidMap:
     """
 
     scheme: ClassVar[str] = ""
+    # What ``fit`` and ``add`` take as a document's text: "text" (its title and body) or
+    # "title" (the title scheme's).
+    reads: ClassVar[str] = "text"
 
     def __init__(
         self,

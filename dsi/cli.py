@@ -211,6 +211,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--per-query", default=None, metavar="FILE", help="per-query metrics (JSONL)")
     p.add_argument(
+        "--memorization",
+        action="store_true",
+        help="also report memorization@1 and @10 under dsi: the share of indexed documents whose "
+        "first indexing view decodes their own docid (docid indexes only)",
+    )
+    p.add_argument(
+        "--memorization-sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure memorization on N documents drawn with a fixed seed (default: all)",
+    )
+    p.add_argument(
         "--run-file",
         default=None,
         help="TREC run file to write (default: INDEX.QRELS-NAME.trec beside the index)",
@@ -597,6 +610,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ensure_replaceable(path, RUN_FILE)  # before the search: never overwrite a user's file
     if args.per_query:
         ensure_replaceable(Path(args.per_query), evaluation.PER_QUERY_FILE)
+    if args.memorization_sample is not None and not args.memorization:
+        raise ValueError("--memorization-sample N goes with --memorization.")
+    if args.memorization:  # refused before the index loads
+        _check_memorization(args)
     queries = load_queries(args.queries)
     qrels = load_qrels(args.qrels)
     judged = [qid for qid in queries if qid in qrels]
@@ -627,10 +644,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     blocks = evaluation.report(
         runs, qrels, training_pairs, compare=args.compare, per_query_file=args.per_query
     )
+    dsi_block = blocks.pop("dsi")
+    if args.memorization:
+        dsi_block.update(
+            evaluation.memorization(
+                retriever, sample=args.memorization_sample, batch_size=args.batch_size
+            )
+        )
     report: dict[str, Any] = {
         "queries": len(judged),
         "k": args.k,
-        "dsi": blocks.pop("dsi"),
+        "dsi": dsi_block,
         "dsi_queries_per_second": round(len(judged) / seconds, 2),
         "run_file": str(run_file),
     }
@@ -642,6 +666,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report.update(blocks)  # compare, per_query_file
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _check_memorization(args: argparse.Namespace) -> None:
+    """Refuse --memorization for an n-gram index and a sample below one document."""
+    from dsi.index import read_manifest, resolve_index_dir
+    from dsi.kinds import index_kind
+
+    if args.memorization_sample is not None and args.memorization_sample < 1:
+        raise ValueError(
+            f"--memorization-sample must be at least 1, got {args.memorization_sample}."
+        )
+    scheme = read_manifest(resolve_index_dir(Path(args.index))).get("docid_scheme")
+    if index_kind(scheme) == "ngram":
+        raise ValueError(
+            f"--memorization measures docid decoding, and {args.index} holds n-gram identifiers "
+            "(the default kind), which give no document its own identifier to decode."
+        )
 
 
 # ---------------------------------------------------------------------------- info

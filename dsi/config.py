@@ -113,10 +113,11 @@ class GeneratorConfig:
 class IndexConfig:
     """Everything that defines an index; ``IndexConfig(**json)`` reads ``config.json`` back."""
 
-    # "ngram" (SEAL, the best found: experiments/quality.py), "semantic", "atomic" or "naive".
+    # "ngram" (SEAL, the best found: experiments/quality.py), "semantic", "atomic", "naive",
+    # "title" or "keywords" (docid.lexical).
     docids: str = "ngram"
     # Options of the docid scheme (ngram: dsi.seal.SealOptions; semantic: k, c,
-    # position_tokens, embedder).
+    # position_tokens, embedder; title, keywords: max_words).
     docid_options: dict[str, Any] = field(default_factory=dict)
     # None: build a T5 from ``model_config`` with a sentencepiece tokenizer trained on the corpus.
     # Otherwise a local directory or hub name of a T5 checkpoint with its tokenizer.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,70 @@ def _intervals(
             block[m] = paired_interval(a, b, m, RESAMPLES, SEED) if members else None
         found[part] = block
     return found
+
+
+MEMORIZATION_RANKS = (1, 10)
+
+
+def memorization(
+    retriever: Any, sample: int | None = None, seed: int = SEED, batch_size: int = 32
+) -> dict[str, Any]:
+    """DSI's indexing accuracy: the share of indexed documents whose own first indexing view,
+    exactly as trained (``dsi.examples.document_views``), decodes their docid at rank 1
+    (``memorization@1``) and within the top 10 (``memorization@10``), over all documents or
+    ``sample`` of them drawn with ``seed``; ``memorization_documents`` counts them.
+
+    For title and keyword docids, whose words the document's text holds, the same is measured
+    on the text with the docid's words removed (``memorization_without_docid_words@1``, ``@10``).
+    ``retriever`` is a :class:`dsi.retriever.Retriever`; an n-gram index has no docids to
+    memorize and is refused (``ValueError``).
+    """
+    from docid.lexical import LexicalDocidMap, without_words
+    from dsi.kinds import index_kind
+
+    index = retriever.index
+    if index_kind(index.config.docids) == "ngram":
+        raise ValueError(
+            "Memorization is measured for docid indexes only; this index holds n-gram "
+            "identifiers (the default kind), which give no document its own identifier to decode."
+        )
+    doc_ids = list(index.corpus.doc_ids)
+    chosen = list(range(len(doc_ids)))
+    if sample is not None:
+        if sample < 1:
+            raise ValueError(f"The memorization sample must be at least 1 document, got {sample}.")
+        if sample < len(chosen):
+            chosen = sorted(random.Random(seed).sample(chosen, sample))
+    texts = index.corpus.full_texts()
+    wanted = [doc_ids[i] for i in chosen]
+    out: dict[str, Any] = _decoded_at(retriever, [texts[i] for i in chosen], wanted, batch_size)
+    out["memorization_documents"] = len(chosen)
+    if isinstance(index.docids, LexicalDocidMap):
+        stripped = [without_words(texts[i], index.docids.docid_words(doc_ids[i])) for i in chosen]
+        found = _decoded_at(retriever, stripped, wanted, batch_size)
+        for rank in MEMORIZATION_RANKS:
+            out[f"memorization_without_docid_words@{rank}"] = found[f"memorization@{rank}"]
+    return out
+
+
+def _decoded_at(
+    retriever: Any, texts: Sequence[str], doc_ids: Sequence[str], batch_size: int
+) -> dict[str, float]:
+    """``memorization@r`` for r in MEMORIZATION_RANKS: the share of ``texts`` whose first
+    indexing view decodes the matching doc id at rank r or better."""
+    from dsi.examples import document_views
+
+    index = retriever.index
+    eos = index.model.config.eos_token_id
+    tokens = index.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    rng = random.Random(0)  # the windows document_views may draw are not used
+    views = [document_views(ids, index.config.train, eos, rng)[0] for ids in tokens]
+    hits = retriever.search_token_ids(views, k=max(MEMORIZATION_RANKS), batch_size=batch_size)
+    out = {}
+    for rank in MEMORIZATION_RANKS:
+        found = sum(
+            doc_id in {h.doc_id for h in ranked[:rank]}
+            for doc_id, ranked in zip(doc_ids, hits, strict=True)
+        )
+        out[f"memorization@{rank}"] = found / max(len(doc_ids), 1)
+    return out

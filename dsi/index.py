@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 import dsi
-from docid.base import DocidMap, fit_docids
+from docid.base import DocidMap, fit_docids, get_scheme
 from docid.guard import Kind, claim, ensure_replaceable, writer_lock
 from docid.io import (
     atomic_write_text,
@@ -171,7 +171,7 @@ class GenerativeIndex:
         timings: dict[str, float] = {}
 
         with stage("identifiers", timings):
-            docids = _cached_docids(work_dir, config, corpus, texts)
+            docids = _cached_docids(work_dir, config, corpus)
         with stage("tokenizer", timings):
             tokenizer, model, offset = make_model(config, texts, training_queries, docids, work_dir)
         eos = model.config.eos_token_id
@@ -265,7 +265,8 @@ class GenerativeIndex:
         """Index the new documents of ``corpus`` and return the lineage entry of this addition.
 
         Existing docids never change; new ones come from the docid scheme (semantic: the nearest
-        leaf of the existing tree; atomic: new symbols; naive: the ids' characters), the model's
+        leaf of the existing tree; atomic: new symbols; naive: the ids' characters; title, keywords:
+        the new documents' words, suffixed where an old docid has them), the model's
         vocabulary grows by any new symbols, and training continues with a fresh optimizer on
         the new documents (and their training queries) mixed with replay of old documents
         (``AddConfig.replay``). ``work_dir`` keeps docids, generated queries and training
@@ -289,7 +290,9 @@ class GenerativeIndex:
         train_config = config.train_config(self.config.train)
         texts = corpus.full_texts()
 
-        docids = self._added_docids(corpus.doc_ids, texts, work_dir)
+        docids = self._added_docids(
+            corpus.doc_ids, docid_texts(self.docids.scheme, corpus), work_dir
+        )
         before = len(self.docids)
         new_symbols = len(docids.symbols) - len(self.docids.symbols)
         grow_vocabulary(self.model, self.docid_offset + len(docids.symbols))
@@ -1061,11 +1064,16 @@ def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path
     return tokenizer, model, offset
 
 
-def _cached_docids(
-    work_dir: Path | None, config: IndexConfig, corpus: Corpus, texts: list[str]
-) -> DocidMap:
+def docid_texts(scheme: str, corpus: Corpus) -> list[str]:
+    """What docid ``scheme`` reads of each document (``DocidMap.reads``): its title (title
+    docids) or its full text."""
+    return list(corpus.titles) if get_scheme(scheme).reads == "title" else corpus.full_texts()
+
+
+def _cached_docids(work_dir: Path | None, config: IndexConfig, corpus: Corpus) -> DocidMap:
     if work_dir is not None and (work_dir / "docids" / "docids.jsonl").exists():
         return DocidMap.load(work_dir / "docids")
+    texts = docid_texts(config.docids, corpus)
     docids = fit_docids(config.docids, list(corpus.doc_ids), texts, **config.docid_options)
     if work_dir is not None:
         (work_dir / "docids").mkdir(parents=True, exist_ok=True)
@@ -1126,7 +1134,7 @@ def prepare_work_dir(state: Any, corpus: Corpus, config: IndexConfig, training, 
     with state.main_process_first():
         claim_work_dir(work_dir, build_fingerprint(corpus, config, training))
         texts = corpus.full_texts()
-        docids = _cached_docids(work_dir, config, corpus, texts)
+        docids = _cached_docids(work_dir, config, corpus)
         make_model(config, texts, training, docids, work_dir)
 
 

@@ -1,7 +1,8 @@
 """One dispatch from an identifier kind to its classes: the index that builds and loads it.
 
 The n-gram kind (``dsi.seal``, the default) and the docid kinds (``dsi.index``: semantic,
-atomic, naive) build on the same lower modules; only this module, the retriever and the command
+atomic, naive, title, keywords: every scheme registered in :mod:`docid`) build on the same
+lower modules; only this module, the retriever and the command
 line, above both, choose between them.
 """
 

@@ -89,12 +89,43 @@ class Retriever(ConstrainedRetriever):
             results += self._search_batch(list(queries[start : start + batch_size]), k, beams)
         return results
 
-    @torch.inference_mode()
+    def search_token_ids(
+        self,
+        sources: Sequence[Sequence[int]],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> list[list[Hit]]:
+        """Like :meth:`search` for encoder inputs given as token ids (ending in EOS), such as a
+        document's indexing view exactly as the model was trained on it."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        k = min(k, self.num_docs)
+        beams = max(num_beams or self.num_beams, k)
+        results: list[list[Hit]] = []
+        for start in range(0, len(sources), batch_size):
+            batch = [list(ids) for ids in sources[start : start + batch_size]]
+            width = max(map(len, batch))
+            ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, tokens in enumerate(batch):
+                ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+                mask[row, : len(tokens)] = 1
+            enc = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+            results += self._decode(enc, len(batch), k, beams)
+        return results
+
     def _search_batch(self, queries: list[str], k: int, beams: int) -> list[list[Hit]]:
         max_len = self.index.config.train.max_source_length
         enc = self.index.tokenizer(
             queries, max_length=max_len, truncation=True, padding=True, return_tensors="pt"
         ).to(self.device)
+        return self._decode(enc, len(queries), k, beams)
+
+    @torch.inference_mode()
+    def _decode(self, enc: Any, rows: int, k: int, beams: int) -> list[list[Hit]]:
+        """The ``k`` best distinct documents of each of ``rows`` encoded inputs, ranked by the
+        log-probability of their docid alone (nothing lexical is added)."""
         sequences, scores = constrained_generate(
             self.model,
             enc,
@@ -104,7 +135,7 @@ class Retriever(ConstrainedRetriever):
             self.length_penalty,
         )
         results = []
-        for row in range(len(queries)):
+        for row in range(rows):
             hits: list[Hit] = []
             seen: set[str] = set()
             for j in range(row * beams, (row + 1) * beams):
