@@ -22,7 +22,7 @@ from typing import Any
 @dataclass(frozen=True)
 class ModelShape:
     """The architecture of a T5 built from scratch: not a setting (``ModelConfig.size`` names
-    one of ``MODEL_SIZES``), and the query generator's own (``GENERATOR.model_config``)."""
+    one of ``MODEL_SIZES``; the query generator's is that size too, ``generator_config``)."""
 
     d_model: int
     d_ff: int
@@ -141,16 +141,18 @@ def train_settings() -> list[str]:
 # --------------------------------------------------------------------------- query generator
 
 
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """The query generator (``dsi.pseudo_queries``): a small T5 sharing the index's tokenizer.
-    Not a setting: ``GENERATOR`` is the one an index trains."""
-
+def _generator_shape(size: str) -> ModelShape:
     # The generator kept the dropout and the plain T5 it was measured with: 30 epochs over few
     # pairs.
-    model_config: ModelShape = dataclasses.replace(
-        MODEL_SIZES["small"], dropout_rate=0.1, copy_attention=False
-    )
+    return dataclasses.replace(MODEL_SIZES[size], dropout_rate=0.1, copy_attention=False)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The query generator (``dsi.pseudo_queries``): a T5 sharing the index's tokenizer. Not a
+    setting: an index trains ``generator_config`` of its model size."""
+
+    model_config: ModelShape = field(default_factory=lambda: _generator_shape("small"))
     # ``train.max_source_length`` bounds the document text the generator reads.
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
@@ -165,7 +167,11 @@ class GeneratorConfig:
     top_k: int = 10
 
 
-GENERATOR = GeneratorConfig()
+def generator_config(size: str) -> GeneratorConfig:
+    """The query generator an index whose model has size ``size`` (MODEL_SIZES) trains: a plain
+    T5 of that size with the constants above."""
+    return GeneratorConfig(model_config=_generator_shape(size))
+
 
 # --------------------------------------------------------------------------------- the index
 
@@ -215,8 +221,8 @@ class IndexConfig:
 
     @property
     def generator(self) -> GeneratorConfig:
-        """The query generator an index trains (``GENERATOR``; not a setting)."""
-        return GENERATOR
+        """The query generator this index trains (``generator_config``; not a setting)."""
+        return generator_config(self.model_config.size)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as nested JSON-ready dicts, as ``index.json`` holds them."""
