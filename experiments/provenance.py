@@ -21,7 +21,7 @@ def config_fingerprint(config: IndexConfig) -> dict[str, Any]:
     """What a result's settings are kept by: ``config``'s settings as ``index.json`` holds them
     (JSON-normalised, as a saved result reads back). The settings of format version 2 only:
     results fingerprinted before it (by ``IndexConfig.identity``, gone) never match, and their
-    runs are trained again."""
+    runs are trained again. The stages' constants are code, which ``git_state`` names."""
     return json.loads(json.dumps(config.to_dict()))
 
 

@@ -525,7 +525,8 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     options = SealOptions.from_config(resolved_config(config))
     base = options.for_search(with_queries=data["train"] is not None)
     # What the grid leaves as it is: JSON-normalised, as saved.
-    untuned = json.loads(json.dumps({n: getattr(base, n) for n in base.DECODING}))
+    # Every parameter, constants included: a changed constant of search is tuned around again.
+    untuned = json.loads(json.dumps(dataclasses.asdict(base)))
     trained = json.loads((work / "result.json").read_text(encoding="utf-8"))
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
