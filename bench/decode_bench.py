@@ -88,7 +88,7 @@ def scifact_queries(folder: Path) -> list[str]:
 
 
 def build_index(corpus: Corpus) -> GenerativeIndex:
-    config = IndexConfig(docid_options={"embedder": "tfidf"})
+    config = IndexConfig(docids="semantic", docid_options={"embedder": "tfidf"})
     config.train.max_steps = 1
     config.train.max_minutes = None
     return GenerativeIndex.build(corpus, config, progress_bar=False)

@@ -45,16 +45,7 @@ def build_tiny_index(directory: Path, n_docs: int) -> Path:
     config = IndexConfig(
         docids="semantic",
         docid_options={"k": 3, "c": 3, "embedder": "tfidf"},
-        model_config=ModelConfig(
-            vocab_size=400,
-            d_model=32,
-            d_ff=64,
-            d_kv=8,
-            num_heads=2,
-            num_layers=1,
-            num_decoder_layers=1,
-            dropout_rate=0.0,
-        ),
+        model_config=ModelConfig(size="tiny", vocab_size=400),
         train=TrainConfig(
             max_steps=20, max_minutes=None, batch_size=8, warmup_steps=2, learning_rate=3e-3
         ),

@@ -25,23 +25,26 @@ import time
 
 import torch
 
-from dsi.config import ModelConfig, TrainConfig
+from dsi.config import MODEL_SIZES, ModelConfig, ModelShape, TrainConfig
 from dsi.examples import ExampleSet
 from dsi.model import PAD_ID, build_model, num_parameters
 from dsi.train import collate, epoch_batches, train
 
-SIZES = {
-    "default": ModelConfig(),
+# name -> (shape, text vocabulary)
+SIZES: dict[str, tuple[ModelShape, int]] = {
+    "default": (MODEL_SIZES["small"], ModelConfig().vocab_size),
     # t5-small's shape: d_model 512, d_ff 2048, 6+6 layers, 8 heads of 64, 32k vocabulary.
-    "t5-small": ModelConfig(
-        vocab_size=32_000,
-        d_model=512,
-        d_ff=2048,
-        d_kv=64,
-        num_heads=8,
-        num_layers=6,
-        num_decoder_layers=6,
-        dropout_rate=0.1,
+    "t5-small": (
+        ModelShape(
+            d_model=512,
+            d_ff=2048,
+            d_kv=64,
+            num_heads=8,
+            num_layers=6,
+            num_decoder_layers=6,
+            dropout_rate=0.1,
+        ),
+        32_000,
     ),
 }
 
@@ -60,8 +63,8 @@ def synthetic_examples(n: int, text_vocab: int, symbols: int, seed: int = 0) -> 
 
 def fresh_model(size: str, symbols: int, seed: int):
     torch.manual_seed(seed)
-    config = SIZES[size]
-    return build_model(config, config.vocab_size, symbols)
+    shape, vocab_size = SIZES[size]
+    return build_model(shape, vocab_size, symbols)
 
 
 def bare_loop(model, batches: list[dict], config: TrainConfig, device: torch.device) -> float:
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    text_vocab = SIZES[args.size].vocab_size
+    text_vocab = SIZES[args.size][1]
     # Enough examples that one epoch holds every step, so the epoch loop never wraps.
     n = args.batch_size * (args.steps + args.warmup + 1)
     examples = synthetic_examples(n, text_vocab, args.symbols)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     bare_eps = statistics.median(examples_timed / s for s in bare_runs)
     report = {
         "size": args.size,
-        "model_config": dataclasses.asdict(SIZES[args.size]),
+        "model_config": {**dataclasses.asdict(SIZES[args.size][0]), "vocab_size": text_vocab},
         "parameters": num_parameters(fresh_model(args.size, args.symbols, 0)),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),

@@ -134,14 +134,17 @@ def _parser() -> argparse.ArgumentParser:
         help="local directory or hub name of a T5 checkpoint (default: a new T5 from the config)",
     )
     p.add_argument(
-        "--config", default=None, help="JSON file of IndexConfig settings (default: built-in)"
+        "--config",
+        default=None,
+        help="JSON file of settings, nested as index.json holds them (default: built-in)",
     )
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one setting, e.g. train.batch_size=32 or docid_options.k=8 (repeatable)",
+        help="override one setting (docs/settings.md lists them), e.g. train.batch_size=32 or "
+        "docid_options.preset=without_queries (repeatable)",
     )
     _add_training_query_args(p)
     p.add_argument(
@@ -688,16 +691,18 @@ def _check_memorization(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- info
 def _cmd_info(args: argparse.Namespace) -> int:
     """Print what an index is from its manifest and settings; no model, no checksums."""
-    from dsi.index import IndexLoadError, read_manifest, resolve_index_dir
+    from dsi.index import CONFIG_FILE, IndexLoadError, read_manifest, resolve_index_dir
     from dsi.kinds import index_kind
 
     directory = resolve_index_dir(Path(args.directory))
     manifest = read_manifest(directory)  # one sentence (exit 2) for what is not an index
-    config_file = directory / "config.json"
+    config_file = directory / CONFIG_FILE
     try:
         settings = json.loads(config_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise IndexLoadError(f"{directory} is not a complete dsi index: no config.json.") from None
+        raise IndexLoadError(
+            f"{directory} is not a complete dsi index: no {CONFIG_FILE}."
+        ) from None
     except (OSError, ValueError) as exc:
         raise IndexLoadError(f"{config_file} is not valid JSON ({exc}).") from None
     sizes: dict[str, int | None] = {}

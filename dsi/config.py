@@ -1,4 +1,12 @@
-"""The configuration of an index: one dataclass, saved as ``config.json`` in the index directory."""
+"""The settings of an index: one small block per stage, saved as ``index.json`` in the index
+directory, and the named constants of the stages they leave fixed.
+
+A setting is a key that ``dsi index --set KEY=VALUE`` (or ``--config FILE``, or the Python
+:class:`IndexConfig`) accepts; :func:`setting_keys` lists them and docs/settings.md documents
+each. Everything else a stage needs is a constant with the reason it was chosen: here for the
+model, training and the query generator, in ``dsi.seal`` (``SealOptions``, ``NGRAM_PRESETS``) for
+n-gram identifiers.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# ------------------------------------------------------------------------------------- model
 
-@dataclass
-class ModelConfig:
-    """Size of a T5 built from scratch (ignored when ``IndexConfig.model`` names a checkpoint).
 
-    The default (1.9M parameters with the 8,000-token vocabulary) is the best found for 2 CPU
-    cores: on a time budget, epochs matter more than width (experiments/quality.py).
-    """
+@dataclass(frozen=True)
+class ModelShape:
+    """The architecture of a T5 built from scratch: not a setting (``ModelConfig.size`` names
+    one of ``MODEL_SIZES``; the query generator's is that size too, ``generator_config``)."""
 
-    vocab_size: int = 8000
-    d_model: int = 128
-    d_ff: int = 512
-    d_kv: int = 32
-    num_heads: int = 4
-    num_layers: int = 2
-    num_decoder_layers: int = 2
+    d_model: int
+    d_ff: int
+    d_kv: int
+    num_heads: int
+    num_layers: int
+    num_decoder_layers: int
     # No dropout: a model trained for minutes sees each fresh copy pair a few times, far from
     # overfitting it, and learns faster without (experiments/quality.py, the `dropout` lever:
     # SciFact dev nDCG@10 0.731 against 0.710, and 0.635 against 0.617 from the documents alone).
     dropout_rate: float = 0.0
-    # The tokenizer folds case (sentencepiece's nmt_nfkc_cf): query and document words then
-    # match whatever their case, as in BM25 (experiments/lexical_ceiling.py, quality.py).
-    lowercase: bool = True
     # A copy distribution over the input's tokens mixed into the next-token distribution by a
     # learned gate (dsi.model.CopyT5, a pointer-generator): copying a rare word then needs no
     # vocabulary row learned for it. Dev nDCG@10 after 60 minutes against the plain T5:
@@ -40,9 +43,54 @@ class ModelConfig:
     copy_attention: bool = True
 
 
+MODEL_SIZES: dict[str, ModelShape] = {
+    # 1.9M parameters with the 8,000-token vocabulary: the best found for 2 CPU cores; on a time
+    # budget, epochs matter more than width (experiments/quality.py, the `wide` levers).
+    "small": ModelShape(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=2,
+                        num_decoder_layers=2),
+    # Seconds per index: smoke tests, examples and the golden tests, not quality.
+    "tiny": ModelShape(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1,
+                       num_decoder_layers=1),
+}  # fmt: skip
+# The tokenizer folds case (sentencepiece's nmt_nfkc_cf): query and document words then match
+# whatever their case, as in BM25 (experiments/lexical_ceiling.py, quality.py).
+LOWERCASE = True
+
+
+@dataclass
+class ModelConfig:
+    """The T5 built from scratch (ignored when ``IndexConfig.model`` names a checkpoint)."""
+
+    # One of MODEL_SIZES.
+    size: str = "small"
+    # Pieces of the sentencepiece tokenizer trained on the corpus.
+    vocab_size: int = 8000
+
+    def __post_init__(self) -> None:
+        if self.size not in MODEL_SIZES:
+            raise ValueError(
+                f"model_config.size must be one of {sorted(MODEL_SIZES)}, got {self.size!r}."
+            )
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 10:
+            raise ValueError(f"model_config.vocab_size must be at least 10, got {self.vocab_size}.")
+
+    @property
+    def shape(self) -> ModelShape:
+        return MODEL_SIZES[self.size]
+
+    @property
+    def lowercase(self) -> bool:
+        return LOWERCASE
+
+
+# ---------------------------------------------------------------------------------- training
+
+
 @dataclass
 class TrainConfig:
-    """How the model learns the corpus: examples, optimiser and budget."""
+    """How the model learns the corpus: the optimiser and budget (settings), and the fixed
+    parameters of the examples and the trainer (``TRAIN_CONSTANTS``: not settings of an index;
+    the query generator and ``dsi add`` run the trainer with values of their own)."""
 
     max_source_length: int = 64
     # Indexing views per document: the lead (title + start of text) plus sliding windows.
@@ -61,46 +109,56 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 13
     num_threads: int | None = None
-    # Sharpness-aware minimisation: two forward/backward passes per update (see dsi.sam).
+    # Sharpness-aware minimisation: two forward/backward passes per update (see dsi.sam); only
+    # `dsi add --sam` uses it.
     sam: bool = False
     sam_rho: float = 0.05
     # Keep an exponential moving average of the weights with this decay (None: off); evaluations
-    # during training and the trained model use the average (see dsi.averaging).
+    # during training and the trained model use the average (see dsi.averaging). Off: it did not
+    # beat the plain weights (experiments/quality.py, the `weight_average` lever).
     weight_average_decay: float | None = None
 
 
-# Settings added after indexes and results were first fingerprinted, each with the value that
-# leaves it without effect, as it was before it existed (see IndexConfig.identity).
-TRAIN_SETTINGS_ADDED_LATER: dict[str, Any] = {"weight_average_decay": None}
-MODEL_SETTINGS_ADDED_LATER: dict[str, Any] = {"copy_attention": False}
-# The n-gram scheme's (dsi.seal.SealOptions), in docid_options where a config names them.
-DOCID_SETTINGS_ADDED_LATER: dict[str, Any] = {
-    "word_weight_without_queries": None,
-    "feedback_docs": 0,
-    "feedback_docs_without_queries": None,
-    # These matter only while feedback is on: the values they came with.
-    "feedback_words": 10,
-    "feedback_weight": 0.25,
-}
+# TrainConfig's fields that are fixed for an index (their defaults above), not settings.
+TRAIN_CONSTANTS = (
+    "max_source_length",
+    "window_length",
+    "window_stride",
+    "max_windows_per_doc",
+    "query_repeats",
+    "weight_decay",
+    "sam",
+    "sam_rho",
+    "weight_average_decay",
+)
 
 
-def _generator_model() -> ModelConfig:
+def train_settings() -> list[str]:
+    """The names of TrainConfig's settings: every field but ``TRAIN_CONSTANTS``."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name not in TRAIN_CONSTANTS]
+
+
+# --------------------------------------------------------------------------- query generator
+
+
+def _generator_shape(size: str) -> ModelShape:
     # The generator kept the dropout and the plain T5 it was measured with: 30 epochs over few
     # pairs.
-    return ModelConfig(dropout_rate=0.1, copy_attention=False)
+    return dataclasses.replace(MODEL_SIZES[size], dropout_rate=0.1, copy_attention=False)
 
 
-def _generator_train() -> TrainConfig:
-    return TrainConfig(max_source_length=128, warmup_steps=100, max_epochs=30, max_minutes=5.0)
-
-
-@dataclass
+@dataclass(frozen=True)
 class GeneratorConfig:
-    """The query generator (``dsi.pseudo_queries``): a small T5 sharing the index's tokenizer."""
+    """The query generator (``dsi.pseudo_queries``): a T5 sharing the index's tokenizer. Not a
+    setting: an index trains ``generator_config`` of its model size."""
 
-    model_config: ModelConfig = field(default_factory=_generator_model)
+    model_config: ModelShape = field(default_factory=lambda: _generator_shape("small"))
     # ``train.max_source_length`` bounds the document text the generator reads.
-    train: TrainConfig = field(default_factory=_generator_train)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            max_source_length=128, warmup_steps=100, max_epochs=30, max_minutes=5.0
+        )
+    )
     max_query_length: int = 32
     # Unsupervised (document without one sentence -> that sentence) pairs per document.
     sentence_pairs_per_doc: int = 2
@@ -109,15 +167,33 @@ class GeneratorConfig:
     top_k: int = 10
 
 
+def generator_config(size: str) -> GeneratorConfig:
+    """The query generator an index whose model has size ``size`` (MODEL_SIZES) trains: a plain
+    T5 of that size with the constants above."""
+    return GeneratorConfig(model_config=_generator_shape(size))
+
+
+# --------------------------------------------------------------------------------- the index
+
+# The settings of each identifier kind, in ``IndexConfig.docid_options``: n-gram (dsi.seal,
+# SealOptions), semantic (docid.semantic.SemanticDocids.fit), title and keywords (docid.lexical);
+# atomic and naive have none.
+DOCID_SETTINGS: dict[str, tuple[str, ...]] = {
+    "ngram": ("preset", "scoring"),
+    "semantic": ("k", "c", "embedder"),
+    "title": ("max_words",),
+    "keywords": ("max_words",),
+}
+
+
 @dataclass
 class IndexConfig:
-    """Everything that defines an index; ``IndexConfig(**json)`` reads ``config.json`` back."""
+    """The settings of an index; ``IndexConfig.from_dict`` reads ``index.json`` back."""
 
     # "ngram" (SEAL, the best found: experiments/quality.py), "semantic", "atomic", "naive",
     # "title" or "keywords" (docid.lexical).
     docids: str = "ngram"
-    # Options of the docid scheme (ngram: dsi.seal.SealOptions; semantic: k, c,
-    # position_tokens, embedder; title, keywords: max_words).
+    # The identifier kind's settings (DOCID_SETTINGS), e.g. {"preset": "without_queries"}.
     docid_options: dict[str, Any] = field(default_factory=dict)
     # None: build a T5 from ``model_config`` with a sentencepiece tokenizer trained on the corpus.
     # Otherwise a local directory or hub name of a T5 checkpoint with its tokenizer.
@@ -130,59 +206,60 @@ class IndexConfig:
     # Train and keep a query generator in the index (for generative replay when adding).
     # It is trained whenever pseudo_queries > 0 as well, and then kept too.
     query_generator: bool = False
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def __post_init__(self) -> None:
+        known = DOCID_SETTINGS.get(self.docids, ())
+        unknown = sorted(set(self.docid_options) - set(known))
+        if unknown:
+            raise ValueError(
+                f"docid_options has unknown {self.docids} settings {unknown}; known ones are "
+                f"{list(known)} (docs/settings.md)."
+            )
+        fixed = TrainConfig()
+        changed = [n for n in TRAIN_CONSTANTS if getattr(self.train, n) != getattr(fixed, n)]
+        if changed:
+            raise ValueError(
+                f"train.{changed[0]} is not a setting of an index: TrainConfig fixes it at "
+                f"{getattr(fixed, changed[0])!r} (dsi.config.TRAIN_CONSTANTS)."
+            )
+
+    @property
+    def generator(self) -> GeneratorConfig:
+        """The query generator this index trains (``generator_config``; not a setting)."""
+        return generator_config(self.model_config.size)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def identity(self) -> dict[str, Any]:
-        """``to_dict()`` without the settings added later while they are off
-        (``TRAIN_SETTINGS_ADDED_LATER``, ``MODEL_SETTINGS_ADDED_LATER``,
-        ``DOCID_SETTINGS_ADDED_LATER``), so that work directories and results fingerprinted
-        before they existed stay valid."""
-        data = self.to_dict()
-        added_later = {
-            "train": TRAIN_SETTINGS_ADDED_LATER,
-            "model_config": MODEL_SETTINGS_ADDED_LATER,
-        }
-        for part in (data, data["generator"]):
-            for key, settings in added_later.items():
-                for name, off in settings.items():
-                    if part[key][name] == off:
-                        del part[key][name]
-        options = data["docid_options"]
-        for name, off in DOCID_SETTINGS_ADDED_LATER.items():
-            if name in options and options[name] == off:
-                del options[name]
+        """The settings as nested JSON-ready dicts, as ``index.json`` holds them."""
+        data = dataclasses.asdict(self)
+        for name in TRAIN_CONSTANTS:
+            del data["train"][name]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
         """Rebuild from ``to_dict`` output, rejecting unknown keys with a clear message."""
         data = dict(data)
-        _settings_of_older_configs(data)
-        nested = {"model_config": ModelConfig, "train": TrainConfig}
-        for key, kind in nested.items():
-            if key in data and isinstance(data[key], dict):
-                data[key] = _build(kind, data[key], key)
-        if isinstance(data.get("generator"), dict):
-            generator = dict(data["generator"])
-            for key, kind in nested.items():
-                if key in generator and isinstance(generator[key], dict):
-                    generator[key] = _build(kind, generator[key], f"generator.{key}")
-            data["generator"] = _build(GeneratorConfig, generator, "generator")
+        if isinstance(data.get("model_config"), dict):
+            data["model_config"] = _build(ModelConfig, data["model_config"], "model_config")
+        if isinstance(data.get("train"), dict):
+            data["train"] = _build(TrainConfig, data["train"], "train", train_settings())
         return _build(cls, data, "config")
 
     def updated(self, settings: dict[str, Any]) -> IndexConfig:
-        """A copy with dotted ``settings`` applied, e.g. ``{"train.batch_size": 32}``."""
+        """A copy with dotted ``settings`` applied, e.g. ``{"train.batch_size": 32}``; a key
+        that is no setting (:func:`setting_keys`) is refused, naming the known ones."""
+        known = setting_keys()
         data = self.to_dict()
         for key, value in settings.items():
+            if key not in known:
+                raise ValueError(
+                    f"{key!r} is not a setting; the settings are {', '.join(known)} "
+                    "(docs/settings.md)."
+                )
             target = data
             *parents, leaf = key.split(".")
             for part in parents:
-                target = target.setdefault(part, {})
-                if not isinstance(target, dict):
-                    raise ValueError(f"Setting {key}: {part} is not a group of settings.")
+                target = target[part]
             target[leaf] = value
         return IndexConfig.from_dict(data)
 
@@ -196,32 +273,26 @@ class IndexConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def _settings_of_older_configs(data: dict[str, Any]) -> None:
-    """Fill in what configs saved before a setting existed meant by leaving it out.
-
-    Before ``ModelConfig.copy_attention``: plain T5 models. Before ``ModelConfig.lowercase``:
-    cased tokenizers and, for n-gram indexes, SEAL's intersective scoring (then the only one).
-    """
-    model_config = data.get("model_config")
-    if not isinstance(model_config, dict):
-        return
-    generator = data.get("generator")
-    has_generator = isinstance(generator, dict) and isinstance(generator.get("model_config"), dict)
-    # Left out meant off, as in IndexConfig.identity.
-    older: dict[str, Any] = dict(MODEL_SETTINGS_ADDED_LATER)
-    if "lowercase" not in model_config:
-        older["lowercase"] = False
-        options = data.get("docid_options")
-        if data.get("docids", "ngram") == "ngram" and isinstance(options, dict):
-            data["docid_options"] = {"scoring": "intersective", **options}
-    data["model_config"] = {**older, **model_config}
-    if has_generator:
-        data["generator"] = {**generator, "model_config": {**older, **generator["model_config"]}}
+def setting_keys() -> list[str]:
+    """Every key ``dsi index --set`` accepts, dotted, in the order of docs/settings.md."""
+    keys: list[str] = []
+    for f in dataclasses.fields(IndexConfig):
+        if f.name == "model_config":
+            keys += [f"model_config.{g.name}" for g in dataclasses.fields(ModelConfig)]
+        elif f.name == "train":
+            keys += [f"train.{name}" for name in train_settings()]
+        elif f.name == "docid_options":
+            names = dict.fromkeys(n for kind in DOCID_SETTINGS.values() for n in kind)
+            keys += [f"docid_options.{name}" for name in names]
+        else:
+            keys.append(f.name)
+    return keys
 
 
-def _build(kind: type, data: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(data) - names)
+def _build(kind: type, data: dict[str, Any], where: str, names: list[str] | None = None) -> Any:
+    if names is None:
+        names = [f.name for f in dataclasses.fields(kind)]
+    unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"{where} has unknown settings {unknown}; known ones are {sorted(names)}.")
     return kind(**data)
@@ -256,7 +327,7 @@ class AddConfig:
     max_steps: int | None = None
     max_minutes: float | None = None
     max_epochs: int | None = None
-    # Any other TrainConfig settings to override, e.g. {"learning_rate": 1e-3}.
+    # Any other TrainConfig settings (train_settings()) to override, e.g. {"learning_rate": 1e-3}.
     train: dict[str, Any] = field(default_factory=dict)
     seed: int = 13
 
@@ -273,8 +344,8 @@ class AddConfig:
             )
         if self.generated_per_doc < 1:
             raise ValueError(f"generated_per_doc must be at least 1, got {self.generated_per_doc}.")
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(self.train) - names)
+        names = train_settings()
+        unknown = sorted(set(self.train) - set(names))
         if unknown:
             raise ValueError(
                 f"train has unknown settings {unknown}; known ones are {sorted(names)}."

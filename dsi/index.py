@@ -1,9 +1,9 @@
 """A generative index: tokenizer + T5 + docid map + trie, built from a corpus, saved as a directory.
 
-Directory layout (format version 1)::
+Directory layout (format version 2)::
 
     manifest.json     format, versions, counts, docid offset, sha256 of every file, lineage
-    config.json       IndexConfig, exactly as IndexConfig.from_dict reads it back
+    index.json        IndexConfig, exactly as IndexConfig.from_dict reads it back
     model/            config + safetensors weights + tokenizer files
     docids.jsonl      doc id -> docid symbol indices (+ docid_vocab.json, scheme data)
     trie.marisa       prefix trie over docid token sequences, marisa's own format
@@ -68,7 +68,11 @@ from trie.prefix import PrefixTrie
 log = logging.getLogger(__name__)
 
 FORMAT = "dsi-index"
-FORMAT_VERSION = 1
+# 2: the settings file is index.json (1: config.json, whose name Hugging Face hub tooling takes
+# for a model's) and holds only the settings of docs/settings.md.
+FORMAT_VERSION = 2
+# The index's settings (IndexConfig); not config.json, which hub tooling reads as a model config.
+CONFIG_FILE = "index.json"
 TRAINING_QUERIES_FILE = "training_queries.jsonl"
 # The loss history of training, one JSON line per point (step, seconds, epoch, loss).
 TRAINING_LOG_FILE = "training_log.jsonl"
@@ -436,7 +440,7 @@ class GenerativeIndex:
             )
         verify_checksums(directory, manifest, hashes=verify)
         try:
-            config = IndexConfig.load(directory / "config.json")
+            config = IndexConfig.load(directory / CONFIG_FILE)
             tokenizer = load_tokenizer(directory / "model")
             model = open_model(directory / "model", use_safetensors=True).eval()
             docids = DocidMap.load(directory)
@@ -730,7 +734,7 @@ def save_index(
         staged = staging_dir(directory)
         try:
             with stage("writing", timings):
-                index.config.save(staged / "config.json")
+                index.config.save(staged / CONFIG_FILE)
                 index.model.save_pretrained(staged / "model", safe_serialization=True)
                 index.tokenizer.save_pretrained(staged / "model")
                 write_parts(staged)
@@ -849,7 +853,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise IndexLoadError(
             f"Index {directory} has format version {version}, but dsi {dsi.__version__} reads "
-            f"format version {FORMAT_VERSION}; rebuild the index with this version."
+            f"only format version {FORMAT_VERSION}; rebuild it with `dsi index --corpus "
+            f"{Path(directory) / 'documents.jsonl'} --output NEW_DIR` (with the training queries "
+            "it was built with, if any)."
         )
     # After the version check: another format version may seal its manifest differently.
     if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != _manifest_digest(manifest):
@@ -1084,11 +1090,10 @@ def _cached_docids(work_dir: Path | None, config: IndexConfig, corpus: Corpus) -
 def build_fingerprint(corpus: Corpus, config: IndexConfig, queries: TrainingQueries | None) -> str:
     """What a build's work directory belongs to: the corpus, the settings (budgets aside, which
     may change between an interrupted run and its resumption) and the training queries."""
-    settings = config.identity()
+    settings = config.to_dict()
     # The budget may change between an interrupted run and its resumption.
     for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
         settings["train"].pop(key)
-        settings["generator"]["train"].pop(key)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for doc_id, title, text in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True):
         digest.update(f"{doc_id}\x00{title}\x00{text}\x01".encode())

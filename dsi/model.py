@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from dsi.config import ModelConfig
+from dsi.config import ModelConfig, ModelShape
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +197,11 @@ def _mixture(gate: torch.Tensor, vocab_logprobs: torch.Tensor, copy: torch.Tenso
     )
 
 
-def build_model(config: ModelConfig, text_vocab_size: int, num_docid_symbols: int):
-    """A randomly initialised T5 whose vocabulary is the text vocabulary plus the docid symbols
-    (a :class:`CopyT5` with ``config.copy_attention``)."""
+def build_model(config: ModelConfig | ModelShape, text_vocab_size: int, num_docid_symbols: int):
+    """A randomly initialised T5 of ``config``'s shape whose vocabulary is the text vocabulary
+    plus the docid symbols (a :class:`CopyT5` with ``copy_attention``)."""
+    if isinstance(config, ModelConfig):
+        config = config.shape
     if config.num_layers != config.num_decoder_layers:
         # transformers 5 generation fails in the decoder cache when the depths differ.
         raise ValueError(

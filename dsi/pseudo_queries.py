@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from docid.io import atomic_write_text
-from dsi.config import GeneratorConfig, ModelConfig, TrainConfig
+from dsi.config import GeneratorConfig, ModelShape, TrainConfig
 from dsi.examples import ExampleSet
 from dsi.model import build_model, num_parameters, open_model
 from dsi.train import train
@@ -272,6 +272,6 @@ def _windows(text: str, count: int, exclude: set[str], seed: int) -> list[str]:
 
 def _generator_config(data: dict[str, Any]) -> GeneratorConfig:
     data = dict(data)
-    data["model_config"] = ModelConfig(**data["model_config"])
+    data["model_config"] = ModelShape(**data["model_config"])
     data["train"] = TrainConfig(**data["train"])
     return GeneratorConfig(**data)

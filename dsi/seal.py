@@ -6,14 +6,15 @@ plain text tokens, so no docid symbols are added to the vocabulary. Search decod
 beam search constrained to the corpus (``trie.ngram_processor``) and ranks the documents that
 contain them by BM25 over the n-grams weighted by their probability (``docid.ngram.bm25_score``)
 or SEAL's intersective score (``docid.ngram.seal_score``), plus a BM25 over the stemmed words of
-the n-grams (``docid.words``; ``SealOptions.word_weight``, ``word_weight_without_queries`` for a
-model trained without queries).
+the n-grams (``docid.words``; ``SealOptions.word_weight``, which the preset of a model trained
+without queries raises: ``NGRAM_PRESETS``).
 
 Index directory (the same format as ``dsi.index``; ``manifest.json`` says ``docid_scheme:
-"ngram"``): ``manifest.json``, ``config.json`` (``docids: "ngram"``; ``docid_options`` hold the
-:class:`SealOptions`), ``model/``, ``ngram_index/`` (``trie.fmindex.NgramIndex`` files over the
-tokenized ``title + " " + text`` of every document, separator = pad id 0), ``word_index/``
-(``docid.words.WordIndex`` of the same texts; older indexes lack it), ``documents.jsonl``
+"ngram"``): ``manifest.json``, ``index.json`` (``docids: "ngram"``; ``docid_options`` hold the
+n-gram settings, ``preset`` and ``scoring``), ``model/``, ``ngram_index/``
+(``trie.fmindex.NgramIndex`` files over the tokenized ``title + " " + text`` of every document,
+separator = pad id 0), ``word_index/`` (``docid.words.WordIndex`` of the same texts),
+``documents.jsonl``
 and, if there were training queries, ``training_queries.jsonl``; ``query_generator/`` when the
 index keeps a query generator (``IndexConfig.query_generator`` or ``pseudo_queries``), whose
 generated queries are replayed by additions (DSI++'s generative memory).
@@ -44,7 +45,7 @@ from docid.ngram import (
     unsupervised_pairs,
 )
 from docid.words import WordIndex, analyze
-from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
+from dsi.config import DOCID_SETTINGS, AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.decoding import (
     EMPTY_SLOT,
@@ -55,6 +56,7 @@ from dsi.decoding import (
 )
 from dsi.examples import ExampleSet, mix_examples, retrieval_examples
 from dsi.index import (
+    CONFIG_FILE,
     GENERATOR_DIR,
     TRAINING_LOG_FILE,
     TRAINING_QUERIES_FILE,
@@ -97,28 +99,73 @@ SCORINGS = ("bm25", "intersective")
 FEEDBACK_WINDOW_WORDS = 24
 
 
-@dataclass
-class SealOptions:
-    """SEAL settings, read from ``IndexConfig.docid_options`` (unknown keys are refused)."""
+@dataclass(frozen=True)
+class NgramPreset:
+    """What differs between a model trained with training queries and one that learned from the
+    documents alone (``NGRAM_PRESETS``)."""
 
-    # Training data (docid.ngram.supervised_pairs / salient_span_pairs / unsupervised_pairs).
-    spans_per_query: int = 3
     # Noisy window -> rare-word span inside it: teaches a model from scratch to copy. Without
     # training queries these pairs are all the model learns from, and fresh ones beat more epochs
     # over few (Cranfield dev nDCG@10, experiments/quality.py); with queries, many of them dilute
     # the query pairs (SciFact dev).
-    salient_pairs_per_doc: int = 6
-    salient_pairs_per_doc_without_queries: int = 120
-    # ...but no more than this many in all (each holds ~1.5 KB while training), down to
-    # salient_pairs_per_doc per document in a large corpus.
-    max_salient_pairs: int = 1_000_000
+    salient_pairs_per_doc: int
     # When larger than the count above, each epoch draws that many copy pairs per document
-    # afresh from a pool of this many per document (max_salient_pairs in all), instead of
-    # repeating the same ones (SciFact dev nDCG@10 0.629 against 0.624, experiments/quality.py).
-    salient_pool_per_doc: int = 60
-    # Without training queries a pool (700 drawing 120 per epoch) did not beat the same 120
-    # every epoch (Cranfield dev nDCG@10 0.251 against 0.249, test 0.246 against 0.265).
-    salient_pool_per_doc_without_queries: int = 0
+    # afresh from a pool of this many per document (SealOptions.max_salient_pairs in all),
+    # instead of repeating the same ones (SciFact dev nDCG@10 0.629 against 0.624,
+    # experiments/quality.py). Without training queries a pool (700 drawing 120 per epoch) did
+    # not beat the same 120 every epoch (Cranfield dev nDCG@10 0.251 against 0.249, test 0.246
+    # against 0.265): 0, no pool.
+    salient_pool_per_doc: int
+    # The weight of the BM25 of the n-grams' words (SealOptions.word_weight). A model trained
+    # without queries has only learned to copy document spans: its n-grams are the query's own
+    # phrases, whose words rank documents better than the phrases do, so they weigh more. Dev
+    # nDCG@10 with 3 against 0.75: Cranfield 0.387 and 0.381 against 0.371 and 0.344 (two
+    # seeds), SciFact learning from its documents alone 0.690 against 0.690 (809 queries); with
+    # training queries 3 ranked SciFact dev worse (0.704 against 0.715, the mean of two seeds).
+    word_weight: float
+    # Generative pseudo-relevance feedback (SealOptions.feedback_docs; 0 = off). A model trained
+    # without queries reads its 5 best documents: its first ranking is the query's own words,
+    # and the words of its best documents add what the query lacks (chosen on dev by
+    # experiments/feedback.py).
+    feedback_docs: int
+
+
+WITH_QUERIES = "with_queries"
+WITHOUT_QUERIES = "without_queries"
+# The n-gram kind's presets; ``docid_options.preset`` names one, or the build picks one by
+# whether it has training queries (and search by whether the index has any).
+NGRAM_PRESETS: dict[str, NgramPreset] = {
+    WITH_QUERIES: NgramPreset(
+        salient_pairs_per_doc=6, salient_pool_per_doc=60, word_weight=0.75, feedback_docs=0
+    ),
+    WITHOUT_QUERIES: NgramPreset(
+        salient_pairs_per_doc=120, salient_pool_per_doc=0, word_weight=3.0, feedback_docs=5
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SealOptions:
+    """The n-gram kind's parameters: its two settings (``preset`` and ``scoring``, from
+    ``IndexConfig.docid_options``) and the constants of its training and search, each with why
+    it has its value. Only the settings come from a config (``from_config``)."""
+
+    # Settings (DOCID_SETTINGS["ngram"]): a name in NGRAM_PRESETS, or None to choose by whether
+    # there are training queries.
+    preset: str | None = None
+    # Document scoring: "bm25" (docid.ngram.bm25_score) or SEAL's "intersective" score
+    # (docid.ngram.seal_score). BM25 over the generated n-grams ranks better for a small model
+    # trained from scratch (SciFact dev nDCG@10, experiments/quality.py).
+    scoring: str = "bm25"
+
+    # Training data (docid.ngram.supervised_pairs / salient_span_pairs / unsupervised_pairs).
+    spans_per_query: int = 3
+    # Copy pairs per document: the fewest a preset is cut to in a large corpus (below), and what
+    # an addition replays of the documents indexed before (the with_queries preset's count).
+    salient_pairs_per_doc: int = NGRAM_PRESETS[WITH_QUERIES].salient_pairs_per_doc
+    # ...but no more than this many copy pairs in all (each holds ~1.5 KB while training), down
+    # to salient_pairs_per_doc per document in a large corpus.
+    max_salient_pairs: int = 1_000_000
     salient_words: tuple[int, int] = (1, 4)
     word_dropout: float = 0.25
     rarity: float = 2.0
@@ -136,10 +183,6 @@ class SealOptions:
     # Also score the ``unigrams`` most likely first tokens of the decoder (SEAL's "best
     # unigrams"): one more decoder step, many more query terms than beams.
     unigrams: int = 100
-    # Document scoring: "bm25" (docid.ngram.bm25_score) or SEAL's "intersective" score
-    # (docid.ngram.seal_score). BM25 over the generated n-grams ranks better for a small model
-    # trained from scratch (SciFact dev nDCG@10, experiments/quality.py).
-    scoring: str = "bm25"
     gamma: float = 0.25
     k1: float = 1.2
     b: float = 0.75
@@ -152,8 +195,9 @@ class SealOptions:
     # The stemmed words of the beams' n-grams also score documents, by BM25 over the corpus's
     # words (docid.words) times this weight, added to the score above (0 = off): a generated
     # "tumours" then finds "tumour" too (dev nDCG@10 SciFact 0.655 against 0.629, Cranfield
-    # 0.284 against 0.249, the same models; experiments/quality.py).
-    word_weight: float = 0.75
+    # 0.284 against 0.249, the same models; experiments/quality.py). The preset sets it for
+    # search (``for_search``).
+    word_weight: float = NGRAM_PRESETS[WITH_QUERIES].word_weight
     # ...and so do the words begun by the decoder's best first tokens that start a word, this
     # many (among the ``unigrams``): the query's salient words, where beams spend themselves on
     # one word's variants ("antidepressants.", "antidepressants,", ...) (dev nDCG@10 SciFact
@@ -164,108 +208,68 @@ class SealOptions:
     # first token that starts another word): a first piece alone ("antidep") is no word of the
     # corpus (dev nDCG@10 SciFact 0.710 against 0.681, Cranfield 0.283 against 0.288).
     complete_words: bool = True
-    # A model trained without queries has only learned to copy document spans: its n-grams are
-    # the query's own phrases, whose words rank documents better than the phrases do, so they
-    # weigh more (``for_search``; None: ``word_weight``). Dev nDCG@10 with 3 against 0.75:
-    # Cranfield 0.387 and 0.381 against 0.371 and 0.344 (two seeds), SciFact learning from its
-    # documents alone 0.690 against 0.690 (809 queries); with training queries 3 ranked SciFact
-    # dev worse (0.704 against 0.715, the mean of two seeds), so those keep word_weight.
-    word_weight_without_queries: float | None = 3.0
-    # Generative pseudo-relevance feedback (0 documents = off): the model reads each of the
-    # ``feedback_docs`` best documents of the first ranking in windows, as it read documents in
-    # training, and the ``feedback_words`` words it generates most often there score documents
-    # too (BM25 weighted by their share), scaled so that the best of them scores
-    # ``feedback_weight`` times the first ranking's best. A model trained without queries
-    # reads ``feedback_docs_without_queries`` (None: ``feedback_docs``): its first ranking is
-    # the query's own words, and the words of its best documents add what the query lacks.
-    # Chosen on dev by experiments/feedback.py.
-    feedback_docs: int = 0
-    feedback_docs_without_queries: int | None = 5
+    # Generative pseudo-relevance feedback (0 documents = off; the preset sets it for search):
+    # the model reads each of the ``feedback_docs`` best documents of the first ranking in
+    # windows, as it read documents in training, and the ``feedback_words`` words it generates
+    # most often there score documents too (BM25 weighted by their share), scaled so that the
+    # best of them scores ``feedback_weight`` times the first ranking's best. Chosen on dev by
+    # experiments/feedback.py.
+    feedback_docs: int = NGRAM_PRESETS[WITH_QUERIES].feedback_docs
     feedback_words: int = 10
     feedback_weight: float = 0.25
 
     # Settings that only change how a trained model is searched, not how it is trained.
-    DECODING: ClassVar[tuple[str, ...]] = (
-        "min_tokens",
-        "unigrams",
-        "scoring",
-        "gamma",
-        "k1",
-        "b",
-        "alpha",
-        "beta",
-        "smoothing",
-        "max_occurrences",
-        "word_weight",
-        "word_unigrams",
-        "complete_words",
-        "word_weight_without_queries",
-        "feedback_docs",
-        "feedback_docs_without_queries",
-        "feedback_words",
-        "feedback_weight",
-    )
+    DECODING: ClassVar[tuple[str, ...]] = ("scoring",)
 
     @classmethod
     def from_config(cls, config: IndexConfig) -> SealOptions:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config.docid_options) - names)
+        """The options of ``config``'s n-gram settings (``docid_options``), checked."""
+        names = DOCID_SETTINGS[SCHEME]
+        unknown = sorted(set(config.docid_options) - set(names))
         if unknown:
             raise ValueError(
                 f"docid_options has unknown n-gram settings {unknown}; known ones are "
-                f"{sorted(names)}."
+                f"{list(names)}."
             )
-        options = dict(config.docid_options)
-        for key in ("source_words", "salient_words"):
-            if key in options:  # JSON gives a list back
-                options[key] = tuple(options[key])
-        made = cls(**options)
+        made = cls(**config.docid_options)
         if made.scoring not in SCORINGS:
             raise ValueError(
                 f"docid_options scoring must be one of {list(SCORINGS)}, got {made.scoring!r}."
             )
-        docs = (made.feedback_docs, made.feedback_docs_without_queries or 0)
-        if min(docs) < 0 or made.feedback_words < 1 or made.feedback_weight < 0:
+        if made.preset is not None and made.preset not in NGRAM_PRESETS:
             raise ValueError(
-                "feedback_docs(_without_queries) and feedback_weight must be at least 0 and "
-                f"feedback_words at least 1, got {docs}, {made.feedback_weight} and "
-                f"{made.feedback_words}."
-            )
-        if not 1 <= made.min_tokens <= made.max_tokens:
-            raise ValueError(
-                f"n-gram lengths must satisfy 1 <= min_tokens <= max_tokens, got "
-                f"{made.min_tokens}..{made.max_tokens}."
+                f"docid_options preset must be one of {list(NGRAM_PRESETS)} or null (chosen by "
+                f"whether there are training queries), got {made.preset!r}."
             )
         return made
 
+    def preset_for(self, with_queries: bool) -> NgramPreset:
+        """The preset named by ``preset``, or else the one for a model trained with (or
+        without) training queries."""
+        if self.preset is not None:
+            return NGRAM_PRESETS[self.preset]
+        return NGRAM_PRESETS[WITH_QUERIES if with_queries else WITHOUT_QUERIES]
+
     def for_search(self, with_queries: bool) -> SealOptions:
         """These options as a model trained with (or without) training queries is searched:
-        without them ``word_weight`` and ``feedback_docs`` are ``word_weight_without_queries``
-        and ``feedback_docs_without_queries`` (where set)."""
-        if with_queries:
-            return self
-        without = {
-            "word_weight": self.word_weight_without_queries,
-            "feedback_docs": self.feedback_docs_without_queries,
-        }
-        return dataclasses.replace(self, **{k: v for k, v in without.items() if v is not None})
+        ``word_weight`` and ``feedback_docs`` from its preset (``preset_for``)."""
+        chosen = self.preset_for(with_queries)
+        return dataclasses.replace(
+            self, word_weight=chosen.word_weight, feedback_docs=chosen.feedback_docs
+        )
 
     def salient_pairs_for(self, num_docs: int, with_queries: bool) -> int:
         """Copy pairs per document when ``num_docs`` documents are indexed with or without
-        training queries."""
-        if with_queries:
-            return self.salient_pairs_per_doc
+        training queries: the preset's, cut to what ``max_salient_pairs`` affords (never below
+        ``salient_pairs_per_doc``)."""
+        wanted = self.preset_for(with_queries).salient_pairs_per_doc
         affordable = self._affordable_per_doc(num_docs)
-        return min(
-            self.salient_pairs_per_doc_without_queries, max(self.salient_pairs_per_doc, affordable)
-        )
+        return min(wanted, max(self.salient_pairs_per_doc, affordable))
 
     def salient_pool_for(self, num_docs: int, with_queries: bool) -> int:
         """Copy pairs per document that each epoch's are drawn from afresh, or 0 when every
         epoch repeats the same ones."""
-        wanted = (
-            self.salient_pool_per_doc if with_queries else self.salient_pool_per_doc_without_queries
-        )
+        wanted = self.preset_for(with_queries).salient_pool_per_doc
         pooled = min(wanted, self._affordable_per_doc(num_docs))
         return pooled if pooled > self.salient_pairs_for(num_docs, with_queries) else 0
 
@@ -351,10 +355,11 @@ def training_settings(config: IndexConfig) -> IndexConfig:
 
 
 def resolved_config(config: IndexConfig) -> IndexConfig:
-    """``config`` with its ``docid_options`` naming every SEAL setting (defaults filled in), as
-    an n-gram index saves it: a later change of defaults leaves such a config alone."""
+    """``config`` with its ``docid_options`` naming every n-gram setting (defaults filled in),
+    as an n-gram index saves it: a later change of defaults leaves such a config alone."""
     options = SealOptions.from_config(config)
-    return dataclasses.replace(config, docid_options=dataclasses.asdict(options))
+    settings = {name: getattr(options, name) for name in DOCID_SETTINGS[SCHEME]}
+    return dataclasses.replace(config, docid_options=settings)
 
 
 class _NoSymbols:
@@ -662,7 +667,7 @@ class NgramGenerativeIndex:
         if verify:
             verify_checksums(directory, manifest)
         try:
-            config = _settings_of_older_indexes(IndexConfig.load(directory / "config.json"))
+            config = IndexConfig.load(directory / CONFIG_FILE)
             SealOptions.from_config(config)
             tokenizer = load_tokenizer(directory / "model")
             model = open_model(directory / "model", use_safetensors=True).eval()
@@ -672,7 +677,7 @@ class NgramGenerativeIndex:
             generator = None
             if (directory / GENERATOR_DIR).is_dir():
                 generator = QueryGenerator.load(directory / GENERATOR_DIR, tokenizer)
-            # Indexes saved before word scoring have none; ``words`` builds it when needed.
+            # ``words`` builds it when needed.
             word_index = None
             if (directory / WORD_DIR).is_dir():
                 word_index = WordIndex.load(directory / WORD_DIR)
@@ -710,27 +715,6 @@ class NgramGenerativeIndex:
             word_index,
             training_log,
         )
-
-
-def _settings_of_older_indexes(config: IndexConfig) -> IndexConfig:
-    """Indexes saved before their config named every SEAL setting made as many copy pairs per
-    document without training queries as with them, and the same ones every epoch; those saved
-    before ``salient_pool_per_doc_without_queries`` drew no pool without training queries;
-    those saved before ``word_weight`` did not score words, those saved before
-    ``complete_words`` scored the words of first tokens as they were, and those saved before
-    ``word_weight_without_queries`` weighed words the same without training queries; none had
-    feedback."""
-    options = config.docid_options
-    older: dict[str, float | None] = {
-        "salient_pool_per_doc_without_queries": 0,
-        "word_weight": 0.0,
-        "complete_words": False,
-        **DOCID_SETTINGS_ADDED_LATER,
-    }
-    if "salient_pairs_per_doc_without_queries" not in options:
-        count = options.get("salient_pairs_per_doc", SealOptions.salient_pairs_per_doc)
-        older.update(salient_pairs_per_doc_without_queries=count, salient_pool_per_doc=0)
-    return dataclasses.replace(config, docid_options={**older, **options})
 
 
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:

@@ -1,16 +1,28 @@
 """Where an experiment's result comes from: the code's git commit, and the rule that decides.
 
 ``git_state`` names the commit a result was produced by (and whether the work tree differed from
-it); ``rule_record`` checks that a decision rule (``experiments/rules/<name>.md``) is committed
-before the runs it decides and names the commit that holds it.
+it), ``config_fingerprint`` the settings it was produced with; ``rule_record`` checks that a
+decision rule (``experiments/rules/<name>.md``) is committed before the runs it decides and names
+the commit that holds it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from dsi.config import IndexConfig
+
+
+def config_fingerprint(config: IndexConfig) -> dict[str, Any]:
+    """What a result's settings are kept by: ``config``'s settings as ``index.json`` holds them
+    (JSON-normalised, as a saved result reads back). The settings of format version 2 only:
+    results fingerprinted before it (by ``IndexConfig.identity``, gone) never match, and their
+    runs are trained again. The stages' constants are code, which ``git_state`` names."""
+    return json.loads(json.dumps(config.to_dict()))
 
 
 class RuleRefused(ValueError):

@@ -60,7 +60,7 @@ from dsi.seal import (
     resolved_config,
     split_decoding,
 )
-from experiments.provenance import add_rule_argument, checked_rule, git_state
+from experiments.provenance import add_rule_argument, checked_rule, config_fingerprint, git_state
 
 log = logging.getLogger("quality")
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,25 +70,6 @@ METRICS = ("nDCG@10", "Hits@1", "Hits@10", "MRR@10", "Recall@10", "Recall@100")
 # name -> (description, IndexConfig settings as `dsi index --set` keys, training-minute cap).
 # Docid-memorising schemes are capped: on 2 cores their dev quality stays near zero (see the
 # curves), so the rest of the budget goes to the configurations that learn.
-# The levers measured while dropout 0.1, or the plain T5, was the default keep it, so that their
-# results stay theirs (a run is kept while its resolved configuration is unchanged).
-NO_COPY = {"model_config.copy_attention": False}
-DROPOUT_THEN = {"model_config.dropout_rate": 0.1, **NO_COPY}
-# The n-gram levers whose trained models are no longer kept were measured before a model
-# trained without queries weighed the words of its n-grams more and read its best documents
-# (feedback); they keep weighing them alike, without feedback.
-AS_MEASURED = {
-    "docid_options.word_weight_without_queries": None,
-    "docid_options.feedback_docs_without_queries": None,
-}
-WIDE_MODEL = {
-    "model_config.d_model": 192,
-    "model_config.d_ff": 768,
-    "model_config.d_kv": 48,
-    **NO_COPY,
-}
-# Wider layers take larger steps: the wide model at half the default's learning rate.
-WIDE_SLOW = {**WIDE_MODEL, "train.learning_rate": 1e-3}
 CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     "default": (
         "`dsi index` default: n-gram identifiers (SEAL), copy-trained, BM25 over the n-grams "
@@ -96,69 +77,15 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         {},
         None,
     ),
-    "no_copy": (
-        "default without the copy distribution: a plain T5 (the default before)",
-        {**NO_COPY, **AS_MEASURED},
-        None,
-    ),
     "semantic": (
-        "semantic docids (hierarchical k-means, MiniLM; plain T5, dropout 0.1)",
-        {"docids": "semantic", **DROPOUT_THEN},
+        "semantic docids (hierarchical k-means, MiniLM) with the default model",
+        {"docids": "semantic"},
         10.0,
     ),
     "atomic": (
-        "atomic docids (one token per document; plain T5, dropout 0.1)",
-        {"docids": "atomic", **DROPOUT_THEN},
+        "atomic docids (one token per document) with the default model",
+        {"docids": "atomic"},
         10.0,
-    ),
-    "dropout": (
-        "no_copy with dropout 0.1 (the default before that)",
-        {**DROPOUT_THEN, **AS_MEASURED},
-        None,
-    ),
-    "salient30": (
-        "no_copy with 30 copy pairs per document instead of 6 (dropout 0.1)",
-        {"docid_options.salient_pairs_per_doc": 30, **DROPOUT_THEN, **AS_MEASURED},
-        None,
-    ),
-    "fixed_copies": (
-        "no_copy with the same 6 copy pairs per document every epoch (the default before; "
-        "dropout 0.1)",
-        {"docid_options.salient_pool_per_doc": 0, **DROPOUT_THEN, **AS_MEASURED},
-        None,
-    ),
-    "large_pool": (
-        "no_copy with each epoch's 6 copy pairs per document drawn from 200 instead of 60 "
-        "(max_salient_pairs caps it: 192 on SciFact; dropout 0.1)",
-        {"docid_options.salient_pool_per_doc": 200, **DROPOUT_THEN, **AS_MEASURED},
-        None,
-    ),
-    "short_spans": (
-        "no_copy with training queries' target spans of 1-4 words instead of 3-10 (dropout 0.1)",
-        {"docid_options.min_words": 1, "docid_options.max_words": 4, **DROPOUT_THEN, **AS_MEASURED},
-        None,
-    ),
-    "vocab16k": (
-        "no_copy with a tokenizer of 16000 pieces instead of 8000 (fewer pieces per word to "
-        "copy; 0.81x the examples/s; dropout 0.1)",
-        {"model_config.vocab_size": 16000, **DROPOUT_THEN, **AS_MEASURED},
-        None,
-    ),
-    "weight_average": (
-        "no_copy with an exponential moving average of the weights (decay 0.999) as the model",
-        {"train.weight_average_decay": 0.999, **NO_COPY, **AS_MEASURED},
-        None,
-    ),
-    "wide": (
-        "no_copy with a wider model: d_model 192, d_ff 768, heads of 48 (3.6M parameters "
-        "against 1.9M; 0.72x the examples/s)",
-        {**WIDE_MODEL, **AS_MEASURED},
-        None,
-    ),
-    "wide_slow": (
-        "wide with the learning rate halved (1e-3): wider layers take larger steps",
-        {**WIDE_SLOW, **AS_MEASURED},
-        None,
     ),
     "seed14": (
         "default with another initialisation and order of examples (train.seed 14 instead of "
@@ -166,25 +93,34 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         {"train.seed": 14},
         None,
     ),
-    "no_copy_seed14": (
-        "no_copy at training seed 14 (the same dev split): its second seed, beside seed14's "
-        "for the default",
-        {"train.seed": 14, **NO_COPY, **AS_MEASURED},
-        None,
-    ),
-    "wide_slow_seed14": (
-        "wide_slow at training seed 14 (the same dev split): its second seed, beside "
-        "no_copy_seed14's",
-        {**WIDE_SLOW, "train.seed": 14, **AS_MEASURED},
-        None,
-    ),
-    "pooled_copies": (
-        "no_copy, without training queries: each epoch's 120 copy pairs per document drawn "
-        "afresh from 700 (dropout 0.1)",
-        {"docid_options.salient_pool_per_doc_without_queries": 700, **DROPOUT_THEN, **AS_MEASURED},
-        None,
-    ),
 }
+# Levers that set what is no longer a setting (format version 2 made the model's dimensions,
+# dropout, copying, the copy-pair counts, span lengths and weight averaging constants): their
+# results stay the record, under experiments/results/ and in experiments/README.md, at the
+# commit where each ran.
+RETIRED: dict[str, str] = {
+    "no_copy": "b7249fd",
+    "no_copy_seed14": "b7249fd",
+    "dropout": "3b55ac0",
+    "salient30": "9344cd7",
+    "fixed_copies": "b79645e",
+    "large_pool": "b79645e",
+    "pooled_copies": "b79645e",
+    "short_spans": "d8ae975",
+    "vocab16k": "0fe52a4",
+    "weight_average": "36efa19",
+    "wide": "f89ab7c",
+    "wide_slow": "99a2af8",
+    "wide_slow_seed14": "a80b24e",
+}
+
+
+def retired_lever(name: str) -> str:
+    """The sentence that refuses to run the retired lever ``name`` (``RETIRED``)."""
+    return (
+        f"The lever {name!r} sets what dsi no longer has as a setting; it ran at commit "
+        f"{RETIRED[name]}, whose results stay its record (check that commit out to run it again)."
+    )
 
 
 # ------------------------------------------------------------------------------------ data
@@ -302,6 +238,8 @@ def parse_reader_arguments(
 
 
 def config_for(name: str, args) -> tuple[dict[str, Any], IndexConfig]:
+    if name in RETIRED:
+        raise ValueError(retired_lever(name))
     _, settings, cap = CONFIGS[name]
     minutes = args.minutes if cap is None else min(args.minutes, cap)
     settings = {"train.max_minutes": minutes, "train.seed": args.seed, **settings}
@@ -362,9 +300,7 @@ def fingerprint_of(config: IndexConfig, args) -> dict[str, Any]:
     """What a finished run of ``config`` is kept by (``result.json``'s ``fingerprint``)."""
     # Resolved, so that a changed default of dsi index does not keep a result it no longer makes.
     resolved = resolved_config(config) if config.docids == "ngram" else config
-    return json.loads(  # as saved: JSON turns tuples into lists
-        json.dumps({"config": resolved.identity(), "eval_every": args.eval_every})
-    )
+    return {"config": config_fingerprint(resolved), "eval_every": args.eval_every}
 
 
 def run_dir(data: dict[str, Any], name: str, args) -> Path:
@@ -589,7 +525,8 @@ def tune_decoding(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     options = SealOptions.from_config(resolved_config(config))
     base = options.for_search(with_queries=data["train"] is not None)
     # What the grid leaves as it is: JSON-normalised, as saved.
-    untuned = json.loads(json.dumps({n: getattr(base, n) for n in base.DECODING}))
+    # Every parameter, constants included: a changed constant of search is tuned around again.
+    untuned = json.loads(json.dumps(dataclasses.asdict(base)))
     trained = json.loads((work / "result.json").read_text(encoding="utf-8"))
     if done.exists():
         saved = json.loads(done.read_text(encoding="utf-8"))
@@ -815,7 +752,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["scifact", "cranfield"])
     parser.add_argument(
-        "--configs", nargs="+", default=["default", "semantic"], choices=list(CONFIGS)
+        "--configs", nargs="+", default=["default", "semantic"], choices=[*CONFIGS, *RETIRED]
     )
     add_run_arguments(parser)
     parser.add_argument(
@@ -827,6 +764,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true")
     add_rule_argument(parser)
     args = parser.parse_args(argv)
+    retired = [name for name in args.configs if name in RETIRED]
+    if retired:
+        parser.error(retired_lever(retired[0]))
     # Before any run: a lever's runs are decided by a rule committed before them, or by none.
     args.rule_record = checked_rule(parser, args.rule)
     code_state()  # read now, before any training: the commit of the code that runs

@@ -6,9 +6,9 @@ For each finished copying run of ``experiments/quality.py`` whose model is kept 
 training), the dev queries are decoded once and documents ranked by the BM25 over the n-grams
 plus ``w`` times the BM25 over their words (``SealOptions.rank``), for each ``w`` of
 ``WEIGHTS`` (0: the n-grams alone), and by the words alone. Models trained without queries (Cranfield, SciFact learning from its documents
-alone) chose ``SealOptions.word_weight_without_queries`` by the mean of two dev numbers: Cranfield
-(the mean of its two seeds) and SciFact without its queries; the runs with training queries show
-why those keep ``word_weight``. Writes ``<results>/word_weight.{json,md}``;
+alone) chose the ``word_weight`` of ``dsi.seal.NGRAM_PRESETS["without_queries"]`` by the mean of
+two dev numbers: Cranfield (the mean of its two seeds) and SciFact without its queries; the runs
+with training queries show why their preset keeps 0.75. Writes ``<results>/word_weight.{json,md}``;
 ``--rule experiments/rules/<name>.md`` names the committed rule it decides by (its commit goes
 into the result; without it the result says ``rule: null``).
 """

@@ -51,16 +51,8 @@ def tiny_config(docids: str = "semantic", steps: int = 10, **train) -> IndexConf
     return IndexConfig(
         docids=docids,
         docid_options=options,
-        model_config=ModelConfig(
-            vocab_size=120,
-            d_model=32,
-            d_ff=64,
-            d_kv=8,
-            num_heads=2,
-            num_layers=1,
-            num_decoder_layers=1,
-            dropout_rate=0.0,
-        ),
+        # d_model 32, d_ff 64, d_kv 8, 2 heads, 1 + 1 layers, no dropout.
+        model_config=ModelConfig(size="tiny", vocab_size=120),
         train=TrainConfig(
             max_steps=steps,
             max_minutes=None,

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from dsi.config import AddConfig, GeneratorConfig, TrainConfig
+from dsi.config import AddConfig, TrainConfig
 from dsi.examples import ExampleSet, mix_examples
 from dsi.index import TRAINING_QUERIES_FILE, GenerativeIndex, TrainingQueries
 from dsi.pseudo_queries import QueryGenerator
@@ -27,13 +27,7 @@ def _split(seed: int = 0, old: int = 12, new: int = 6):
 def _config(scheme: str, steps: int = 40):
     config = tiny_config(scheme, steps=steps)
     config.train.learning_rate = 1e-2
-    # A generator as small as the index's model, trained for a few steps only.
-    config.generator = GeneratorConfig(
-        model_config=config.model_config,
-        train=TrainConfig(
-            max_source_length=64, max_steps=10, max_minutes=None, batch_size=8, warmup_steps=2
-        ),
-    )
+    # Its generator is as small as the index's model (config.generator).
     return config
 
 

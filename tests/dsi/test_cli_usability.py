@@ -206,8 +206,8 @@ def test_info_describes_the_index_from_its_manifest(atomic_index, capsys) -> Non
     manifest = json.loads((atomic_index / "manifest.json").read_text())
     assert found["kind"] == "docid" and found["docid_scheme"] == "atomic"
     assert found["documents"] == 10 == manifest["num_docs"]
-    assert found["settings"] == json.loads((atomic_index / "config.json").read_text())
-    assert found["settings"]["model_config"]["d_model"] == 32
+    assert found["settings"] == json.loads((atomic_index / "index.json").read_text())
+    assert found["settings"]["model_config"]["size"] == "tiny"
     assert found["lineage"] == manifest["lineage"] and found["lineage"][0]["event"] == "build"
     assert found["library_version"] == dsi.__version__
     assert found["parameters"] == manifest["parameters"] > 0

@@ -69,8 +69,37 @@ def test_wrong_format_version_is_refused(saved_index, tmp_path):
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["format_version"] = 99
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexLoadError, match="format version 99.*reads format version 1"):
+    with pytest.raises(IndexLoadError, match="format version 99.*reads only format version 2"):
         GenerativeIndex.load(directory)
+
+
+def test_an_index_of_format_version_1_is_refused_with_how_to_rebuild_it(
+    saved_index, tmp_path, capsys
+):
+    """Format 1 kept its settings in config.json (and more of them): it is refused, not read."""
+    from dsi.cli import main
+    from dsi.index import FORMAT_VERSION, write_manifest
+    from dsi.kinds import load_index
+
+    assert FORMAT_VERSION == 2
+    directory = _copy(saved_index, tmp_path / "old")
+    (directory / "index.json").rename(directory / "config.json")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    manifest["checksums"]["config.json"] = manifest["checksums"].pop("index.json")
+    write_manifest(directory / "manifest.json", manifest)
+    sentence = (
+        f"Index {directory} has format version 1, but dsi .* reads only format version 2; "
+        f"rebuild it with `dsi index --corpus {directory / 'documents.jsonl'} --output NEW_DIR` "
+        "\\(with the training queries it was built with, if any\\)\\.$"
+    )
+    for load in (GenerativeIndex.load, load_index):
+        with pytest.raises(IndexLoadError, match=sentence):
+            load(directory)
+    for command in (["info", str(directory)], ["search", "--index", str(directory), "river"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "format version 1" in err and "dsi index" in err
 
 
 def test_corrupted_file_fails_its_checksum(saved_index, tmp_path):
@@ -139,18 +168,23 @@ def test_config_updated_applies_dotted_settings_and_refuses_unknown_ones():
     from dsi.config import IndexConfig
 
     base = IndexConfig()
-    changed = base.updated({"train.batch_size": 16, "docids": "atomic", "docid_options.k": 4})
+    changed = base.updated({"train.batch_size": 16, "docids": "semantic", "docid_options.k": 4})
     assert (changed.train.batch_size, changed.docids, changed.docid_options) == (
         16,
-        "atomic",
+        "semantic",
         {"k": 4},
     )
     assert base.train.batch_size == IndexConfig().train.batch_size  # the original is untouched
     assert IndexConfig.from_dict(changed.to_dict()) == changed
-    with pytest.raises(ValueError, match="unknown settings \\['batch'\\]"):
+    with pytest.raises(ValueError, match="'train.batch' is not a setting; the settings are"):
         base.updated({"train.batch": 16})
-    with pytest.raises(ValueError, match="not a group of settings"):
+    with pytest.raises(ValueError, match="'docids.k' is not a setting"):
         base.updated({"docids.k": 3})
+    # A setting of another identifier kind than the config's.
+    with pytest.raises(ValueError, match="unknown atomic settings \\['k'\\]"):
+        base.updated({"docids": "atomic", "docid_options.k": 4})
+    with pytest.raises(ValueError, match="unknown settings \\['window_length'\\]"):
+        IndexConfig.from_dict({"train": {"window_length": 12}})
 
 
 def test_load_index_opens_either_kind(saved_index, tmp_path):
@@ -180,79 +214,22 @@ def test_lowercase_tokenizer_folds_case_and_keeps_it_when_saved(tmp_path):
     assert cased.tokenize("The HEART rate") != cased.tokenize("the heart rate")
 
 
-def test_configs_saved_before_the_lowercase_setting_read_as_they_were_built():
-    from dsi.config import IndexConfig
+def test_the_default_model_copies_and_folds_case_and_the_generator_is_a_plain_t5():
+    from dsi.config import MODEL_SIZES, IndexConfig
 
-    data = IndexConfig().to_dict()
-    assert data["model_config"]["lowercase"] is True
-    del data["model_config"]["lowercase"]
-    del data["generator"]["model_config"]["lowercase"]
-    old = IndexConfig.from_dict(data)
-    assert not old.model_config.lowercase and not old.generator.model_config.lowercase
-    assert old.docid_options == {"scoring": "intersective"}  # n-gram indexes scored by SEAL's
-    semantic = IndexConfig.from_dict({**data, "docids": "semantic"})
-    assert semantic.docid_options == {}
-    new = IndexConfig.from_dict(IndexConfig().to_dict())
-    assert new.model_config.lowercase and new.docid_options == {}
+    config = IndexConfig()
+    assert config.model_config.lowercase and config.model_config.shape == MODEL_SIZES["small"]
+    assert config.model_config.shape.copy_attention and config.model_config.shape.dropout_rate == 0
+    generator = config.generator.model_config
+    assert not generator.copy_attention and generator.dropout_rate == 0.1
+    # The generator is a constant, not a setting saved with the index.
+    assert "generator" not in config.to_dict()
 
 
-def test_configs_saved_before_copying_read_as_plain_t5s():
-    from dsi.config import IndexConfig
+def test_fixed_training_parameters_are_not_settings():
+    from dsi.config import TRAIN_CONSTANTS, IndexConfig, TrainConfig
 
-    data = IndexConfig().to_dict()
-    assert data["model_config"]["copy_attention"] is True  # the default copies
-    del data["model_config"]["copy_attention"]
-    del data["generator"]["model_config"]["copy_attention"]
-    old = IndexConfig.from_dict(data)
-    assert not old.model_config.copy_attention and not old.generator.model_config.copy_attention
-    assert old.model_config.lowercase and old.docid_options == {}  # nothing else changes
-    copying = IndexConfig.from_dict(IndexConfig().to_dict())
-    assert copying.model_config.copy_attention and not copying.generator.model_config.copy_attention
-
-
-def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
-    from dsi.config import MODEL_SETTINGS_ADDED_LATER, TRAIN_SETTINGS_ADDED_LATER, IndexConfig
-
-    plain = IndexConfig()
-    identity = plain.identity()
-    for name in TRAIN_SETTINGS_ADDED_LATER:
-        assert name not in identity["train"] and name not in identity["generator"]["train"]
-        assert name in plain.to_dict()["train"]
-    averaged = plain.updated({"train.weight_average_decay": 0.99}).identity()
-    assert averaged["train"]["weight_average_decay"] == 0.99
-    assert "weight_average_decay" not in averaged["generator"]["train"]
-    assert set(MODEL_SETTINGS_ADDED_LATER) == {"copy_attention"}
-    # Copying is on by default, so it is part of the default's identity; the generator's plain
-    # T5 and an index's plain T5 leave it out, as configs from before it did.
-    assert identity["model_config"]["copy_attention"] is True
-    assert "copy_attention" not in identity["generator"]["model_config"]
-    no_copy = plain.updated({"model_config.copy_attention": False})
-    assert "copy_attention" not in no_copy.identity()["model_config"]
-    assert IndexConfig.from_dict(identity) == plain  # what was left out reads back as off
-    assert IndexConfig.from_dict(no_copy.identity()) == no_copy
-    # The n-gram scheme's, in a config that names its settings (as an index saves it).
-    from dsi.config import DOCID_SETTINGS_ADDED_LATER
-    from dsi.seal import resolved_config
-
-    assert set(DOCID_SETTINGS_ADDED_LATER) == {
-        "word_weight_without_queries",
-        "feedback_docs",
-        "feedback_docs_without_queries",
-        "feedback_words",
-        "feedback_weight",
-    }
-    resolved = resolved_config(plain)
-    assert resolved.identity()["docid_options"]["word_weight_without_queries"] is not None
-    alike = resolved.updated({"docid_options.word_weight_without_queries": None})
-    assert "word_weight_without_queries" not in alike.identity()["docid_options"]
-    assert alike.identity()["docid_options"]["word_weight"] == resolved.docid_options["word_weight"]
-    # Feedback settings are left out while they are as they were before feedback existed.
-    before = resolved.updated(
-        {f"docid_options.{name}": off for name, off in DOCID_SETTINGS_ADDED_LATER.items()}
-    )
-    assert not set(DOCID_SETTINGS_ADDED_LATER) & set(before.identity()["docid_options"])
-    fed = before.updated({"docid_options.feedback_docs": 5, "docid_options.feedback_words": 40})
-    assert fed.identity()["docid_options"]["feedback_docs"] == 5
-    assert fed.identity()["docid_options"]["feedback_words"] == 40
-    assert "feedback_weight" not in fed.identity()["docid_options"]
-    assert resolved.identity()["docid_options"]["feedback_docs_without_queries"] is not None
+    saved = IndexConfig().to_dict()["train"]
+    assert not set(TRAIN_CONSTANTS) & set(saved) and "batch_size" in saved
+    with pytest.raises(ValueError, match="train.window_length is not a setting of an index"):
+        IndexConfig(train=TrainConfig(window_length=12))

@@ -127,7 +127,7 @@ def test_every_file_is_covered() -> None:
         if p.is_file() and p.name != "manifest.json"
     }
     assert names == on_disk, "every file of the index has a checksum"
-    expected = {"config.json", "docids.jsonl", "documents.jsonl", "trie.marisa"}
+    expected = {"index.json", "docids.jsonl", "documents.jsonl", "trie.marisa"}
     assert expected | {"model/model.safetensors", "training_queries.jsonl"} <= names
 
 
@@ -203,8 +203,8 @@ MANIFEST_EDITS: dict[str, tuple[Callable[[dict], object], str]] = {
         "file model/model.safetensors that its manifest does not list",
     ),
     "checksum-not-a-string": (
-        lambda m: m["checksums"].update({"config.json": 7}),
-        "entry 'config.json' is invalid",
+        lambda m: m["checksums"].update({"index.json": 7}),
+        "entry 'index.json' is invalid",
     ),
     "checksum-outside-index": (
         lambda m: m["checksums"].update({"../escape.json": "0" * 64}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -10,17 +11,16 @@ import torch.nn.functional as F
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from dsi.config import ModelConfig
+from dsi.config import MODEL_SIZES, ModelConfig, ModelShape
 from dsi.model import CopyT5, EncodedSource, build_model, open_model
 
 VOCAB = 400
-TINY = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1}
 
 
 def tiny_model(copy: bool, seed: int = 0) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
-    config = ModelConfig(num_decoder_layers=1, dropout_rate=0.0, copy_attention=copy, **TINY)
-    return build_model(config, VOCAB, 0)
+    shape = dataclasses.replace(MODEL_SIZES["tiny"], copy_attention=copy)
+    return build_model(shape, VOCAB, 0)
 
 
 def batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -37,6 +37,11 @@ def batch(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def test_build_model_picks_the_copying_kind_by_config():
     assert isinstance(tiny_model(copy=True), CopyT5)
+    # A ModelConfig builds the shape its size names: the index's model copies.
+    assert isinstance(build_model(ModelConfig(size="tiny"), VOCAB, 0), CopyT5)
+    assert build_model(ModelConfig(size="tiny"), VOCAB, 0).config.d_model == 32
+    with pytest.raises(ValueError, match="num_layers \\(2\\) and num_decoder_layers"):
+        build_model(ModelShape(32, 64, 8, 2, num_layers=2, num_decoder_layers=1), VOCAB, 0)
     plain = tiny_model(copy=False)
     assert type(plain) is T5ForConditionalGeneration
     assert not getattr(plain.config, "copy_attention", False)

@@ -17,6 +17,7 @@ from dsi.config import AddConfig
 from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
 from dsi.retriever import Retriever
 from dsi.seal import (
+    NGRAM_PRESETS,
     Generation,
     NgramGenerativeIndex,
     NgramRetriever,
@@ -134,17 +135,19 @@ def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
 def test_words_weigh_more_for_a_model_trained_without_queries(built):
     index, queries = built
     options = index.options
-    assert options.word_weight_without_queries > options.word_weight  # the defaults
+    queried, alone = NGRAM_PRESETS["with_queries"], NGRAM_PRESETS["without_queries"]
+    assert alone.word_weight > queried.word_weight
+    # The options' own values are the with_queries preset's.
     assert options.for_search(with_queries=True) == options
     # The fixture's model learned from training queries: its words weigh as word_weight says.
     assert NgramRetriever(index, device="cpu").options == options
     unqueried = dataclasses.replace(index, training_pairs=[])
     retriever = NgramRetriever(unqueried, device="cpu")
-    weight = options.word_weight_without_queries
-    # It reads its best documents too (the default without queries; tested on its own below).
-    assert options.feedback_docs == 0 < options.feedback_docs_without_queries
+    weight = alone.word_weight
+    # It reads its best documents too (the preset without queries; tested on its own below).
+    assert queried.feedback_docs == 0 < alone.feedback_docs
     assert retriever.options == dataclasses.replace(
-        options, word_weight=weight, feedback_docs=options.feedback_docs_without_queries
+        options, word_weight=weight, feedback_docs=alone.feedback_docs
     )
     retriever.options = dataclasses.replace(retriever.options, feedback_docs=0)
     generated = retriever.generate(queries[:4])
@@ -161,13 +164,16 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
             expected = ngram_scores.get(doc, 0.0) + weight * word_scores[doc]
             if expected > 0:  # not a backfilled document
                 assert hit.score == pytest.approx(expected)
-    # None weighs them alike, as indexes saved before the setting do.
-    alike = unqueried.config.updated({"docid_options.word_weight_without_queries": None})
-    searched = NgramRetriever(dataclasses.replace(unqueried, config=alike), device="cpu")
-    assert searched.options.word_weight == options.word_weight
-    alike = alike.updated({"docid_options.feedback_docs_without_queries": None})
-    searched = NgramRetriever(dataclasses.replace(unqueried, config=alike), device="cpu")
-    assert searched.options.feedback_docs == options.feedback_docs
+    # A preset named in the config holds whether or not the index has training queries.
+    named = unqueried.config.updated({"docid_options.preset": "with_queries"})
+    searched = NgramRetriever(dataclasses.replace(unqueried, config=named), device="cpu")
+    assert searched.options == dataclasses.replace(options, preset="with_queries")
+    named = index.config.updated({"docid_options.preset": "without_queries"})
+    searched = NgramRetriever(dataclasses.replace(index, config=named), device="cpu")
+    assert (searched.options.word_weight, searched.options.feedback_docs) == (
+        alone.word_weight,
+        alone.feedback_docs,
+    )
 
 
 def test_feedback_adds_the_bm25_of_the_words_generated_from_the_best_documents(built):
@@ -227,15 +233,11 @@ def test_feedback_adds_the_bm25_of_the_words_generated_from_the_best_documents(b
     # No feedback documents: the plain ranking.
     retriever.options = dataclasses.replace(o, feedback_docs=0)
     assert retriever.search(queries[:4], k=5) == plain
-    for bad in (
-        {"feedback_docs": -1},
-        {"feedback_docs_without_queries": -1},
-        {"feedback_words": 0},
-        {"feedback_weight": -0.5},
-    ):
-        config = index.config.updated({f"docid_options.{k}": v for k, v in bad.items()})
-        with pytest.raises(ValueError, match="feedback"):
-            SealOptions.from_config(config)
+    # Feedback's parameters are constants of the n-gram kind, not settings.
+    with pytest.raises(ValueError, match="'docid_options.feedback_docs' is not a setting"):
+        index.config.updated({"docid_options.feedback_docs": 3})
+    with pytest.raises(ValueError, match="preset must be one of"):
+        SealOptions.from_config(index.config.updated({"docid_options.preset": "fast"}))
 
 
 def test_completed_words_are_the_greedy_constrained_continuations(built):
@@ -330,9 +332,8 @@ def test_monitor_sees_the_index_during_training():
 
 def test_copy_pairs_per_document_depend_on_training_queries(built):
     index, _ = built
-    options = dataclasses.replace(
-        index.options, salient_pairs_per_doc=2, salient_pairs_per_doc_without_queries=7
-    )
+    options = index.options
+    queried, alone = NGRAM_PRESETS["with_queries"], NGRAM_PRESETS["without_queries"]
     eos = index.model.config.eos_token_id
 
     def copy_pairs(pairs: list[tuple[str, str]], **kwargs) -> int:
@@ -341,92 +342,48 @@ def test_copy_pairs_per_document_depend_on_training_queries(built):
         )
         return made.tasks.count("seal-span")
 
-    assert copy_pairs([]) == 7 * index.num_docs
-    assert copy_pairs([(index.corpus.titles[0], "d0")]) == 2 * index.num_docs
+    assert copy_pairs([]) == alone.salient_pairs_per_doc * index.num_docs
+    assert copy_pairs([(index.corpus.titles[0], "d0")]) == queried.salient_pairs_per_doc * (
+        index.num_docs
+    )
     assert copy_pairs([], salient_pairs_per_doc=3) == 3 * index.num_docs
     # A large corpus without queries gets fewer per document, never fewer than with queries.
-    capped = dataclasses.replace(options, max_salient_pairs=50)
-    assert capped.salient_pairs_for(10, with_queries=False) == 5
-    assert capped.salient_pairs_for(100, with_queries=False) == 2
-    assert capped.salient_pairs_for(10, with_queries=True) == 2
+    capped = dataclasses.replace(options, max_salient_pairs=500)
+    assert capped.salient_pairs_for(10, with_queries=False) == 50
+    assert capped.salient_pairs_for(1000, with_queries=False) == queried.salient_pairs_per_doc
+    assert capped.salient_pairs_for(10, with_queries=True) == queried.salient_pairs_per_doc
     # The pool obeys the same cap, and is none unless larger than an epoch's pairs.
-    pooled = dataclasses.replace(options, salient_pool_per_doc=4, max_salient_pairs=100)
-    assert pooled.salient_pool_for(10, with_queries=True) == 4
+    pooled = dataclasses.replace(options, max_salient_pairs=100)
+    assert pooled.salient_pool_for(10, with_queries=True) == 10
     assert pooled.salient_pool_for(50, with_queries=True) == 0
-    assert pooled.salient_pool_for(10, with_queries=False) == 0  # its own setting, 0 here
-    unqueried = dataclasses.replace(pooled, salient_pool_per_doc_without_queries=9)
-    assert unqueried.salient_pool_for(10, with_queries=False) == 9
-    # Capped at 5 per document: no more than an epoch draws, so no pool.
-    assert unqueried.salient_pool_for(20, with_queries=False) == 0
+    assert pooled.salient_pool_for(10, with_queries=False) == 0  # the preset without: none
+    # A preset named in the config decides whatever the training queries.
+    named = dataclasses.replace(pooled, preset="with_queries")
+    assert named.salient_pool_for(10, with_queries=False) == 10
+    assert named.salient_pairs_for(10, with_queries=False) == queried.salient_pairs_per_doc
 
 
 def test_copy_pairs_drawn_afresh_from_a_pool_every_epoch(caplog):
     corpus = random_corpus(random.Random(3), 8)
-    config = tiny_config("ngram", steps=4).updated(
-        {
-            "docid_options.salient_pairs_per_doc_without_queries": 2,
-            "docid_options.salient_pool_per_doc_without_queries": 5,
-        }
-    )
+    # The with_queries preset (6 pairs per document drawn from 60), though there are none.
+    config = tiny_config("ngram", steps=4).updated({"docid_options.preset": "with_queries"})
     with caplog.at_level("INFO", logger="dsi.index"):
         index = NgramGenerativeIndex.build(corpus, config, progress_bar=False)
     # No training queries: every example of an epoch is drawn from the pool.
-    assert "on 0 examples + 16 of 40 per epoch" in caplog.text
-    assert index.lineage[0]["examples"] == {"seal-span": 40}
+    assert "on 0 examples + 48 of 480 per epoch" in caplog.text
+    assert index.lineage[0]["examples"] == {"seal-span": 480}
     assert index.lineage[0]["training"]["steps"] == 4
 
 
-def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
+def test_saved_config_names_every_ngram_setting(built, saved, tmp_path):
     import shutil
 
-    saved_options = json.loads((saved / "config.json").read_text())["docid_options"]
-    assert set(saved_options) == {f.name for f in dataclasses.fields(SealOptions)}
+    saved_options = json.loads((saved / "index.json").read_text())["docid_options"]
+    assert saved_options == {"preset": None, "scoring": "bm25"}
     assert NgramGenerativeIndex.load(saved).options == built[0].options
-    # An index saved before the count without queries existed keeps making as many as with them.
+    # An index without its word index builds it when asked.
     directory = tmp_path / "older"
     shutil.copytree(saved, directory)
-    config = json.loads((directory / "config.json").read_text())
-    config["docid_options"] = {"salient_pairs_per_doc": 4}
-    (directory / "config.json").write_text(json.dumps(config))
-    options = NgramGenerativeIndex.load(directory, verify=False).options
-    assert options.salient_pairs_per_doc_without_queries == 4
-    assert options.salient_pool_per_doc == 0
-    assert options.salient_pool_per_doc_without_queries == 0
-    # One saved before the pool without queries existed draws none; its other settings stay.
-    config["docid_options"] = {**saved_options, "salient_pool_per_doc": 9}
-    del config["docid_options"]["salient_pool_per_doc_without_queries"]
-    (directory / "config.json").write_text(json.dumps(config))
-    options = NgramGenerativeIndex.load(directory, verify=False).options
-    assert options.salient_pool_per_doc_without_queries == 0
-    assert options.salient_pool_per_doc == 9
-    assert options.word_weight == built[0].options.word_weight
-    assert options.complete_words
-    # One saved before words were completed scores first tokens' words as they are.
-    del config["docid_options"]["complete_words"]
-    (directory / "config.json").write_text(json.dumps(config))
-    options = NgramGenerativeIndex.load(directory, verify=False).options
-    assert not options.complete_words and options.word_weight == built[0].options.word_weight
-    # One saved before words weighed more without training queries weighs them alike.
-    del config["docid_options"]["word_weight_without_queries"]
-    (directory / "config.json").write_text(json.dumps(config))
-    options = NgramGenerativeIndex.load(directory, verify=False).options
-    assert options.word_weight_without_queries is None and not options.complete_words
-    # One saved before feedback existed ranks without it.
-    for name in (
-        "feedback_docs",
-        "feedback_docs_without_queries",
-        "feedback_words",
-        "feedback_weight",
-    ):
-        del config["docid_options"][name]
-    (directory / "config.json").write_text(json.dumps(config))
-    options = NgramGenerativeIndex.load(directory, verify=False).options
-    assert options.feedback_docs == 0 and options.word_weight_without_queries is None
-    # One saved before word scoring scores no words, and builds its word index when asked.
-    del config["docid_options"]["word_weight"]
-    (directory / "config.json").write_text(json.dumps(config))
-    options = NgramGenerativeIndex.load(directory, verify=False).options
-    assert options.word_weight == 0.0 and options.salient_pool_per_doc == 9
     shutil.rmtree(directory / "word_index")
     older = NgramGenerativeIndex.load(directory, verify=False)
     assert older.word_index is None
@@ -440,7 +397,8 @@ def test_save_load_search_is_identical(built, saved):
     assert manifest["docid_scheme"] == "ngram"
     assert "ngram_index/tokens.npy" in manifest["checksums"]
     assert "word_index/postings.npz" in manifest["checksums"]
-    assert json.loads((saved / "config.json").read_text())["docids"] == "ngram"
+    assert json.loads((saved / "index.json").read_text())["docids"] == "ngram"
+    assert not (saved / "config.json").exists()  # hub tooling would take it for a model's
     loaded = Retriever.load(saved, device="cpu")
     assert isinstance(loaded, NgramRetriever)
     after = loaded.search(queries, k=5, batch_size=4)
@@ -485,14 +443,15 @@ def test_a_decoding_setting_does_not_restart_the_work_dir(tmp_path, caplog):
     work = tmp_path / "work"
     NgramGenerativeIndex.build(corpus, config, work_dir=work, progress_bar=False)
     checkpoints = sorted(p.name for p in work.iterdir())
-    for key, value in (("word_weight", 0.2), ("scoring", "intersective"), ("unigrams", 3)):
+    for key, value in (("scoring", "intersective"),):
         caplog.clear()
         changed = config.updated({f"docid_options.{key}": value})
         NgramGenerativeIndex.build(corpus, changed, work_dir=work, progress_bar=False)
         assert "starting afresh" not in caplog.text
         assert sorted(p.name for p in work.iterdir()) == checkpoints
     stamp = (work / "fingerprint").read_text()
-    changed = config.updated({"docid_options.salient_pairs_per_doc": 2})
+    # No training queries: naming the other preset changes the training examples.
+    changed = config.updated({"docid_options.preset": "with_queries"})
     NgramGenerativeIndex.build(corpus, changed, work_dir=work, progress_bar=False)
     assert "starting afresh" in caplog.text
     # The other config's checkpoints are moved aside, not deleted.
@@ -572,9 +531,7 @@ def test_generative_replay_on_an_ngram_index(tmp_path):
     full = random_corpus(random.Random(12), 10)
     old, new = full.subset(full.doc_ids[:6]), full.subset(full.doc_ids[6:])
     config = tiny_config("ngram", steps=4)
-    config.query_generator = True
-    config.generator.train.max_steps = 3
-    config.generator.model_config = config.model_config
+    config.query_generator = True  # a generator of the index's tiny size
     training = TrainingQueries({"q0": old.titles[0]}, {"q0": {old.doc_ids[0]: 1}})
     index = NgramGenerativeIndex.build(old, config, training, progress_bar=False)
     assert index.query_generator is not None and index.lineage[0]["query_generator"]
@@ -600,8 +557,6 @@ def test_build_with_pseudo_queries_on_an_ngram_index():
     corpus = random_corpus(random.Random(13), 6)
     config = tiny_config("ngram", steps=2)
     config.pseudo_queries = 2
-    config.generator.train.max_steps = 2
-    config.generator.model_config = config.model_config
     index = NgramGenerativeIndex.build(corpus, config, progress_bar=False)
     assert index.lineage[0]["examples"]["pseudo"] > 0
     assert index.query_generator is not None

@@ -21,20 +21,32 @@ def _fingerprint(settings: dict) -> dict:
 def test_decoding_settings_are_set_apart_from_training_ones():
     base = _fingerprint({})
     trained, decoding = quality._decoding_apart(base)
-    assert decoding["word_weight"] == 0.75 and "scoring" in decoding
-    assert "word_weight" not in trained["config"]["docid_options"]
-    assert "salient_pairs_per_doc" in trained["config"]["docid_options"]
+    assert decoding == {"scoring": "bm25"}
+    assert trained["config"]["docid_options"] == {"preset": None}
     assert trained["eval_every"] == 10.0
 
-    rescored = _fingerprint({"docid_options.word_weight": 0.5, "docid_options.unigrams": 7})
+    rescored = _fingerprint({"docid_options.scoring": "intersective"})
     assert rescored != base
     assert quality._decoding_apart(rescored)[0] == trained
-    retrained = _fingerprint({"docid_options.salient_pairs_per_doc": 12})
+    retrained = _fingerprint({"docid_options.preset": "without_queries"})
     assert quality._decoding_apart(retrained)[0] != trained
-    # A fingerprint saved before a decoding setting existed still matches on training.
-    older = json.loads(json.dumps(base))
-    del older["config"]["docid_options"]["word_weight"]
-    assert quality._decoding_apart(older)[0] == trained
+    # The fingerprint is the settings as index.json holds them (experiments.provenance).
+    assert base["config"] == provenance.config_fingerprint(quality.resolved_config(IndexConfig()))
+    assert "generator" not in base["config"] and "window_length" not in base["config"]["train"]
+
+
+def test_a_retired_lever_is_refused_naming_the_commit_it_ran_at(capsys):
+    args = Namespace(minutes=60.0, seed=13)
+    assert set(quality.RETIRED).isdisjoint(quality.CONFIGS)
+    with pytest.raises(ValueError, match="'wide' sets what dsi no longer has .* commit f89ab7c"):
+        quality.config_for("wide", args)
+    with pytest.raises(SystemExit):
+        quality.main(["--configs", "default", "no_copy"])
+    err = capsys.readouterr().err
+    assert "'no_copy'" in err and "b7249fd" in err
+    # Every lever left builds a config of today's settings.
+    for name in quality.CONFIGS:
+        quality.config_for(name, args)
 
 
 def test_other_docid_schemes_have_no_decoding_settings():
