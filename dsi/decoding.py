@@ -1,14 +1,16 @@
-"""Constrained beam search: what the retrievers of every identifier kind share.
+"""Constrained beam search and the retriever protocol: what the retrievers of every
+identifier kind share.
 
-``dsi.retriever.Retriever`` (docids, decoded under the docid trie) and
-``dsi.seal.NgramRetriever`` (corpus n-grams, decoded under the n-gram index) both build on it.
+``dsi.docid_retriever.DocidRetriever`` (docids, decoded under the docid trie) and
+``dsi.ngram_retriever.NgramRetriever`` (corpus n-grams, decoded under the n-gram index) both
+build on :class:`ConstrainedRetriever` and answer :class:`Searcher`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import LogitsProcessorList
@@ -24,6 +26,17 @@ class Hit:
 
     doc_id: str
     score: float
+
+
+class Searcher(Protocol):
+    """The one retriever protocol: ranked documents with scores for a batch of queries."""
+
+    num_docs: int
+
+    def search(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[list[Hit]]:
+        """For each query, up to ``k`` distinct documents, best first (``options``: a
+        retriever's own, e.g. ``batch_size`` and ``num_beams``)."""
+        ...
 
 
 def check_queries(queries: Sequence[str]) -> None:
@@ -102,4 +115,27 @@ class ConstrainedRetriever:
         self._make_processors()
 
     def _make_processors(self) -> None:
+        raise NotImplementedError
+
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> list[list[Hit]]:
+        """For each query, up to ``k`` distinct documents, best first, ``batch_size`` queries
+        decoded at a time with ``num_beams`` beams (None: the index's ``num_beams``).
+
+        An empty or whitespace-only query raises ``ValueError`` (:func:`check_queries`).
+        """
+        check_queries(queries)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        return self._search(queries, k, batch_size, num_beams)
+
+    def _search(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> list[list[Hit]]:
+        """The kind's ranking of valid queries."""
         raise NotImplementedError

@@ -14,15 +14,18 @@ import torch
 from docid.words import WordIndex, analyze
 from dsi.cli import main
 from dsi.config import AddConfig
-from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
-from dsi.retriever import Retriever
-from dsi.seal import (
-    Generation,
-    NgramGenerativeIndex,
-    NgramRetriever,
-    SealOptions,
-    seal_examples,
+from dsi.docid_retriever import DocidRetriever
+from dsi.index import (
+    MANIFEST_DIGEST,
+    GenerativeIndex,
+    IndexLoadError,
+    TrainingQueries,
+    write_manifest,
 )
+from dsi.ngram_retriever import Generation, NgramRetriever
+from dsi.retriever import Retriever
+from dsi.scoring import score_documents
+from dsi.seal import NgramGenerativeIndex, SealOptions, seal_examples
 from tests.conftest import random_corpus, tiny_config
 
 
@@ -110,7 +113,7 @@ def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
         generated, words, retriever.search(queries[:4], k=10), strict=True
     ):
         ngrams = generation.beams + generation.unigrams
-        ngram_scores = dict(o.rank(ngrams, index.ngrams, None))
+        ngram_scores = dict(score_documents(o, ngrams, index.ngrams, None))
         word_scores = index.words.bm25(row_words, o.k1, o.b)
         for hit in hits:
             doc = index.corpus.positions()[hit.doc_id]
@@ -153,7 +156,7 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
         generated, words, retriever.search(queries[:4], k=10), strict=True
     ):
         ngram_scores = dict(
-            options.rank(generation.beams + generation.unigrams, index.ngrams, None)
+            score_documents(options, generation.beams + generation.unigrams, index.ngrams, None)
         )
         word_scores = index.words.bm25(row_words, options.k1, options.b)
         for hit in hits:
@@ -186,8 +189,8 @@ def test_feedback_adds_the_bm25_of_the_words_generated_from_the_best_documents(b
     for generation, row_words, hits in zip(
         generated, words, retriever.rank_generations(generated, k=5), strict=True
     ):
-        first = o.rank(
-            generation.beams + generation.unigrams, index.ngrams, None, row_words, index.words
+        first = score_documents(
+            o, generation.beams + generation.unigrams, index.ngrams, None, row_words, index.words
         )
         best = [doc for doc, _ in first[:2]]
         shares = retriever.generated_words_of(best)
@@ -427,7 +430,13 @@ def test_saved_config_names_every_seal_setting(built, saved, tmp_path):
     (directory / "config.json").write_text(json.dumps(config))
     options = NgramGenerativeIndex.load(directory, verify=False).options
     assert options.word_weight == 0.0 and options.salient_pool_per_doc == 9
+    # An index saved before word scoring lists no word index in its manifest either.
     shutil.rmtree(directory / "word_index")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest[MANIFEST_DIGEST]
+    listed = manifest["checksums"].items()
+    manifest["checksums"] = {n: d for n, d in listed if not n.startswith("word_index/")}
+    write_manifest(directory / "manifest.json", manifest)
     older = NgramGenerativeIndex.load(directory, verify=False)
     assert older.word_index is None
     assert older.words.vocabulary == built[0].words.vocabulary
@@ -615,7 +624,7 @@ def test_retriever_for_index_picks_the_kind(built):
         random_corpus(random.Random(1), 5), tiny_config("atomic", steps=2), progress_bar=False
     )
     plain = Retriever.for_index(docid_index, device="cpu")
-    assert type(plain) is Retriever
+    assert type(plain) is DocidRetriever
     assert len(plain.search(queries[:1], k=2)[0]) == 2
 
 
