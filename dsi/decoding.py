@@ -52,6 +52,14 @@ def check_queries(queries: Sequence[str]) -> None:
             raise ValueError(f"Query {i} is {kind}; give something to search for.")
 
 
+def _check_request(queries: Sequence[str], k: int) -> None:
+    """Refuse a search that no retriever can answer: bad queries (:func:`check_queries`) or
+    ``k`` below 1."""
+    check_queries(queries)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
+
+
 class DecodingError(RuntimeError):
     """Constrained decoding produced something that is not a docid of the index."""
 
@@ -129,13 +137,29 @@ class ConstrainedRetriever:
 
         An empty or whitespace-only query raises ``ValueError`` (:func:`check_queries`).
         """
-        check_queries(queries)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}.")
+        _check_request(queries, k)
         return self._search(queries, k, batch_size, num_beams)
 
     def _search(
         self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
     ) -> list[list[Hit]]:
         """The kind's ranking of valid queries."""
+        raise NotImplementedError
+
+    def explain(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> tuple[list[list[Hit]], list[list[dict[str, Any]]]]:
+        """:meth:`search`'s hits and, for each hit, what scored it (a JSON-ready mapping whose
+        keys depend on the identifier kind: :meth:`_explain`)."""
+        _check_request(queries, k)
+        return self._explain(queries, k, batch_size, num_beams)
+
+    def _explain(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> tuple[list[list[Hit]], list[list[dict[str, Any]]]]:
+        """The kind's hits of valid queries and what scored each."""
         raise NotImplementedError

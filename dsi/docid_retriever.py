@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,6 +65,24 @@ class DocidRetriever(ConstrainedRetriever):
         for start in range(0, len(queries), batch_size):
             results += self._search_batch(list(queries[start : start + batch_size]), k, beams)
         return results
+
+    def _explain(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> tuple[list[list[Hit]], list[list[dict[str, Any]]]]:
+        """Each hit's decoded docid (its symbols) and its log-probability, which is its score."""
+        results = self._search(queries, k, batch_size, num_beams)
+        docids = self.index.docids
+        explained = [
+            [
+                {
+                    "docid": [docids.symbols[s] for s in docids.sequence(hit.doc_id)],
+                    "logprob": round(hit.score, 5),
+                }
+                for hit in hits
+            ]
+            for hits in results
+        ]
+        return results, explained
 
     @torch.inference_mode()
     def _search_batch(self, queries: list[str], k: int, beams: int) -> list[list[Hit]]:

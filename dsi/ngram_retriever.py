@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from transformers.modeling_outputs import BaseModelOutput
@@ -21,7 +21,7 @@ from docid.ngram import best_logprobs
 from docid.words import analyze
 from dsi.decoding import EMPTY_SLOT, ConstrainedRetriever, Hit, constrained_generate
 from dsi.feedback import GenerativeFeedback
-from dsi.scoring import Scored, score_documents
+from dsi.scoring import Scored, contributions, score_documents
 from dsi.seal import NgramGenerativeIndex
 from trie.ngram_processor import NgramLogitsProcessor
 
@@ -91,6 +91,43 @@ class NgramRetriever(ConstrainedRetriever):
         """
         generated = self.generate(queries, batch_size, num_beams)
         return self.rank_generations(generated, k, batch_size, num_beams)
+
+    def _explain(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> tuple[list[list[Hit]], list[list[dict[str, Any]]]]:
+        """Each hit's generated n-grams (as text, with log-probability and score) and words
+        (with score) that scored it (:func:`dsi.scoring.contributions`), and ``rest``: the
+        part of its score they do not account for (the feedback stage's, or for a backfilled
+        document, whose score is an n-gram's log-probability, all of it)."""
+        generated = self.generate(queries, batch_size, num_beams)
+        results = self.rank_generations(generated, k, batch_size, num_beams)
+        scores_words = bool(self.options.word_weight)
+        words = self.query_words(generated) if scores_words else [[] for _ in generated]
+        position = self.index.corpus.positions()
+        decode = self.index.tokenizer.decode
+        explained = []
+        for generation, query_words, hits in zip(generated, words, results, strict=True):
+            docs = [position[hit.doc_id] for hit in hits]
+            parts = contributions(
+                self.options,
+                generation.beams + generation.unigrams,
+                self.index.ngrams,
+                docs,
+                query_words,
+                self.index.words if scores_words else None,
+            )
+            row = []
+            for doc, hit in zip(docs, hits, strict=True):
+                ngrams = [
+                    {"ngram": decode(list(n)), "logprob": round(lp, 5), "score": round(sc, 5)}
+                    for n, lp, sc in parts[doc]["ngrams"]
+                ]
+                scored = [{"word": w, "score": round(sc, 5)} for w, sc in parts[doc]["words"]]
+                summed = sum(t[-1] for t in parts[doc]["ngrams"] + parts[doc]["words"])
+                rest = round(hit.score - summed, 5)
+                row.append({"ngrams": ngrams, "words": scored, "rest": rest})
+            explained.append(row)
+        return results, explained
 
     def rank_generations(
         self,

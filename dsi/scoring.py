@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from docid.ngram import best_first, bm25_score, seal_score
+from docid.ngram import best_first, best_logprobs, bm25_score, seal_score
 from docid.words import WordIndex
 from trie.fmindex import NgramIndex
 
@@ -73,3 +73,38 @@ def word_scores(options: Any, words: Sequence[str], word_index: WordIndex) -> di
     """``options.word_weight`` times the BM25 of ``words`` per document that holds any."""
     scores = options.word_weight * word_index.bm25(words, options.k1, options.b)
     return {int(doc): float(scores[doc]) for doc in np.flatnonzero(scores)}
+
+
+def contributions(
+    options: Any,
+    ngrams: Sequence[Scored],
+    index: NgramIndex,
+    docs: Sequence[int],
+    words: Sequence[str] = (),
+    word_index: WordIndex | None = None,
+) -> dict[int, dict[str, list[tuple[Any, ...]]]]:
+    """Per document of ``docs``, what :func:`score_documents` added up for it: under
+    ``"ngrams"`` each distinct generated n-gram it holds as (n-gram, best log-probability,
+    score), under ``"words"`` each scored word it holds as (word, score), best first.
+
+    With "bm25" scoring (and for words, always) a document's scores sum to its score; SEAL's
+    intersective score is no sum over n-grams, so there an n-gram's score is the one it would
+    give the document alone.
+    """
+    wanted = set(docs)
+    out: dict[int, dict[str, list[tuple[Any, ...]]]] = {
+        d: {"ngrams": [], "words": []} for d in docs
+    }
+    for ngram, logprob in best_logprobs(ngrams).items():
+        for doc, score in ngram_scores(options, [(ngram, logprob)], index, None):
+            if doc in wanted:
+                out[doc]["ngrams"].append((ngram, logprob, score))
+    if options.word_weight and words and word_index is not None:
+        for word in dict.fromkeys(words):
+            for doc, score in word_scores(options, [word], word_index).items():
+                if doc in wanted:
+                    out[doc]["words"].append((word, score))
+    for parts in out.values():
+        for terms in parts.values():
+            terms.sort(key=lambda term: -term[-1])
+    return out

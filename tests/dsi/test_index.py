@@ -256,3 +256,17 @@ def test_identity_leaves_out_settings_added_later_only_while_they_are_off():
     assert fed.identity()["docid_options"]["feedback_words"] == 40
     assert "feedback_weight" not in fed.identity()["docid_options"]
     assert resolved.identity()["docid_options"]["feedback_docs_without_queries"] is not None
+
+
+def test_explain_shows_each_hits_decoded_docid_and_log_probability(saved_index):
+    index = GenerativeIndex.load(saved_index)
+    retriever = Retriever(index, device="cpu")
+    queries = index.corpus.texts[:3]
+    hits, explained = retriever.explain(queries, k=3, batch_size=2)
+    assert hits == retriever.search(queries, k=3, batch_size=2)
+    for row, reasons in zip(hits, explained, strict=True):
+        for hit, why in zip(row, reasons, strict=True):
+            symbols = [index.docids.symbols[s] for s in index.docids.sequence(hit.doc_id)]
+            assert why == {"docid": symbols, "logprob": round(hit.score, 5)}
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        retriever.explain(queries, k=0)

@@ -650,3 +650,51 @@ def test_scoring_option_picks_the_document_score(built):
             assert [(h.doc_id, h.score) for h in hits[: len(expected)]] == expected
     with pytest.raises(ValueError, match="scoring must be one of"):
         SealOptions.from_config(index.config.updated({"docid_options.scoring": "tfidf"}))
+
+
+def test_explain_accounts_for_each_hits_score(built):
+    """``explain`` returns search's hits, and for each the generated n-grams it holds and the
+    scored words it holds, whose scores add up to its score (BM25 scoring, no feedback)."""
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    retriever.options = dataclasses.replace(retriever.options, feedback_docs=0)
+    assert retriever.options.scoring == "bm25" and retriever.options.word_weight > 0
+    hits, explained = retriever.explain(queries[:4], k=5)
+    assert hits == retriever.search(queries[:4], k=5)
+    texts = index.corpus.full_texts()
+    doc_words = analyze(texts)
+    position = index.corpus.positions()
+    for row, reasons in zip(hits, explained, strict=True):
+        assert len(reasons) == len(row)
+        for hit, why in zip(row, reasons, strict=True):
+            doc = position[hit.doc_id]
+            assert why["ngrams"] or why["words"] or hit.score <= 0  # a backfilled document
+            if hit.score > 0:
+                summed = sum(t["score"] for t in why["ngrams"] + why["words"])
+                assert summed == pytest.approx(hit.score, abs=1e-3)
+                assert why["rest"] == pytest.approx(0.0, abs=1e-3)
+            for word in why["words"]:
+                assert word["word"] in doc_words[doc] and word["score"] > 0
+            for ngram in why["ngrams"]:
+                assert ngram["logprob"] <= 0 and ngram["score"] > 0
+    # With feedback on, the rest is the feedback's share of the score.
+    retriever.options = dataclasses.replace(retriever.options, feedback_docs=2)
+    hits, explained = retriever.explain(queries[:2], k=5)
+    assert hits == retriever.search(queries[:2], k=5)
+    for row, reasons in zip(hits, explained, strict=True):
+        for hit, why in zip(row, reasons, strict=True):
+            summed = sum(t["score"] for t in why["ngrams"] + why["words"])
+            assert summed + why["rest"] == pytest.approx(hit.score, abs=1e-4)
+
+
+def test_search_explain_shows_the_ngrams_and_words_of_each_hit(saved, capsys):
+    capsys.readouterr()
+    args = ["search", "--index", str(saved), "-k", "3", "--quiet", "--explain", "river stone"]
+    assert main(args) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert hits
+    for hit in hits:
+        why = hit["explain"]
+        assert set(why) == {"ngrams", "words", "rest"}
+        total = sum(t["score"] for t in why["ngrams"] + why["words"]) + why["rest"]
+        assert total == pytest.approx(hit["score"], abs=1e-3)
