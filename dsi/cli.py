@@ -186,6 +186,13 @@ def _parser() -> argparse.ArgumentParser:
         "dsi); tsv: query_id, doc_id, rank, score under a header. Queries given as arguments "
         "have the ids 0, 1, ...",
     )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --format jsonl: under each hit's 'explain', what scored it (n-gram indexes: "
+        "the generated n-grams and words with their scores; docid indexes: the decoded docid "
+        "and its log-probability)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="queries decoded together")
     _add_num_beams_arg(p)
     _add_device_arg(p)
@@ -554,20 +561,27 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if not items:
         raise ValueError("Give queries as arguments or with --queries FILE.")
     check_queries([q for _, q in items])  # before the index loads: a blank query is a mistake
+    if args.explain and args.format != "jsonl":
+        raise ValueError("--explain shows in the jsonl format only; drop --format or --explain.")
     output = Path(args.output) if args.output else None
     if output is not None:  # before the search: never overwrite a user's file
         ensure_replaceable(output, SEARCH_FORMATS[args.format])
     retriever = Retriever.load(args.index, device=args.device)
-    results = retriever.search(
+    search = retriever.explain if args.explain else retriever.search
+    found = search(
         [q for _, q in items], k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
     )
+    results, explained = found if args.explain else (found, [[{}] * len(h) for h in found])
     if args.format == "jsonl":
         lines = []
-        for (qid, text), hits in zip(items, results, strict=True):
+        for (qid, text), hits, why in zip(items, results, explained, strict=True):
             record: dict[str, Any] = {"query": text}
             if qid is not None:
                 record = {"query_id": qid, **record}
-            record["hits"] = [{"doc_id": h.doc_id, "score": round(h.score, 5)} for h in hits]
+            record["hits"] = [
+                {"doc_id": h.doc_id, "score": round(h.score, 5), **({"explain": e} if e else {})}
+                for h, e in zip(hits, why, strict=True)
+            ]
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     else:
         # Queries given as arguments are numbered in order; a file's queries keep their ids.

@@ -1,14 +1,16 @@
-"""Constrained beam search: what the retrievers of every identifier kind share.
+"""Constrained beam search and the retriever protocol: what the retrievers of every
+identifier kind share.
 
-``dsi.retriever.Retriever`` (docids, decoded under the docid trie) and
-``dsi.seal.NgramRetriever`` (corpus n-grams, decoded under the n-gram index) both build on it.
+``dsi.docid_retriever.DocidRetriever`` (docids, decoded under the docid trie) and
+``dsi.ngram_retriever.NgramRetriever`` (corpus n-grams, decoded under the n-gram index) both
+build on :class:`ConstrainedRetriever` and answer :class:`Searcher`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import LogitsProcessorList
@@ -26,6 +28,17 @@ class Hit:
     score: float
 
 
+class Searcher(Protocol):
+    """The one retriever protocol: ranked documents with scores for a batch of queries."""
+
+    num_docs: int
+
+    def search(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[list[Hit]]:
+        """For each query, up to ``k`` distinct documents, best first (``options``: a
+        retriever's own, e.g. ``batch_size`` and ``num_beams``)."""
+        ...
+
+
 def check_queries(queries: Sequence[str]) -> None:
     """Refuse what no search can answer: a bare string, a query that is not a string, and an
     empty or whitespace-only query (it would still rank documents, by nothing)."""
@@ -37,6 +50,14 @@ def check_queries(queries: Sequence[str]) -> None:
         if not query.strip():
             kind = "empty" if not query else "only whitespace"
             raise ValueError(f"Query {i} is {kind}; give something to search for.")
+
+
+def _check_request(queries: Sequence[str], k: int) -> None:
+    """Refuse a search that no retriever can answer: bad queries (:func:`check_queries`) or
+    ``k`` below 1."""
+    check_queries(queries)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
 
 
 class DecodingError(RuntimeError):
@@ -102,4 +123,43 @@ class ConstrainedRetriever:
         self._make_processors()
 
     def _make_processors(self) -> None:
+        raise NotImplementedError
+
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> list[list[Hit]]:
+        """For each query, up to ``k`` distinct documents, best first, ``batch_size`` queries
+        decoded at a time with ``num_beams`` beams (None: the index's ``num_beams``).
+
+        An empty or whitespace-only query raises ``ValueError`` (:func:`check_queries`).
+        """
+        _check_request(queries, k)
+        return self._search(queries, k, batch_size, num_beams)
+
+    def _search(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> list[list[Hit]]:
+        """The kind's ranking of valid queries."""
+        raise NotImplementedError
+
+    def explain(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> tuple[list[list[Hit]], list[list[dict[str, Any]]]]:
+        """:meth:`search`'s hits and, for each hit, what scored it (a JSON-ready mapping whose
+        keys depend on the identifier kind: :meth:`_explain`)."""
+        _check_request(queries, k)
+        return self._explain(queries, k, batch_size, num_beams)
+
+    def _explain(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> tuple[list[list[Hit]], list[list[dict[str, Any]]]]:
+        """The kind's hits of valid queries and what scored each."""
         raise NotImplementedError

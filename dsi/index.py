@@ -1,4 +1,6 @@
-"""A generative index: tokenizer + T5 + docid map + trie, built from a corpus, saved as a directory.
+"""A generative index: the one lifecycle of every identifier kind (:class:`IndexLifecycle`:
+build, add, save, load) and the docid kinds' index (:class:`GenerativeIndex`: tokenizer + T5 +
+docid map + trie), built from a corpus, saved as a directory.
 
 Directory layout (format version 2)::
 
@@ -17,6 +19,7 @@ records each addition in the manifest's lineage.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -33,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -48,7 +51,7 @@ from docid.io import (
     sha256_file,
     staging_dir,
 )
-from dsi.config import AddConfig, GeneratorConfig, IndexConfig
+from dsi.config import AddConfig, GeneratorConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
 from dsi.model import (
@@ -124,9 +127,398 @@ def _is_main_process() -> bool:
     return PartialState().is_main_process
 
 
+class Fitted(NamedTuple):
+    """What a build has fitted when the kind makes its decoding structures."""
+
+    config: IndexConfig
+    tokenizer: Any
+    model: torch.nn.Module
+    corpus: Corpus
+    identifiers: Any  # the kind's ``_kind_identifiers``
+    offset: int  # the first identifier token id (the text vocabulary's size)
+
+
+class Addition(NamedTuple):
+    """What an addition hands the kind to make the added documents' examples."""
+
+    corpus: Corpus  # the added documents
+    pairs: list[tuple[str, str]]  # their (training query, doc id) pairs
+    train_config: TrainConfig
+    config: AddConfig
+    work_dir: Path | None
+
+
+class IndexLifecycle:
+    """The one lifecycle of an index, whatever its identifier kind: build, add, save and load.
+
+    An identifier kind is a dataclass subclass holding the fields below plus its own decoding
+    structures, and supplies only what differs between kinds through the ``_kind_*`` hooks:
+    its identifiers, its training examples, its decoding structures and how they are saved,
+    loaded and checked. Everything else (the work directory, the tokenizer and model, the
+    training queries, the query generator, training, replay, lineage, the manifest) is here.
+    """
+
+    # Held by every kind (fields of the dataclass subclasses).
+    config: IndexConfig
+    tokenizer: Any
+    model: torch.nn.Module
+    corpus: Corpus
+    lineage: list[dict[str, Any]]
+    training_pairs: list[tuple[str, str]]
+    query_generator: QueryGenerator | None
+    training_log: list[dict[str, float]]
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    @holds_work_dir
+    def build(
+        cls,
+        corpus: Corpus,
+        config: IndexConfig | None = None,
+        training_queries: TrainingQueries | None = None,
+        work_dir: Path | None = None,
+        progress_bar: bool = True,
+        monitor: Callable[[Any, float], None] | None = None,
+        monitor_minutes: float = 5.0,
+    ) -> Any:
+        """Fit the identifiers, train the model on the corpus (and queries), and build the
+        decoding structures.
+
+        ``work_dir`` keeps the tokenizer, identifiers and training checkpoints; calling
+        ``build`` again with the same corpus, config and work_dir resumes where an interrupted
+        run stopped (a work_dir of another corpus or config is moved aside, not deleted).
+        ``monitor(index, training_seconds)`` sees the index as it is every ``monitor_minutes``
+        of training (its model is the one in training: search it, don't keep it).
+        """
+        config = cls._kind_config(config)
+        if len(corpus.doc_ids) == 0:
+            raise ValueError("The corpus is empty: there is nothing to index.")
+        started = time.monotonic()
+        if work_dir is not None:
+            work_dir = Path(work_dir)
+            claim_work_dir(work_dir, cls._kind_fingerprint(corpus, config, training_queries))
+        texts = corpus.full_texts()
+        timings: dict[str, float] = {}
+        with stage("identifiers", timings):
+            identifiers = cls._kind_identifiers(config, corpus, work_dir)
+        with stage("tokenizer", timings):
+            tokenizer, model, offset = make_model(
+                config, texts, training_queries, identifiers, work_dir
+            )
+        with stage("identifiers", timings):
+            fitted = Fitted(config, tokenizer, model, corpus, identifiers, offset)
+            parts = cls._kind_structures(fitted)
+        position = corpus.positions()
+        pairs = [] if training_queries is None else training_queries.pairs(set(position))
+        index = cls(
+            config=config,
+            tokenizer=tokenizer,
+            model=model,
+            corpus=corpus,
+            training_pairs=pairs,
+            **parts,
+        )
+        with stage("examples", timings):
+            examples, pool, per_epoch = index._kind_training_examples(pairs)
+        with stage("query_generator", timings):
+            generator, generated = kept_generator(
+                config,
+                tokenizer,
+                texts,
+                [(position[d], q) for q, d in pairs],
+                work_dir,
+                progress_bar,
+            )
+        with stage("examples", timings):
+            if generated:
+                pseudo = [
+                    (q, d) for d, qs in zip(corpus.doc_ids, generated, strict=True) for q in qs
+                ]
+                examples.extend(index._kind_query_examples(pseudo, config.train, "pseudo"))
+
+        def watch(live_model: torch.nn.Module, seconds: float) -> None:
+            monitor(dataclasses.replace(index, model=live_model), seconds)
+
+        with stage("training", timings):
+            stats = train_model(
+                model,
+                examples,
+                config,
+                len(corpus.doc_ids),
+                work_dir,
+                progress_bar,
+                monitor=None if monitor is None else watch,
+                monitor_minutes=monitor_minutes,
+                pool=pool,
+                pool_per_epoch=per_epoch,
+            )
+        index.model = model.cpu().eval()
+        if len(pool):
+            examples.extend(pool)
+        entry = build_entry(
+            corpus,
+            training_queries,
+            examples,
+            stats,
+            generator,
+            started,
+            **index._kind_entry(),
+            stage_seconds=timings,
+        )
+        index.lineage = [entry]
+        index.query_generator = generator
+        index.training_log = stats.history
+        return index
+
+    @classmethod
+    def prepare_work_dir(
+        cls,
+        state: Any,
+        corpus: Corpus,
+        config: IndexConfig | None,
+        training_queries: TrainingQueries | None,
+        work_dir: Path,
+    ) -> None:
+        """Before a distributed build: fit the identifiers and the tokenizer in the main
+        process, then let the others read them.
+
+        ``build`` caches both in ``work_dir``; without this, every process of a distributed
+        build would fit its own (possibly different) ones and write the same files while
+        another reads them. ``state`` is accelerate's ``PartialState``.
+        """
+        config = cls._kind_config(config)
+        with state.main_process_first():
+            claim_work_dir(work_dir, cls._kind_fingerprint(corpus, config, training_queries))
+            texts = corpus.full_texts()
+            identifiers = cls._kind_identifiers(config, corpus, work_dir)
+            make_model(config, texts, training_queries, identifiers, work_dir)
+
+    # ----------------------------------------------------------------- adding
+    @holds_work_dir
+    def add(
+        self,
+        corpus: Corpus,
+        training_queries: TrainingQueries | None = None,
+        config: AddConfig | None = None,
+        progress_bar: bool = True,
+        work_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """Index the new documents of ``corpus`` and return the lineage entry of this addition.
+
+        The kind gives the new documents their identifiers (``_kind_addition``); training
+        continues with a fresh optimizer on the new documents (and their training queries)
+        mixed with replay of old documents (``AddConfig.replay``): their own examples
+        (``"documents"``), their training queries (``"queries"``), or queries generated for
+        them (``"generative"``, DSI++'s generative memory, mixed with their real training
+        queries; a query generator is trained first if the index keeps none). ``work_dir``
+        keeps identifiers, generated queries and training checkpoints so that an interrupted
+        addition resumes. If training fails, discard this object (its model may be
+        half-trained); a saved index directory is never touched.
+        """
+        config = config or AddConfig()
+        started = time.monotonic()
+        check_new_documents(corpus, self.corpus.positions())
+        if config.replay == "queries" and not self.training_pairs:
+            raise ValueError(
+                "Replay of training queries needs the queries of the indexed documents, and this "
+                "index has none; use replay 'generative' or 'documents'."
+            )
+        if work_dir is not None:
+            work_dir = Path(work_dir)
+            claim_work_dir(
+                work_dir,
+                add_fingerprint(
+                    self.lineage, len(self.corpus.doc_ids), corpus, training_queries, config
+                ),
+            )
+        train_config = config.train_config(self.config.train)
+        pairs = [] if training_queries is None else training_queries.pairs(set(corpus.doc_ids))
+        new = Addition(corpus, pairs, train_config, config, work_dir)
+        examples, added = self._kind_addition(new)
+        pool, generator_trained = self._replay_pool(config, train_config, work_dir, progress_bar)
+        stats, per_epoch = train_with_replay(
+            self.model, examples, pool, config, train_config, work_dir, progress_bar
+        )
+        self.model = self.model.cpu().eval()
+        merged = Corpus.concat([self.corpus, corpus])
+        parts = self._kind_grown(merged, added)
+        # Commit: nothing below can fail halfway.
+        for name, value in parts.items():
+            setattr(self, name, value)
+        self.corpus = merged
+        self.training_pairs = self.training_pairs + pairs
+        entry = add_entry(
+            self.lineage,
+            corpus,
+            len(merged.doc_ids),
+            pairs,
+            config,
+            examples,
+            (pool, per_epoch, generator_trained),
+            stats,
+            started,
+            **self._kind_entry(added),
+        )
+        self.lineage.append(entry)
+        return entry
+
+    def _replay_pool(
+        self,
+        config: AddConfig,
+        train_config: TrainConfig,
+        work_dir: Path | None,
+        progress_bar: bool,
+    ) -> tuple[ExampleSet, bool]:
+        """Examples of the documents already indexed to mix in; and whether a generator was
+        trained."""
+        if config.replay == "none":
+            return ExampleSet([], [], []), False
+        old = replay_doc_ids(self.corpus, config)
+        if config.replay == "documents":
+            return self._kind_document_replay(old, train_config, config), False
+        wanted = set(old)
+        real = [(q, d) for q, d in self.training_pairs if d in wanted]
+        real_pool = self._kind_query_examples(real, train_config, "replay-query")
+        if config.replay == "queries":
+            return real_pool, False
+        generated, trained = generative_memory(self, old, config, work_dir, progress_bar)
+        pool = self._kind_query_examples(generated, train_config, "replay-generated")
+        return mix_examples(pool, real_pool, config.real_query_share), trained
+
+    # ------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write the index to ``directory``; an existing index there is replaced only when complete.
+
+        Anything there but an index or an empty folder is refused before any writing
+        (:class:`docid.guard.PathRefused`), and so is a directory another process is writing
+        (:class:`docid.guard.WriterBusy`): the directory's writer lock is held meanwhile.
+        """
+        return save_index(self, Path(directory), self._kind_save, **self._kind_manifest())
+
+    @classmethod
+    def load(cls, directory: str | Path, verify: bool = True) -> Any:
+        """Load an index directory, checking its format version, files and checksums
+        (``verify=False``: that every file it lists is there, not their checksums)."""
+        directory = resolve_index_dir(Path(directory))
+        manifest = read_manifest(directory)
+        cls._kind_check_scheme(directory, manifest.get("docid_scheme"))
+        verify_checksums(directory, manifest, hashes=verify)
+        try:
+            config = cls._kind_loaded_config(IndexConfig.load(directory / CONFIG_FILE))
+            tokenizer = load_tokenizer(directory / "model")
+            model = open_model(directory / "model", use_safetensors=True).eval()
+            parts = cls._kind_load(directory, manifest)
+            corpus = load_corpus(directory / "documents.jsonl")
+            pairs = load_training_pairs(directory / TRAINING_QUERIES_FILE)
+            generator = None
+            if (directory / GENERATOR_DIR).is_dir():
+                generator = QueryGenerator.load(directory / GENERATOR_DIR, tokenizer)
+            training_log = load_training_log(directory / TRAINING_LOG_FILE)
+        except IndexLoadError:
+            raise
+        except Exception as exc:  # one sentence naming the index, whatever broke underneath
+            raise IndexLoadError(f"Index {directory} cannot be loaded: {exc}") from exc
+        index = cls(
+            config=config,
+            tokenizer=tokenizer,
+            model=model,
+            corpus=corpus,
+            lineage=manifest["lineage"],
+            training_pairs=pairs,
+            query_generator=generator,
+            training_log=training_log,
+            **parts,
+        )
+        index._kind_check_loaded(directory, manifest)
+        return index
+
+    # ------------------------------------------------- what an identifier kind supplies
+    @classmethod
+    def _kind_config(cls, config: IndexConfig | None) -> IndexConfig:
+        """The settings a build of this kind runs with (``None``: the defaults)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _kind_fingerprint(cls, corpus: Corpus, config: IndexConfig, queries: Any) -> str:
+        """What a build's work directory belongs to (:func:`build_fingerprint`)."""
+        return build_fingerprint(corpus, config, queries)
+
+    @classmethod
+    def _kind_identifiers(cls, config: IndexConfig, corpus: Corpus, work_dir: Path | None) -> Any:
+        """The documents' identifiers, fitted before the model: anything with the ``symbols``
+        that :func:`make_model` adds to the vocabulary."""
+        raise NotImplementedError
+
+    @classmethod
+    def _kind_structures(cls, fitted: Fitted) -> dict[str, Any]:
+        """The kind's own fields: its identifiers and the structures that constrain decoding."""
+        raise NotImplementedError
+
+    def _kind_training_examples(
+        self, pairs: list[tuple[str, str]]
+    ) -> tuple[ExampleSet, ExampleSet, int]:
+        """A build's examples for the corpus and its (query, doc id) ``pairs``, and a pool
+        that many examples are drawn from afresh every epoch (the count; 0: no pool)."""
+        raise NotImplementedError
+
+    def _kind_query_examples(
+        self, pairs: list[tuple[str, str]], train_config: TrainConfig, task: str
+    ) -> ExampleSet:
+        """(query, doc id of this index) pairs as examples labelled ``task`` (generated
+        queries, replayed queries)."""
+        raise NotImplementedError
+
+    def _kind_addition(self, new: Addition) -> tuple[ExampleSet, Any]:
+        """The examples of the added documents and their training queries, and whatever the kind made
+        for them that ``_kind_grown`` commits (new identifiers)."""
+        raise NotImplementedError
+
+    def _kind_document_replay(
+        self, doc_ids: list[str], train_config: TrainConfig, config: AddConfig
+    ) -> ExampleSet:
+        """Examples of indexed documents, replayed while adding (``replay="documents"``)."""
+        raise NotImplementedError
+
+    def _kind_grown(self, corpus: Corpus, added: Any) -> dict[str, Any]:
+        """The kind's fields once ``corpus`` (the old and the added documents) is indexed."""
+        raise NotImplementedError
+
+    def _kind_entry(self, added: Any = None) -> dict[str, Any]:
+        """What a lineage entry of this kind records beyond the common keys."""
+        return {}
+
+    def _kind_save(self, staged: Path) -> None:
+        """Write the kind's own files into the staged index directory."""
+        raise NotImplementedError
+
+    def _kind_manifest(self) -> dict[str, Any]:
+        """The manifest's kind-dependent keys: num_docs, docid_scheme, docid_offset, ..."""
+        raise NotImplementedError
+
+    @classmethod
+    def _kind_check_scheme(cls, directory: Path, scheme: str | None) -> None:
+        """Refuse an index whose manifest names another kind's identifiers."""
+        raise NotImplementedError
+
+    @classmethod
+    def _kind_loaded_config(cls, config: IndexConfig) -> IndexConfig:
+        """The settings a saved index of this kind is searched with."""
+        return config
+
+    @classmethod
+    def _kind_load(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """The kind's own fields, read from ``directory``."""
+        raise NotImplementedError
+
+    def _kind_check_loaded(self, directory: Path, manifest: Mapping[str, Any]) -> None:
+        """Refuse a loaded index whose parts disagree (:class:`IndexLoadError`)."""
+        raise NotImplementedError
+
+
 @dataclass
-class GenerativeIndex:
-    """Everything needed to answer queries by decoding docids."""
+class GenerativeIndex(IndexLifecycle):
+    """Everything needed to answer queries by decoding docids (the docid kinds: semantic,
+    atomic, naive and any scheme registered in :mod:`docid`)."""
 
     config: IndexConfig
     tokenizer: Any
@@ -142,210 +534,84 @@ class GenerativeIndex:
     # The loss history of the build's training (``TrainStats.history``): training_log.jsonl.
     training_log: list[dict[str, float]] = field(default_factory=list)
 
-    # ----------------------------------------------------------------- building
-    @classmethod
-    @holds_work_dir
-    def build(
-        cls,
-        corpus: Corpus,
-        config: IndexConfig | None = None,
-        training_queries: TrainingQueries | None = None,
-        work_dir: Path | None = None,
-        progress_bar: bool = True,
-        monitor: Callable[[GenerativeIndex, float], None] | None = None,
-        monitor_minutes: float = 5.0,
-    ) -> GenerativeIndex:
-        """Assign docids, train the model on the corpus (and queries), and build the trie.
-
-        ``work_dir`` keeps the tokenizer, docids and training checkpoints; calling ``build`` again
-        with the same corpus, config and work_dir resumes where an interrupted run stopped (a
-        work_dir of another corpus or config is moved aside, not deleted).
-        ``monitor(index, training_seconds)`` sees the index as it is every ``monitor_minutes``
-        of training (its model is the one in training: search it, don't keep it).
-        """
-        config = config or IndexConfig()
-        if len(corpus.doc_ids) == 0:
-            raise ValueError("The corpus is empty: there is nothing to index.")
-        started = time.monotonic()
-        fingerprint = build_fingerprint(corpus, config, training_queries)
-        if work_dir is not None:
-            work_dir = Path(work_dir)
-            claim_work_dir(work_dir, fingerprint)
-        texts = corpus.full_texts()
-        timings: dict[str, float] = {}
-
-        with stage("identifiers", timings):
-            docids = _cached_docids(work_dir, config, corpus)
-        with stage("tokenizer", timings):
-            tokenizer, model, offset = make_model(config, texts, training_queries, docids, work_dir)
-        eos = model.config.eos_token_id
-        targets = [[offset + s for s in seq] + [eos] for seq in docids.sequences]
-
-        with stage("examples", timings):
-            doc_tokens = tokenizer(texts, add_special_tokens=False)["input_ids"]
-            examples = indexing_examples(
-                doc_tokens, targets, config.train, eos, seed=config.train.seed
-            )
-            position = {d: i for i, d in enumerate(corpus.doc_ids)}
-            pairs = [] if training_queries is None else training_queries.pairs(set(position))
-            if pairs:
-                query_tokens = tokenizer([q for q, _ in pairs], add_special_tokens=False)[
-                    "input_ids"
-                ]
-                examples.extend(
-                    retrieval_examples(
-                        query_tokens,
-                        [targets[position[d]] for _, d in pairs],
-                        config.train,
-                        eos,
-                        config.train.query_repeats,
-                    )
-                )
-        with stage("query_generator", timings):
-            generator, generated = kept_generator(
-                config,
-                tokenizer,
-                texts,
-                [(position[d], q) for q, d in pairs],
-                work_dir,
-                progress_bar,
-            )
-        with stage("examples", timings):
-            if generated:
-                examples.extend(
-                    _query_examples(
-                        tokenizer,
-                        [(q, targets[i]) for i, qs in enumerate(generated) for q in qs],
-                        config.train,
-                        eos,
-                        task="pseudo",
-                    )
-                )
-        with stage("identifiers", timings):
-            trie = PrefixTrie.from_sequences(targets)
-
-        def snapshot(live_model: torch.nn.Module) -> GenerativeIndex:
-            return cls(config, tokenizer, live_model, docids, trie, offset, corpus, [], pairs)
-
-        with stage("training", timings):
-            stats = train_model(
-                model,
-                examples,
-                config,
-                len(corpus.doc_ids),
-                work_dir,
-                progress_bar,
-                monitor=None if monitor is None else lambda m, s: monitor(snapshot(m), s),
-                monitor_minutes=monitor_minutes,
-            )
-        model = model.cpu().eval()
-        entry = build_entry(
-            corpus, training_queries, examples, stats, generator, started, stage_seconds=timings
-        )
-        return cls(
-            config,
-            tokenizer,
-            model,
-            docids,
-            trie,
-            offset,
-            corpus,
-            [entry],
-            pairs,
-            generator,
-            training_log=stats.history,
-        )
-
-    # ----------------------------------------------------------------- adding
-    @holds_work_dir
-    def add(
-        self,
-        corpus: Corpus,
-        training_queries: TrainingQueries | None = None,
-        config: AddConfig | None = None,
-        progress_bar: bool = True,
-        work_dir: Path | None = None,
-    ) -> dict[str, Any]:
-        """Index the new documents of ``corpus`` and return the lineage entry of this addition.
-
-        Existing docids never change; new ones come from the docid scheme (semantic: the nearest
-        leaf of the existing tree; atomic: new symbols; naive: the ids' characters; title, keywords:
-        the new documents' words, suffixed where an old docid has them), the model's
-        vocabulary grows by any new symbols, and training continues with a fresh optimizer on
-        the new documents (and their training queries) mixed with replay of old documents
-        (``AddConfig.replay``). ``work_dir`` keeps docids, generated queries and training
-        checkpoints so that an interrupted addition resumes. If training fails, discard this
-        object (its model may be half-trained); a saved index directory is never touched.
-        """
-        config = config or AddConfig()
-        started = time.monotonic()
-        check_new_documents(corpus, self.docids)
-        if config.replay == "queries" and not self.training_pairs:
-            raise ValueError(
-                "Replay of training queries needs the queries of the indexed documents, and this "
-                "index has none; use replay 'generative' or 'documents'."
-            )
-        if work_dir is not None:
-            work_dir = Path(work_dir)
-            claim_work_dir(
-                work_dir,
-                add_fingerprint(self.lineage, len(self.docids), corpus, training_queries, config),
-            )
-        train_config = config.train_config(self.config.train)
-        texts = corpus.full_texts()
-
-        docids = self._added_docids(
-            corpus.doc_ids, docid_texts(self.docids.scheme, corpus), work_dir
-        )
-        before = len(self.docids)
-        new_symbols = len(docids.symbols) - len(self.docids.symbols)
-        grow_vocabulary(self.model, self.docid_offset + len(docids.symbols))
-        eos = self.model.config.eos_token_id
-        targets = [self._target(seq) for seq in docids.sequences[before:]]
-
-        doc_tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        examples = indexing_examples(doc_tokens, targets, train_config, eos, seed=config.seed)
-        position = corpus.positions()
-        pairs = [] if training_queries is None else training_queries.pairs(set(position))
-        if pairs:
-            examples.extend(
-                _query_examples(
-                    self.tokenizer,
-                    [(q, targets[position[d]]) for q, d in pairs],
-                    train_config,
-                    eos,
-                    task="retrieve",
-                    repeats=train_config.query_repeats,
-                )
-            )
-        pool, generator_trained = self._replay_pool(config, train_config, work_dir, progress_bar)
-        stats, per_epoch = train_with_replay(
-            self.model, examples, pool, config, train_config, work_dir, progress_bar
-        )
-        self.model = self.model.cpu().eval()
-
-        # Commit: nothing below can fail halfway.
-        self.docids = docids
-        self.trie = PrefixTrie.from_sequences([self._target(seq) for seq in docids.sequences])
-        self.corpus = Corpus.concat([self.corpus, corpus])
-        self.training_pairs = self.training_pairs + pairs
-        entry = add_entry(
-            self.lineage,
-            corpus,
-            len(docids),
-            pairs,
-            config,
-            examples,
-            (pool, per_epoch, generator_trained),
-            stats,
-            started,
-            new_symbols=new_symbols,
-        )
-        self.lineage.append(entry)
-        return entry
-
     def _target(self, seq: tuple[int, ...]) -> list[int]:
         return [self.docid_offset + s for s in seq] + [self.model.config.eos_token_id]
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def _kind_config(cls, config: IndexConfig | None) -> IndexConfig:
+        return config or IndexConfig()
+
+    @classmethod
+    def _kind_identifiers(cls, config: IndexConfig, corpus: Corpus, work_dir: Path | None) -> Any:
+        return _cached_docids(work_dir, config, corpus)
+
+    @classmethod
+    def _kind_structures(cls, fitted: Fitted) -> dict[str, Any]:
+        docids, offset = fitted.identifiers, fitted.offset
+        trie = _docid_trie(docids, offset, fitted.model)
+        return {"docids": docids, "trie": trie, "docid_offset": offset}
+
+    def _kind_training_examples(
+        self, pairs: list[tuple[str, str]]
+    ) -> tuple[ExampleSet, ExampleSet, int]:
+        train_config = self.config.train
+        examples = self._document_examples(self.corpus, train_config, train_config.seed)
+        examples.extend(self._kind_query_examples(pairs, train_config, "retrieve"))
+        return examples, ExampleSet([], [], []), 0
+
+    def _document_examples(self, corpus: Corpus, train_config: TrainConfig, seed: int):
+        """Document -> docid examples of ``corpus``'s documents (all of them in this index)."""
+        tokens = self.tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
+        targets = [self._target(self.docids.sequence(d)) for d in corpus.doc_ids]
+        eos = self.model.config.eos_token_id
+        return indexing_examples(tokens, targets, train_config, eos, seed=seed)
+
+    def _kind_query_examples(
+        self, pairs: list[tuple[str, str]], train_config: TrainConfig, task: str
+    ) -> ExampleSet:
+        # The build's and addition's own training queries are repeated; replayed or generated
+        # ones are not.
+        repeats = train_config.query_repeats if task == "retrieve" else 1
+        return _query_examples(
+            self.tokenizer,
+            [(q, self._target(self.docids.sequence(d))) for q, d in pairs],
+            train_config,
+            self.model.config.eos_token_id,
+            task,
+            repeats,
+        )
+
+    # ------------------------------------------------------------ adding
+    def _kind_addition(self, new: Addition) -> tuple[ExampleSet, Any]:
+        """Existing docids never change; new ones come from the docid scheme (semantic: the
+        nearest leaf of the existing tree; atomic: new symbols; naive: the ids' characters;
+        title, keywords: the new documents' words, suffixed where an old docid has them), and
+        the model's vocabulary grows by any new symbols."""
+        corpus = new.corpus
+        docids = self._added_docids(
+            corpus.doc_ids, docid_texts(self.docids.scheme, corpus), new.work_dir
+        )
+        grow_vocabulary(self.model, self.docid_offset + len(docids.symbols))
+        # The new documents' examples read the grown map; the index's stays until commit.
+        grown = dataclasses.replace(self, docids=docids)
+        examples = grown._document_examples(corpus, new.train_config, new.config.seed)
+        examples.extend(grown._kind_query_examples(new.pairs, new.train_config, "retrieve"))
+        return examples, (docids, len(docids.symbols) - len(self.docids.symbols))
+
+    def _kind_document_replay(
+        self, doc_ids: list[str], train_config: TrainConfig, config: AddConfig
+    ) -> ExampleSet:
+        pool = self._document_examples(self.corpus.subset(doc_ids), train_config, config.seed)
+        pool.tasks = ["replay-index"] * len(pool)
+        return pool
+
+    def _kind_grown(self, corpus: Corpus, added: tuple[DocidMap, int]) -> dict[str, Any]:
+        docids = added[0]
+        return {"docids": docids, "trie": _docid_trie(docids, self.docid_offset, self.model)}
+
+    def _kind_entry(self, added: tuple[DocidMap, int] | None = None) -> dict[str, Any]:
+        return {} if added is None else {"new_symbols": added[1]}
 
     def _added_docids(
         self, doc_ids: list[str], texts: list[str], work_dir: Path | None
@@ -370,92 +636,36 @@ class GenerativeIndex:
             docids.save(cache)
         return docids
 
-    def _replay_pool(
-        self,
-        config: AddConfig,
-        train_config: Any,
-        work_dir: Path | None,
-        progress_bar: bool,
-    ) -> tuple[ExampleSet, bool]:
-        """Examples of the documents already indexed to mix in; and whether a generator was trained."""
-        pool = ExampleSet([], [], [])
-        if config.replay == "none":
-            return pool, False
-        eos = self.model.config.eos_token_id
-        old = replay_doc_ids(self.corpus, config)
-        if config.replay == "documents":
-            texts = self.corpus.subset(old).full_texts()
-            targets = [self._target(self.docids.sequence(d)) for d in old]
-            tokens = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            pool = indexing_examples(tokens, targets, train_config, eos, seed=config.seed)
-            pool.tasks = ["replay-index"] * len(pool)
-            return pool, False
-        wanted = set(old)
-        real = [(q, d) for q, d in self.training_pairs if d in wanted and d in self.docids]
-        real_pool = _query_examples(
-            self.tokenizer,
-            [(q, self._target(self.docids.sequence(d))) for q, d in real],
-            train_config,
-            eos,
-            "replay-query",
-        )
-        if config.replay == "queries":
-            return real_pool, False
-        generated, trained = generative_memory(self, old, config, work_dir, progress_bar)
-        examples = [(q, self._target(self.docids.sequence(d))) for q, d in generated]
-        pool = _query_examples(self.tokenizer, examples, train_config, eos, "replay-generated")
-        return mix_examples(pool, real_pool, config.real_query_share), trained
-
     # ------------------------------------------------------------ persistence
-    def save(self, directory: str | Path) -> Path:
-        """Write the index to ``directory``; an existing index there is replaced only when complete.
+    def _kind_save(self, staged: Path) -> None:
+        self.docids.save(staged)
+        self.trie.save(staged / "trie.marisa")
 
-        Anything there but an index or an empty folder is refused before any writing
-        (:class:`docid.guard.PathRefused`), and so is a directory another process is writing
-        (:class:`docid.guard.WriterBusy`): the directory's writer lock is held meanwhile.
-        """
-
-        def write_parts(stage: Path) -> None:
-            self.docids.save(stage)
-            self.trie.save(stage / "trie.marisa")
-
-        return save_index(
-            self,
-            Path(directory),
-            write_parts,
-            num_docs=len(self.docids),
-            docid_scheme=self.docids.scheme,
-            docid_offset=self.docid_offset,
-        )
+    def _kind_manifest(self) -> dict[str, Any]:
+        return {
+            "num_docs": len(self.docids),
+            "docid_scheme": self.docids.scheme,
+            "docid_offset": self.docid_offset,
+        }
 
     @classmethod
-    def load(cls, directory: str | Path, verify: bool = True) -> GenerativeIndex:
-        """Load an index directory, checking its format version, files and checksums."""
-        directory = resolve_index_dir(Path(directory))
-        manifest = read_manifest(directory)
-        if manifest.get("docid_scheme") == "ngram":
+    def _kind_check_scheme(cls, directory: Path, scheme: str | None) -> None:
+        if scheme == "ngram":
             raise IndexLoadError(
                 f"Index {directory} holds n-gram identifiers; open it with dsi.seal or "
                 "dsi.retriever.Retriever.load."
             )
-        verify_checksums(directory, manifest, hashes=verify)
-        try:
-            config = IndexConfig.load(directory / CONFIG_FILE)
-            tokenizer = load_tokenizer(directory / "model")
-            model = open_model(directory / "model", use_safetensors=True).eval()
-            docids = DocidMap.load(directory)
-            trie = PrefixTrie.load(directory / "trie.marisa")
-            corpus = load_corpus(directory / "documents.jsonl")
-            pairs = load_training_pairs(directory / TRAINING_QUERIES_FILE)
-            generator = None
-            if (directory / GENERATOR_DIR).is_dir():
-                generator = QueryGenerator.load(directory / GENERATOR_DIR, tokenizer)
-            training_log = load_training_log(directory / TRAINING_LOG_FILE)
-        except IndexLoadError:
-            raise
-        except Exception as exc:  # one sentence naming the index, whatever broke underneath
-            raise IndexLoadError(f"Index {directory} cannot be loaded: {exc}") from exc
-        offset = int(manifest["docid_offset"])
+
+    @classmethod
+    def _kind_load(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "docids": DocidMap.load(directory),
+            "trie": PrefixTrie.load(directory / "trie.marisa"),
+            "docid_offset": int(manifest["docid_offset"]),
+        }
+
+    def _kind_check_loaded(self, directory: Path, manifest: Mapping[str, Any]) -> None:
+        docids, trie, offset, model = self.docids, self.trie, self.docid_offset, self.model
         if len(docids) != manifest["num_docs"] or len(trie) != len(docids):
             raise IndexLoadError(
                 f"Index {directory} is inconsistent: manifest says {manifest['num_docs']} documents, "
@@ -474,19 +684,14 @@ class GenerativeIndex:
                     f"Index {directory} is inconsistent: the docid of {docids.doc_ids[i]!r} at "
                     f"token offset {offset} is not in its trie."
                 )
-        return cls(
-            config,
-            tokenizer,
-            model,
-            docids,
-            trie,
-            offset,
-            corpus,
-            manifest["lineage"],
-            pairs,
-            generator,
-            training_log,
-        )
+
+
+def _docid_trie(docids: DocidMap, offset: int, model: torch.nn.Module) -> PrefixTrie:
+    """The trie of every docid's tokens (symbols from ``offset``) and EOS: decoding's constraint."""
+    eos = model.config.eos_token_id
+    return PrefixTrie.from_sequences(
+        [[offset + s for s in seq] + [eos] for seq in docids.sequences]
+    )
 
 
 def train_with_replay(
@@ -1127,20 +1332,6 @@ def claim_work_dir(work_dir: Path, fingerprint: str) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     if mismatch:
         atomic_write_text(stamp, fingerprint + "\n")
-
-
-def prepare_work_dir(state: Any, corpus: Corpus, config: IndexConfig, training, work_dir) -> None:
-    """Fit the docids and the tokenizer in the main process, then let the others read them.
-
-    ``GenerativeIndex.build`` caches both in ``work_dir``; without this, every process of a
-    distributed build would fit its own (possibly different) ones and write the same files while
-    another reads them. ``state`` is accelerate's ``PartialState``.
-    """
-    with state.main_process_first():
-        claim_work_dir(work_dir, build_fingerprint(corpus, config, training))
-        texts = corpus.full_texts()
-        docids = _cached_docids(work_dir, config, corpus)
-        make_model(config, texts, training, docids, work_dir)
 
 
 def _count_tasks(examples: ExampleSet) -> dict[str, int]:

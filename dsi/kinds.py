@@ -1,53 +1,91 @@
-"""One dispatch from an identifier kind to its classes: the index that builds and loads it.
+"""One dispatch from an identifier kind to its classes: the index that builds, adds to, saves
+and loads it (one lifecycle, :class:`dsi.index.IndexLifecycle`) and the retriever that searches it.
 
 The n-gram kind (``dsi.seal``, the default) and the docid kinds (``dsi.index``: semantic,
 atomic, naive, title, keywords: every scheme registered in :mod:`docid`) build on the same
-lower modules; only this module, the retriever and the command
-line, above both, choose between them.
+lower modules; only this module and those above it (the retriever, the command line) choose
+between them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from docid import available_schemes
+from docid.io import published
 from dsi.config import IndexConfig
 from dsi.data import Corpus
-from dsi.index import GenerativeIndex, read_manifest, resolve_index_dir
-from dsi.index import prepare_work_dir as prepare_docid_work_dir
+from dsi.decoding import ConstrainedRetriever
+from dsi.docid_retriever import DocidRetriever
+from dsi.index import GenerativeIndex, IndexLifecycle, read_manifest, resolve_index_dir
+from dsi.ngram_retriever import NgramRetriever
 from dsi.seal import SCHEME as NGRAM
 from dsi.seal import NgramGenerativeIndex
-from dsi.seal import prepare_work_dir as prepare_ngram_work_dir
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What an identifier kind plugs into the lifecycle and into retrieval."""
+
+    name: str  # "ngram" or "docid", as ``dsi info`` shows it
+    index: type[IndexLifecycle]
+    retriever: type[ConstrainedRetriever]
+
+
+DOCID = Kind("docid", GenerativeIndex, DocidRetriever)
+# IndexConfig.docids -> its kind. Every value without a row names a docid scheme of
+# :mod:`docid` (``docid.fit_docids`` refuses unknown ones with the list of known ones).
+KINDS: dict[str, Kind] = {
+    NGRAM: Kind("ngram", NgramGenerativeIndex, NgramRetriever),
+}
+
+
+def kind_of(docids: str | None) -> Kind:
+    """The kind of identifiers ``docids`` (``IndexConfig.docids``, a manifest's
+    ``docid_scheme``)."""
+    return KINDS.get(docids or "", DOCID)
+
+
+def kind_of_index(index: Any) -> Kind:
+    """The kind of an index object."""
+    for kind in (*KINDS.values(), DOCID):
+        if isinstance(index, kind.index):
+            return kind
+    raise TypeError(f"{type(index).__name__} is not an index of any identifier kind.")
+
+
+def kind_of_saved(directory: str | Path) -> Kind:
+    """The kind of a saved index, by its manifest (the previous index if a crash interrupted
+    replacing it)."""
+    return kind_of(read_manifest(published(Path(directory))).get("docid_scheme"))
 
 
 def docid_kinds() -> list[str]:
     """Every ``IndexConfig.docids`` this dispatch builds: n-gram (the default), then the docid
     schemes registered in :mod:`docid`."""
-    return [NGRAM, *available_schemes()]
+    return [*KINDS, *available_schemes()]
 
 
-def index_class(docids: str) -> type[GenerativeIndex] | type[NgramGenerativeIndex]:
+def index_class(docids: str) -> type[IndexLifecycle]:
     """The index class that builds identifiers of kind ``docids`` (``IndexConfig.docids``)."""
-    return NgramGenerativeIndex if docids == NGRAM else GenerativeIndex
+    return kind_of(docids).index
 
 
 def index_kind(docids: str) -> str:
     """ "ngram" when n-gram identifiers (SEAL) index the documents, "docid" for a docid scheme."""
-    return "ngram" if index_class(docids) is NgramGenerativeIndex else "docid"
+    return kind_of(docids).name
 
 
 def prepare_work_dir(
     state: Any, corpus: Corpus, config: IndexConfig, training: Any, work_dir: Path
 ) -> None:
     """Before a distributed build: the main process prepares ``work_dir``, the others wait."""
-    ngram = index_class(config.docids) is NgramGenerativeIndex
-    prepare = prepare_ngram_work_dir if ngram else prepare_docid_work_dir
-    prepare(state, corpus, config, training, work_dir)
+    index_class(config.docids).prepare_work_dir(state, corpus, config, training, work_dir)
 
 
 def load_index(directory: str | Path, verify: bool = True) -> Any:
-    """Load an index directory of either kind: docid (``GenerativeIndex``) or n-gram (SEAL)."""
+    """Load an index directory of any kind: docid (``GenerativeIndex``) or n-gram (SEAL)."""
     resolved = resolve_index_dir(Path(directory))
-    kind = index_class(read_manifest(resolved).get("docid_scheme"))
-    return kind.load(resolved, verify=verify)
+    return kind_of(read_manifest(resolved).get("docid_scheme")).index.load(resolved, verify=verify)

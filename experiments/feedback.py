@@ -29,8 +29,10 @@ from collections import Counter
 from docid.io import atomic_write_text
 from docid.words import WordIndex, analyze
 from dsi.bm25 import BM25Retriever
+from dsi.feedback import add_feedback
 from dsi.metrics import evaluate_run
-from dsi.seal import NgramRetriever, SealOptions
+from dsi.ngram_retriever import NgramRetriever
+from dsi.seal import SealOptions
 from experiments import quality, word_weight
 
 log = logging.getLogger("feedback")
@@ -71,7 +73,7 @@ def dev_by_setting(data: dict, name: str, args) -> dict[str, float] | None:
 
 
 def bm25_with_feedback(data: dict, qrels: dict, setting: dict[str, float]) -> dict[str, float]:
-    """nDCG@10 of BM25 on ``qrels``, alone and with lexical feedback: ``SealOptions.add_feedback``
+    """nDCG@10 of BM25 on ``qrels``, alone and with lexical feedback: ``dsi.feedback.add_feedback``
     with the ``feedback_docs`` best documents' own words (each by its share of the document's
     words) instead of the model's."""
     corpus = data["corpus"]
@@ -90,7 +92,7 @@ def bm25_with_feedback(data: dict, qrels: dict, setting: dict[str, float]) -> di
             own = doc_words[position[doc_id]]
             shares.append({word: count / len(own) for word, count in Counter(own).items()})
         first = [(position[d], s) for d, s in ranked]
-        best = options.add_feedback(first, shares, words, 100)
+        best = add_feedback(options, first, shares, words, 100)
         fed[qid] = [(corpus.doc_ids[d], s) for d, s in best]
     return {
         "bm25": evaluate_run(alone, qrels)["nDCG@10"],

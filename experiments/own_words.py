@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from docid.words import analyze
 from dsi.data import load_qrels, load_queries
+from dsi.ngram_retriever import NgramRetriever
 from dsi.retriever import Retriever
-from dsi.seal import NgramRetriever
 
 
 def own_shares(query_words: Sequence[str], scored_words: Sequence[str]) -> tuple[float, float]:

@@ -52,14 +52,9 @@ from dsi.data import TrainingQueries, load_corpus, load_qrels, load_queries
 from dsi.index import training_data_digest
 from dsi.kinds import index_class
 from dsi.metrics import evaluate_run
+from dsi.ngram_retriever import Generation, NgramRetriever
 from dsi.retriever import Retriever
-from dsi.seal import (
-    Generation,
-    NgramRetriever,
-    SealOptions,
-    resolved_config,
-    split_decoding,
-)
+from dsi.seal import SealOptions, resolved_config, split_decoding
 from experiments.provenance import add_rule_argument, checked_rule, config_fingerprint, git_state
 
 log = logging.getLogger("quality")

@@ -25,7 +25,8 @@ import numpy as np
 from docid.io import atomic_write_text
 from docid.ngram import best_first
 from dsi.metrics import evaluate_run
-from dsi.seal import NgramRetriever
+from dsi.ngram_retriever import NgramRetriever
+from dsi.scoring import score_documents
 from experiments import quality
 
 log = logging.getLogger("word_weight")
@@ -72,7 +73,7 @@ def dev_by_weight(data: dict, name: str, args) -> dict[float | str, float] | Non
         run = {}
         for qid, generation, query_words in zip(qids, generated, words, strict=True):
             ngrams = generation.beams + generation.unigrams
-            ranked = options.rank(ngrams, index.ngrams, 100, query_words, index.words)
+            ranked = score_documents(options, ngrams, index.ngrams, 100, query_words, index.words)
             run[qid] = [(doc_ids[doc], score) for doc, score in ranked]
         out[weight] = evaluate_run(run, data["dev"])["nDCG@10"]
     run = {}

@@ -262,3 +262,19 @@ def test_eval_keeps_a_users_file_given_as_run_file(
     refused(args, tmp_path, capsys, caplog, str(notes), "not a TREC run file")
     record_property("bad_inputs", 1)
     assert notes.read_bytes() == NOTES
+
+
+def test_search_explain_adds_what_scored_each_hit(built, tmp_path, capsys, caplog) -> None:
+    capsys.readouterr()
+    args = ["search", "--index", str(built), "-k", "3", "--quiet", "river stone"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*args, "--explain"]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    assert [h["doc_id"] for h in explained["hits"]] == [h["doc_id"] for h in plain["hits"]]
+    for hit in explained["hits"]:  # a docid index: the decoded docid and its log-probability
+        why = hit["explain"]
+        assert set(why) == {"docid", "logprob"} and why["docid"]
+        assert why["logprob"] == pytest.approx(hit["score"], abs=1e-4)
+    assert all("explain" not in hit for hit in plain["hits"])
+    refused([*args, "--explain", "--format", "trec"], tmp_path, capsys, caplog, "--explain")

@@ -233,3 +233,17 @@ def test_fixed_training_parameters_are_not_settings():
     assert not set(TRAIN_CONSTANTS) & set(saved) and "batch_size" in saved
     with pytest.raises(ValueError, match="train.window_length is not a setting of an index"):
         IndexConfig(train=TrainConfig(window_length=12))
+
+
+def test_explain_shows_each_hits_decoded_docid_and_log_probability(saved_index):
+    index = GenerativeIndex.load(saved_index)
+    retriever = Retriever(index, device="cpu")
+    queries = index.corpus.texts[:3]
+    hits, explained = retriever.explain(queries, k=3, batch_size=2)
+    assert hits == retriever.search(queries, k=3, batch_size=2)
+    for row, reasons in zip(hits, explained, strict=True):
+        for hit, why in zip(row, reasons, strict=True):
+            symbols = [index.docids.symbols[s] for s in index.docids.sequence(hit.doc_id)]
+            assert why == {"docid": symbols, "logprob": round(hit.score, 5)}
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        retriever.explain(queries, k=0)

@@ -14,16 +14,18 @@ import torch
 from docid.words import WordIndex, analyze
 from dsi.cli import main
 from dsi.config import AddConfig
-from dsi.index import GenerativeIndex, IndexLoadError, TrainingQueries
-from dsi.retriever import Retriever
-from dsi.seal import (
-    NGRAM_PRESETS,
-    Generation,
-    NgramGenerativeIndex,
-    NgramRetriever,
-    SealOptions,
-    seal_examples,
+from dsi.docid_retriever import DocidRetriever
+from dsi.index import (
+    MANIFEST_DIGEST,
+    GenerativeIndex,
+    IndexLoadError,
+    TrainingQueries,
+    write_manifest,
 )
+from dsi.ngram_retriever import Generation, NgramRetriever
+from dsi.retriever import Retriever
+from dsi.scoring import score_documents
+from dsi.seal import NGRAM_PRESETS, NgramGenerativeIndex, SealOptions, seal_examples
 from tests.conftest import random_corpus, tiny_config
 
 
@@ -111,7 +113,7 @@ def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
         generated, words, retriever.search(queries[:4], k=10), strict=True
     ):
         ngrams = generation.beams + generation.unigrams
-        ngram_scores = dict(o.rank(ngrams, index.ngrams, None))
+        ngram_scores = dict(score_documents(o, ngrams, index.ngrams, None))
         word_scores = index.words.bm25(row_words, o.k1, o.b)
         for hit in hits:
             doc = index.corpus.positions()[hit.doc_id]
@@ -156,7 +158,7 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
         generated, words, retriever.search(queries[:4], k=10), strict=True
     ):
         ngram_scores = dict(
-            options.rank(generation.beams + generation.unigrams, index.ngrams, None)
+            score_documents(options, generation.beams + generation.unigrams, index.ngrams, None)
         )
         word_scores = index.words.bm25(row_words, options.k1, options.b)
         for hit in hits:
@@ -192,8 +194,8 @@ def test_feedback_adds_the_bm25_of_the_words_generated_from_the_best_documents(b
     for generation, row_words, hits in zip(
         generated, words, retriever.rank_generations(generated, k=5), strict=True
     ):
-        first = o.rank(
-            generation.beams + generation.unigrams, index.ngrams, None, row_words, index.words
+        first = score_documents(
+            o, generation.beams + generation.unigrams, index.ngrams, None, row_words, index.words
         )
         best = [doc for doc, _ in first[:2]]
         shares = retriever.generated_words_of(best)
@@ -385,6 +387,11 @@ def test_saved_config_names_every_ngram_setting(built, saved, tmp_path):
     directory = tmp_path / "older"
     shutil.copytree(saved, directory)
     shutil.rmtree(directory / "word_index")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest[MANIFEST_DIGEST]
+    listed = manifest["checksums"].items()
+    manifest["checksums"] = {n: d for n, d in listed if not n.startswith("word_index/")}
+    write_manifest(directory / "manifest.json", manifest)
     older = NgramGenerativeIndex.load(directory, verify=False)
     assert older.word_index is None
     assert older.words.vocabulary == built[0].words.vocabulary
@@ -570,7 +577,7 @@ def test_retriever_for_index_picks_the_kind(built):
         random_corpus(random.Random(1), 5), tiny_config("atomic", steps=2), progress_bar=False
     )
     plain = Retriever.for_index(docid_index, device="cpu")
-    assert type(plain) is Retriever
+    assert type(plain) is DocidRetriever
     assert len(plain.search(queries[:1], k=2)[0]) == 2
 
 
@@ -596,3 +603,51 @@ def test_scoring_option_picks_the_document_score(built):
             assert [(h.doc_id, h.score) for h in hits[: len(expected)]] == expected
     with pytest.raises(ValueError, match="scoring must be one of"):
         SealOptions.from_config(index.config.updated({"docid_options.scoring": "tfidf"}))
+
+
+def test_explain_accounts_for_each_hits_score(built):
+    """``explain`` returns search's hits, and for each the generated n-grams it holds and the
+    scored words it holds, whose scores add up to its score (BM25 scoring, no feedback)."""
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    retriever.options = dataclasses.replace(retriever.options, feedback_docs=0)
+    assert retriever.options.scoring == "bm25" and retriever.options.word_weight > 0
+    hits, explained = retriever.explain(queries[:4], k=5)
+    assert hits == retriever.search(queries[:4], k=5)
+    texts = index.corpus.full_texts()
+    doc_words = analyze(texts)
+    position = index.corpus.positions()
+    for row, reasons in zip(hits, explained, strict=True):
+        assert len(reasons) == len(row)
+        for hit, why in zip(row, reasons, strict=True):
+            doc = position[hit.doc_id]
+            assert why["ngrams"] or why["words"] or hit.score <= 0  # a backfilled document
+            if hit.score > 0:
+                summed = sum(t["score"] for t in why["ngrams"] + why["words"])
+                assert summed == pytest.approx(hit.score, abs=1e-3)
+                assert why["rest"] == pytest.approx(0.0, abs=1e-3)
+            for word in why["words"]:
+                assert word["word"] in doc_words[doc] and word["score"] > 0
+            for ngram in why["ngrams"]:
+                assert ngram["logprob"] <= 0 and ngram["score"] > 0
+    # With feedback on, the rest is the feedback's share of the score.
+    retriever.options = dataclasses.replace(retriever.options, feedback_docs=2)
+    hits, explained = retriever.explain(queries[:2], k=5)
+    assert hits == retriever.search(queries[:2], k=5)
+    for row, reasons in zip(hits, explained, strict=True):
+        for hit, why in zip(row, reasons, strict=True):
+            summed = sum(t["score"] for t in why["ngrams"] + why["words"])
+            assert summed + why["rest"] == pytest.approx(hit.score, abs=1e-4)
+
+
+def test_search_explain_shows_the_ngrams_and_words_of_each_hit(saved, capsys):
+    capsys.readouterr()
+    args = ["search", "--index", str(saved), "-k", "3", "--quiet", "--explain", "river stone"]
+    assert main(args) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert hits
+    for hit in hits:
+        why = hit["explain"]
+        assert set(why) == {"ngrams", "words", "rest"}
+        total = sum(t["score"] for t in why["ngrams"] + why["words"]) + why["rest"]
+        assert total == pytest.approx(hit["score"], abs=1e-3)

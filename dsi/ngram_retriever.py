@@ -1,0 +1,348 @@
+"""N-gram retrieval: decode corpus n-grams for a query, then rank the documents holding them.
+
+:class:`NgramRetriever` searches an :class:`dsi.seal.NgramGenerativeIndex`: beam search
+constrained to the corpus (``trie.ngram_processor``) generates n-grams, the decoder's best first
+tokens and the words they begin (:class:`Generation`); the scoring stage (:mod:`dsi.scoring`)
+ranks the documents by them, and the optional feedback stage (:mod:`dsi.feedback`) reranks
+with the words the model generates reading the best documents.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from docid.ngram import best_logprobs
+from docid.words import analyze
+from dsi.decoding import EMPTY_SLOT, ConstrainedRetriever, Hit, constrained_generate
+from dsi.feedback import GenerativeFeedback
+from dsi.scoring import Scored, contributions, score_documents
+from dsi.seal import NgramGenerativeIndex
+from trie.ngram_processor import NgramLogitsProcessor
+
+
+class Generation(NamedTuple):
+    """What the model generates for one query."""
+
+    beams: list[Scored]  # the beams' n-grams
+    unigrams: list[Scored]  # the ``unigrams`` most likely first tokens
+    # The ``word_unigrams`` best of those that start a word, each completed to a whole word
+    # when ``complete_words`` is set.
+    words: list[Scored]
+
+
+class NgramRetriever(ConstrainedRetriever):
+    """Searches an :class:`NgramGenerativeIndex`: decode corpus n-grams, then score documents."""
+
+    def __init__(
+        self,
+        index: NgramGenerativeIndex,
+        device: str | torch.device | None = None,
+        num_beams: int | None = None,
+    ) -> None:
+        self.options = index.options.for_search(with_queries=bool(index.training_pairs))
+        # SEAL ranks n-grams by their summed token log-probabilities: no length penalty.
+        super().__init__(index, device, num_beams, length_penalty=0.0)
+        pieces = index.tokenizer.convert_ids_to_tokens(list(range(len(index.tokenizer))))
+        self._word_starts = {i for i, piece in enumerate(pieces) if piece.startswith("\u2581")}
+        # Where completing a word stops: a token that starts the next word, or EOS.
+        vocab = self.model.config.vocab_size
+        self._word_ends = torch.zeros(vocab, dtype=torch.bool, device=self.device)
+        self._word_ends[[t for t in self._word_starts if t < vocab] + [self._eos]] = True
+        self.feedback = GenerativeFeedback(index, self._read)
+
+    def _make_processors(self) -> None:
+        cfg = self.model.config
+        self._processor = NgramLogitsProcessor(
+            self.index.ngrams,
+            decoder_start_token_id=cfg.decoder_start_token_id,
+            eos_token_id=cfg.eos_token_id,
+            pad_token_id=cfg.pad_token_id,
+            min_tokens=self.options.min_tokens,
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> NgramRetriever:
+        return cls(NgramGenerativeIndex.load(directory), device=device, **kwargs)
+
+    @property
+    def num_docs(self) -> int:
+        return self.index.num_docs
+
+    def _search(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> list[list[Hit]]:
+        """For each query, up to ``k`` documents containing the generated n-grams, best first.
+
+        ``num_beams`` n-grams are generated per query; unlike docid search it need not reach
+        ``k``, since one n-gram can point to many documents. Documents are ranked by
+        ``SealOptions.scoring`` plus ``word_weight`` times the BM25 of the words of the beams'
+        n-grams and of the words the best unigrams begin (:meth:`query_words`), plus, with
+        ``feedback_docs``, the BM25 of the words the model generates reading the best of those
+        documents (:mod:`dsi.feedback`); if fewer than ``k`` score above 0 (e.g. only n-grams more frequent than ``max_occurrences``, or SEAL's score
+        with a model that prefers frequent n-grams no more than their corpus frequency
+        predicts), documents containing the best generated n-grams follow, scored by that
+        n-gram's log-probability (negative, so below the rest).
+        """
+        generated = self.generate(queries, batch_size, num_beams)
+        return self.rank_generations(generated, k, batch_size, num_beams)
+
+    def _explain(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> tuple[list[list[Hit]], list[list[dict[str, Any]]]]:
+        """Each hit's generated n-grams (as text, with log-probability and score) and words
+        (with score) that scored it (:func:`dsi.scoring.contributions`), and ``rest``: the
+        part of its score they do not account for (the feedback stage's, or for a backfilled
+        document, whose score is an n-gram's log-probability, all of it)."""
+        generated = self.generate(queries, batch_size, num_beams)
+        results = self.rank_generations(generated, k, batch_size, num_beams)
+        scores_words = bool(self.options.word_weight)
+        words = self.query_words(generated) if scores_words else [[] for _ in generated]
+        position = self.index.corpus.positions()
+        decode = self.index.tokenizer.decode
+        explained = []
+        for generation, query_words, hits in zip(generated, words, results, strict=True):
+            docs = [position[hit.doc_id] for hit in hits]
+            parts = contributions(
+                self.options,
+                generation.beams + generation.unigrams,
+                self.index.ngrams,
+                docs,
+                query_words,
+                self.index.words if scores_words else None,
+            )
+            row = []
+            for doc, hit in zip(docs, hits, strict=True):
+                ngrams = [
+                    {"ngram": decode(list(n)), "logprob": round(lp, 5), "score": round(sc, 5)}
+                    for n, lp, sc in parts[doc]["ngrams"]
+                ]
+                scored = [{"word": w, "score": round(sc, 5)} for w, sc in parts[doc]["words"]]
+                summed = sum(t[-1] for t in parts[doc]["ngrams"] + parts[doc]["words"])
+                rest = round(hit.score - summed, 5)
+                row.append({"ngrams": ngrams, "words": scored, "rest": rest})
+            explained.append(row)
+        return results, explained
+
+    def rank_generations(
+        self,
+        generated: Sequence[Generation],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search`'s ranking of what :meth:`generate` generated for the queries (with
+        feedback, the model generates for the best documents too)."""
+        scores_words = bool(self.options.word_weight)
+        words = self.query_words(generated) if scores_words else [[] for _ in generated]
+        word_index = self.index.words if scores_words else None
+        feedback = GenerativeFeedback.wanted(self.options)
+        ranked_all = [
+            score_documents(
+                self.options,
+                generation.beams + generation.unigrams,
+                self.index.ngrams,
+                None if feedback else k,
+                query_words,
+                word_index,
+            )
+            for generation, query_words in zip(generated, words, strict=True)
+        ]
+        if feedback:
+            beams = num_beams or self.num_beams
+            ranked_all = self.feedback.rerank(self.options, ranked_all, k, batch_size, beams)
+        doc_ids = self.index.corpus.doc_ids
+        results = []
+        for generation, ranked in zip(generated, ranked_all, strict=True):
+            if len(ranked) < k:
+                ngrams = generation.beams + generation.unigrams
+                ranked += self._backfill(ngrams, {doc for doc, _ in ranked}, k - len(ranked))
+            results.append([Hit(doc_ids[doc], float(score)) for doc, score in ranked])
+        return results
+
+    def generated_words_of(
+        self, docs: Sequence[int], batch_size: int = 32, num_beams: int | None = None
+    ) -> dict[int, dict[str, float]]:
+        """Per document (by index), the analysed words the model generates reading it, each
+        with its share of them (:meth:`dsi.feedback.GenerativeFeedback.words_of`)."""
+        return self.feedback.words_of(docs, batch_size, num_beams or self.num_beams)
+
+    def _read(self, texts: list[str], batch_size: int, beams: int) -> list[list[str]]:
+        """The analysed words the model generates for each of ``texts`` (the feedback stage's
+        reader)."""
+        return self.query_words(self.generate(texts, batch_size, beams))
+
+    def _backfill(
+        self, ngrams: list[tuple[tuple[int, ...], float]], taken: set[int], need: int
+    ) -> list[tuple[int, float]]:
+        """Up to ``need`` more documents, from the n-grams in decreasing log-probability."""
+        best = best_logprobs(ngrams)
+        out: list[tuple[int, float]] = []
+        index = self.index.ngrams
+        for ngram, logprob in sorted(best.items(), key=lambda item: (-item[1], item[0])):
+            # Listing the documents of very frequent n-grams is costly and says little.
+            if index.count(ngram) > self.options.max_occurrences:
+                continue
+            for doc in index.documents(ngram).tolist():
+                if doc not in taken:
+                    taken.add(doc)
+                    out.append((doc, logprob))
+                    if len(out) == need:
+                        return out
+        return out
+
+    def generate_ngrams(
+        self, queries: Sequence[str], batch_size: int = 32, num_beams: int | None = None
+    ) -> list[list[Scored]]:
+        """Per query, the decoded n-grams (token ids, no EOS) with their summed log-probs: the
+        beams' first, then the ``unigrams`` best first tokens."""
+        generated = self.generate(queries, batch_size, num_beams)
+        return [g.beams + g.unigrams for g in generated]
+
+    def query_words(self, generated: Sequence[Generation]) -> list[list[str]]:
+        """Per query's :class:`Generation`, the analysed words (``docid.words.analyze``) of its
+        beams' n-grams and of its completed words."""
+        decode = self.index.tokenizer.decode
+        texts = [" ".join(decode(list(ngram)) for ngram, _ in g.beams + g.words) for g in generated]
+        return analyze(texts)
+
+    def generate(
+        self, queries: Sequence[str], batch_size: int = 32, num_beams: int | None = None
+    ) -> list[Generation]:
+        """Per query, its beams' n-grams, best first tokens and completed words."""
+        if isinstance(queries, str):
+            raise TypeError("search() takes a list of queries; wrap a single query in a list.")
+        bad = [i for i, q in enumerate(queries) if not isinstance(q, str)]
+        if bad:
+            raise TypeError(f"Query {bad[0]} is a {type(queries[bad[0]]).__name__}, not a string.")
+        beams = num_beams or self.num_beams
+        out = []
+        for start in range(0, len(queries), batch_size):
+            out += self._generate_batch(list(queries[start : start + batch_size]), beams)
+        return out
+
+    @torch.inference_mode()
+    def _generate_batch(self, queries: list[str], beams: int) -> list[Generation]:
+        enc = self.index.tokenizer(
+            queries,
+            max_length=self.index.config.train.max_source_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        encoded = self.model.get_encoder()(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], return_dict=True
+        )
+        mask = enc["attention_mask"]
+        sequences, scores = constrained_generate(
+            self.model,
+            # generate() repeats the encoder states for the beams inside the object it is given.
+            {"encoder_outputs": _rows(encoded), "attention_mask": mask},
+            beams,
+            self.options.max_tokens + 1,
+            self._processor,
+            0.0,
+        )
+        unigrams = (
+            self._best_unigrams(encoded, mask) if self.options.unigrams else [[]] * len(queries)
+        )
+        words = self._word_starts_of(unigrams)
+        if self.options.complete_words:
+            words = self._complete_words(encoded, mask, words)
+        results = []
+        for row in range(len(queries)):
+            ngrams = []
+            for j in range(row * beams, (row + 1) * beams):
+                score = scores[j]
+                if not math.isfinite(score) or score <= EMPTY_SLOT:
+                    continue  # fewer n-grams than beams: transformers fills the slot
+                tokens = sequences[j]
+                if self._eos in tokens:
+                    tokens = tokens[: tokens.index(self._eos)]
+                # An n-gram that ran to max_tokens has no EOS; pads only follow an EOS.
+                ngram = tuple(t for t in tokens if t != self._pad)
+                if ngram:
+                    ngrams.append((ngram, score))
+            results.append(Generation(ngrams, unigrams[row], words[row]))
+        return results
+
+    def _best_unigrams(self, encoded: BaseModelOutput, mask: torch.Tensor) -> list[list[Scored]]:
+        """Per query, the ``unigrams`` corpus tokens most likely as the first decoded token."""
+        start = torch.full(
+            (mask.shape[0], 1), self.model.config.decoder_start_token_id, device=self.device
+        )
+        logits = self.model(
+            encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=start
+        ).logits[:, 0]
+        logits = logits.float()
+        allowed = torch.as_tensor(self._processor.allowed(()), device=self.device)
+        allowed = allowed[(allowed != self._eos) & (allowed < logits.shape[-1])]
+        logprobs = logits.log_softmax(dim=-1)[:, allowed]
+        top = logprobs.topk(min(self.options.unigrams, len(allowed)), dim=-1)
+        ids = allowed[top.indices].tolist()
+        return [
+            [((t,), lp) for t, lp in zip(row_ids, row_lps, strict=True)]
+            for row_ids, row_lps in zip(ids, top.values.tolist(), strict=True)
+        ]
+
+    def _word_starts_of(self, unigrams: list[list[Scored]]) -> list[list[Scored]]:
+        """Per query, the ``word_unigrams`` best of its unigrams that start a word."""
+        return [
+            [u for u in row if u[0][0] in self._word_starts][: self.options.word_unigrams]
+            for row in unigrams
+        ]
+
+    def _complete_words(
+        self, encoded: BaseModelOutput, mask: torch.Tensor, firsts: list[list[Scored]]
+    ) -> list[list[Scored]]:
+        """Each first token extended by greedy constrained decoding, all queries' at once, until
+        the best next token starts another word or ends the n-gram (or ``max_tokens``)."""
+        owners = [row for row, tokens in enumerate(firsts) for _ in tokens]
+        if not owners:
+            return [[] for _ in firsts]
+        select = torch.as_tensor(owners, device=self.device)
+        encoded, attention = _rows(encoded, select), mask[select]
+        words = [list(ngram) for row in firsts for ngram, _ in row]
+        logprobs = [logprob for row in firsts for _, logprob in row]
+        start = self.model.config.decoder_start_token_id
+        live = list(range(len(words)))
+        # Live rows all grow by one token per step, so they stay of one length.
+        for _ in range(self.options.max_tokens - 1):
+            if not live:
+                break
+            rows = torch.as_tensor(live, device=self.device)
+            decoder_ids = torch.tensor([[start, *words[i]] for i in live], device=self.device)
+            logits = self.model(
+                encoder_outputs=_rows(encoded, rows),
+                attention_mask=attention[rows],
+                decoder_input_ids=decoder_ids,
+            ).logits[:, -1]
+            logits = logits.float()
+            step = self._processor(decoder_ids, logits.log_softmax(dim=-1))
+            best_logprob, best = step.max(dim=-1)
+            ends = self._word_ends[best] | ~torch.isfinite(best_logprob)
+            still = []
+            for i, token, logprob, end in zip(
+                live, best.tolist(), best_logprob.tolist(), ends.tolist(), strict=True
+            ):
+                if not end:
+                    words[i].append(token)
+                    logprobs[i] += logprob
+                    still.append(i)
+            live = still
+        out: list[list[Scored]] = [[] for _ in firsts]
+        for row, word, logprob in zip(owners, words, logprobs, strict=True):
+            out[row].append((tuple(word), logprob))
+        return out
+
+
+def _rows(encoded: BaseModelOutput, rows: torch.Tensor | None = None) -> BaseModelOutput:
+    """A new encoder output of ``encoded``'s kind (a copying model's carries its source ids)
+    holding the given rows of each of its tensors (all of them without ``rows``)."""
+    fields = {name: value if rows is None else value[rows] for name, value in encoded.items()}
+    return type(encoded)(**fields)

@@ -1,0 +1,110 @@
+"""Scoring stage of n-gram retrieval: documents ranked by what the model generated for a query.
+
+The model generates n-grams (with their log-probabilities) and words; this stage turns them
+into a ranking of the corpus, like a reranker of pyserini takes a query's candidates: BM25 over
+the generated n-grams weighted by their probability (``docid.ngram.bm25_score``) or SEAL's
+intersective score (``docid.ngram.seal_score``), plus ``word_weight`` times the BM25 of the
+generated words over the corpus's stemmed words (``docid.words``). The settings are read from
+an object with :class:`dsi.seal.SealOptions`' field names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from docid.ngram import best_first, best_logprobs, bm25_score, seal_score
+from docid.words import WordIndex
+from trie.fmindex import NgramIndex
+
+# An n-gram's token ids and its summed log-probability.
+Scored = tuple[tuple[int, ...], float]
+
+
+def score_documents(
+    options: Any,
+    ngrams: Sequence[Scored],
+    index: NgramIndex,
+    k: int | None,
+    words: Sequence[str] = (),
+    word_index: WordIndex | None = None,
+) -> list[tuple[int, float]]:
+    """``(doc_index, score)`` of the documents containing ``ngrams`` (or, when
+    ``options.word_weight`` and ``word_index`` are set, any of the analysed ``words``), best
+    first, cut to ``k`` (None: all)."""
+    use_words = bool(options.word_weight and words and word_index is not None)
+    ranked = ngram_scores(options, ngrams, index, None if use_words else k)
+    if not use_words:
+        return ranked
+    scores = word_scores(options, words, word_index)
+    for doc, score in ranked:
+        scores[doc] = scores.get(doc, 0.0) + score
+    return best_first(list(scores.items()), k)
+
+
+def ngram_scores(
+    options: Any, ngrams: Sequence[Scored], index: NgramIndex, k: int | None
+) -> list[tuple[int, float]]:
+    """The documents containing ``ngrams`` by ``options.scoring``: "bm25" or "intersective"."""
+    if options.scoring == "bm25":
+        return bm25_score(
+            list(ngrams),
+            index,
+            gamma=options.gamma,
+            k1=options.k1,
+            b=options.b,
+            max_occurrences=options.max_occurrences,
+            k=k,
+        )
+    return seal_score(
+        list(ngrams),
+        index,
+        alpha=options.alpha,
+        beta=options.beta,
+        smoothing=options.smoothing,
+        max_occurrences=options.max_occurrences,
+        k=k,
+    )
+
+
+def word_scores(options: Any, words: Sequence[str], word_index: WordIndex) -> dict[int, float]:
+    """``options.word_weight`` times the BM25 of ``words`` per document that holds any."""
+    scores = options.word_weight * word_index.bm25(words, options.k1, options.b)
+    return {int(doc): float(scores[doc]) for doc in np.flatnonzero(scores)}
+
+
+def contributions(
+    options: Any,
+    ngrams: Sequence[Scored],
+    index: NgramIndex,
+    docs: Sequence[int],
+    words: Sequence[str] = (),
+    word_index: WordIndex | None = None,
+) -> dict[int, dict[str, list[tuple[Any, ...]]]]:
+    """Per document of ``docs``, what :func:`score_documents` added up for it: under
+    ``"ngrams"`` each distinct generated n-gram it holds as (n-gram, best log-probability,
+    score), under ``"words"`` each scored word it holds as (word, score), best first.
+
+    With "bm25" scoring (and for words, always) a document's scores sum to its score; SEAL's
+    intersective score is no sum over n-grams, so there an n-gram's score is the one it would
+    give the document alone.
+    """
+    wanted = set(docs)
+    out: dict[int, dict[str, list[tuple[Any, ...]]]] = {
+        d: {"ngrams": [], "words": []} for d in docs
+    }
+    for ngram, logprob in best_logprobs(ngrams).items():
+        for doc, score in ngram_scores(options, [(ngram, logprob)], index, None):
+            if doc in wanted:
+                out[doc]["ngrams"].append((ngram, logprob, score))
+    if options.word_weight and words and word_index is not None:
+        for word in dict.fromkeys(words):
+            for doc, score in word_scores(options, [word], word_index).items():
+                if doc in wanted:
+                    out[doc]["words"].append((word, score))
+    for parts in out.values():
+        for terms in parts.values():
+            terms.sort(key=lambda term: -term[-1])
+    return out
