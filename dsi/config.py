@@ -67,11 +67,33 @@ class TrainConfig:
     # Keep an exponential moving average of the weights with this decay (None: off); evaluations
     # during training and the trained model use the average (see dsi.averaging).
     weight_average_decay: float | None = None
+    # Passed to accelerate's Accelerator: "no", "fp16" (CUDA) or "bf16"; "no" leaves accelerate's
+    # own setting (e.g. `accelerate launch --mixed_precision`) as it is.
+    mixed_precision: str = "no"
+    # Micro-batches of batch_size whose gradients make one optimizer update (a step).
+    grad_accumulation_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(
+                f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}."
+            )
+        steps = self.grad_accumulation_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(
+                f"train.grad_accumulation_steps must be an integer >= 1, got {steps!r}."
+            )
+        if self.sam and steps > 1:
+            raise ValueError("train.sam does not combine with train.grad_accumulation_steps > 1.")
 
 
 # Settings added after indexes and results were first fingerprinted, each with the value that
 # leaves it without effect, as it was before it existed (see IndexConfig.identity).
-TRAIN_SETTINGS_ADDED_LATER: dict[str, Any] = {"weight_average_decay": None}
+TRAIN_SETTINGS_ADDED_LATER: dict[str, Any] = {
+    "weight_average_decay": None,
+    "mixed_precision": "no",
+    "grad_accumulation_steps": 1,
+}
 MODEL_SETTINGS_ADDED_LATER: dict[str, Any] = {"copy_attention": False}
 # The n-gram scheme's (dsi.seal.SealOptions), in docid_options where a config names them.
 DOCID_SETTINGS_ADDED_LATER: dict[str, Any] = {
