@@ -1038,8 +1038,10 @@ def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path
     text vocabulary.
     """
     if config.model:
+        model, offset = load_model(
+            config.model, len(docids.symbols), config.model_config.copy_attention
+        )
         tokenizer = load_tokenizer(config.model)
-        model, offset = load_model(config.model, len(docids.symbols))
         return tokenizer, model, offset
     tok_dir = (work_dir or Path(tempfile.mkdtemp(prefix="dsi-tokenizer-"))) / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
