@@ -13,6 +13,7 @@ from typing import Any
 from docid import available_schemes
 from dsi.config import IndexConfig
 from dsi.data import Corpus
+from dsi.hub import locate_index
 from dsi.index import GenerativeIndex, read_manifest, resolve_index_dir
 from dsi.index import prepare_work_dir as prepare_docid_work_dir
 from dsi.seal import SCHEME as NGRAM
@@ -46,7 +47,8 @@ def prepare_work_dir(
 
 
 def load_index(directory: str | Path, verify: bool = True) -> Any:
-    """Load an index directory of either kind: docid (``GenerativeIndex``) or n-gram (SEAL)."""
-    resolved = resolve_index_dir(Path(directory))
+    """Load an index directory of either kind: docid (``GenerativeIndex``) or n-gram (SEAL);
+    ``directory`` may be a hub repo id (:func:`dsi.hub.locate_index`)."""
+    resolved = resolve_index_dir(locate_index(directory))
     kind = index_class(read_manifest(resolved).get("docid_scheme"))
     return kind.load(resolved, verify=verify)

@@ -85,7 +85,7 @@ def load_tokenizer(name_or_dir: str | Path) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(str(name_or_dir))
     except (OSError, ValueError) as exc:
         raise ValueError(
-            f"There is no tokenizer to load at {name_or_dir} ({_first_line(exc)})."
+            f"There is no tokenizer to load at {name_or_dir} ({first_line(exc)})."
         ) from exc
 
 
@@ -302,11 +302,12 @@ def _pretrained_config(name_or_dir: str | Path):
     except (OSError, ValueError) as exc:
         raise ValueError(
             f"There is no model to load at {name_or_dir}: it is neither a model directory nor a "
-            f"model on the hub or in its local cache ({_first_line(exc)})."
+            f"model on the hub or in its local cache ({first_line(exc)})."
         ) from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message: the libraries underneath write whole paragraphs."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
 
 

@@ -19,6 +19,7 @@ from dsi.decoding import (
     check_queries,
     constrained_generate,
 )
+from dsi.hub import locate_index
 from dsi.index import GenerativeIndex, read_manifest
 from dsi.seal import NgramGenerativeIndex, NgramRetriever
 from trie.processor import TrieLogitsProcessor
@@ -58,7 +59,9 @@ class Retriever(ConstrainedRetriever):
     def load(
         cls, directory: str | Path, device: str | None = None, **kwargs
     ) -> ConstrainedRetriever:
-        """Open a saved index; an n-gram (SEAL) index gets a :class:`dsi.seal.NgramRetriever`."""
+        """Open a saved index, a local directory or a hub repo id (:func:`dsi.hub.locate_index`);
+        an n-gram (SEAL) index gets a :class:`dsi.seal.NgramRetriever`."""
+        directory = locate_index(directory)
         manifest = read_manifest(published(Path(directory)))
         if manifest.get("docid_scheme") == "ngram":
             return NgramRetriever.load(directory, device=device, **kwargs)
