@@ -13,7 +13,7 @@ from pathlib import Path
 
 from docid.io import published
 from dsi.index import IndexLoadError
-from dsi.model import first_line
+from dsi.model import first_line, is_hub_name
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def locate_index(path_or_repo_id: str | Path, revision: str | None = None) -> Pa
     :class:`dsi.index.IndexLoadError`, one sentence.
     """
     path = Path(path_or_repo_id)
-    if path.exists() or published(path) != path or not is_repo_id(str(path_or_repo_id)):
+    if path.exists() or published(path) != path or not is_hub_name(str(path_or_repo_id)):
         return path
     repo_id = str(path_or_repo_id)
     from huggingface_hub import constants, snapshot_download
@@ -45,16 +45,3 @@ def locate_index(path_or_repo_id: str | Path, revision: str | None = None) -> Pa
             f"There is no index directory at {repo_id}, and no hub repo {repo_id} to fetch "
             f"one from: {where}."
         ) from exc
-
-
-def is_repo_id(text: str) -> bool:
-    """Whether ``text`` is shaped like a hub repo id (``name`` or ``owner/name``), not a path."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
-        return False
-    try:
-        validate_repo_id(text)
-    except HFValidationError:
-        return False
-    return True

@@ -10,6 +10,7 @@ Directory layout (format version 1)::
     documents.jsonl   the indexed documents, so evaluation, replay and additions need no corpus path
     training_queries.jsonl  (optional) the training queries as {"query", "doc_id"} lines, for replay
     query_generator/  (optional) a query generator (dsi.pseudo_queries) for generative replay
+    README.md         model card (dsi.card): corpus, counts, settings, training, evaluation
 
 ``GenerativeIndex.add`` teaches an index new documents (continual indexing, as in DSI++) and
 records each addition in the manifest's lineage.
@@ -48,6 +49,7 @@ from docid.io import (
     sha256_file,
     staging_dir,
 )
+from dsi.card import write_card
 from dsi.config import AddConfig, GeneratorConfig, IndexConfig
 from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
@@ -738,6 +740,7 @@ def save_index(
                     index.query_generator.save(staged / GENERATOR_DIR)
                 if index.training_log:
                     save_training_log(index.training_log, staged / TRAINING_LOG_FILE)
+                write_card(index, staged)
             # The first save after a build records its writing time with the other stages'.
             last = index.lineage[-1] if index.lineage else {}
             if "stage_seconds" in last and "writing" not in last["stage_seconds"]:

@@ -306,6 +306,20 @@ def _pretrained_config(name_or_dir: str | Path):
         ) from exc
 
 
+def is_hub_name(text: str) -> bool:
+    """Whether ``text`` is shaped like a hub repo id (``name`` or ``owner/name``) rather than a
+    path; a local directory of that name, if one exists, is still for the caller to prefer."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message: the libraries underneath write whole paragraphs."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from dsi.hub import is_repo_id, locate_index
+from dsi.hub import locate_index
 from dsi.index import GenerativeIndex, IndexLoadError
 from dsi.kinds import load_index
+from dsi.model import is_hub_name
 from dsi.retriever import Retriever
 from tests.conftest import child_env, random_corpus, tiny_config
 
@@ -66,7 +67,7 @@ def test_a_local_directory_wins_over_a_repo_of_the_same_name(built, offline_hub,
     lay_out_cache(index_dir, offline_hub)
     monkeypatch.chdir(index_dir.parent.parent)
     relative = Path(index_dir.parent.name) / index_dir.name
-    assert is_repo_id(str(relative))
+    assert is_hub_name(str(relative))
     assert locate_index(str(relative)) == relative
 
 
@@ -96,7 +97,7 @@ def test_a_repo_missing_offline_is_one_sentence(offline_hub):
     "path", ["./missing", "/no/such/index", "~/nothing/here", "a/b/c", "bad name!"]
 )
 def test_paths_that_are_no_repo_ids_are_never_looked_up(path, offline_hub):
-    assert not is_repo_id(path)
+    assert not is_hub_name(path)
     with pytest.raises(IndexLoadError, match="There is no index directory at"):
         Retriever.load(path)
 
