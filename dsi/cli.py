@@ -99,7 +99,10 @@ def _subcommand(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 
 def _add_index_arg(p: argparse.ArgumentParser, text: str = "index directory to read") -> None:
-    p.add_argument("--index", required=True, metavar="DIR", help=text)
+    # Any of them may be a hub repo id (dsi.hub.locate_index): fetched into the hub's cache.
+    p.add_argument(
+        "--index", required=True, metavar="DIR", help=f"{text}, or a hub repo id (owner/name)"
+    )
 
 
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -442,6 +445,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from dsi.data import load_corpus
     from dsi.index import WORK_KIND, claim_index
     from dsi.kinds import load_index
+    from dsi.model import is_hub_name
 
     if PartialState().num_processes > 1:
         raise ValueError("dsi add runs in a single process; start it without accelerate launch.")
@@ -469,6 +473,10 @@ def _cmd_add(args: argparse.Namespace) -> int:
         raise ValueError(f"--set names an unknown AddConfig setting ({exc}).") from exc
 
     source = Path(args.index)
+    if args.output is None and not source.exists() and is_hub_name(args.index):
+        raise ValueError(
+            f"dsi add --index {args.index} reads a hub repo: name the index to write with --output."
+        )
     output = Path(args.output) if args.output else source
     work_dir = output.parent / f".{output.name}.add.work"
     with claim_index(output), claim(work_dir, WORK_KIND):

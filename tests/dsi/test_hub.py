@@ -123,3 +123,18 @@ def test_cli_search_by_repo_id_offline(built, tmp_path):
     assert len(error) == 1 and error[0].startswith(
         "dsi: error: There is no index directory at someone/absent-index"
     )
+
+
+def test_cli_add_to_a_repo_id_needs_an_output(tmp_path, capsys, monkeypatch):
+    from dsi.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "new.jsonl").write_text('{"_id": "n1", "text": "a new document"}\n')
+    args = ["add", "--index", REPO_ID, "--corpus", "new.jsonl", "--quiet"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"dsi: error: dsi add --index {REPO_ID} reads a hub repo: name the index to write with "
+        "--output."
+    )
+    assert list(tmp_path.iterdir()) == [tmp_path / "new.jsonl"]
