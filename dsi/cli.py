@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    _quiet_dependencies()
+    _quiet_dependencies(quiet=getattr(args, "quiet", False))
     from dsi.data import DataError
     from dsi.index import IndexLoadError
 
@@ -40,14 +40,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _quiet_dependencies() -> None:
-    """Keep our own progress bars and log lines; silence the chatter of libraries underneath."""
+def _quiet_dependencies(quiet: bool = False) -> None:
+    """Keep our own progress bars and log lines; silence the chatter of libraries underneath.
+
+    The hub's download bars stay (unless ``quiet``): a ``--model`` or ``--index`` from the hub
+    may take minutes to download, and a person should see that it does.
+    """
     for name in ("bm25s", "faiss", "faiss.loader", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    from huggingface_hub.utils import enable_progress_bars
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    # transformers' own bars (loading and writing weights) are chatter on every load; this
+    # turns off the hub's bars too, which come back just after.
     hf_logging.disable_progress_bar()
+    if not quiet:
+        enable_progress_bars()
 
 
 def _add_training_query_args(p: argparse.ArgumentParser) -> None:
@@ -90,7 +99,10 @@ def _subcommand(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 
 def _add_index_arg(p: argparse.ArgumentParser, text: str = "index directory to read") -> None:
-    p.add_argument("--index", required=True, metavar="DIR", help=text)
+    # Any of them may be a hub repo id (dsi.hub.locate_index): fetched into the hub's cache.
+    p.add_argument(
+        "--index", required=True, metavar="DIR", help=f"{text}, or a hub repo id (owner/name)"
+    )
 
 
 def _add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -131,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="local directory or hub name of a T5 checkpoint (default: a new T5 from the config)",
+        help="local directory or hub name of a pretrained seq2seq checkpoint to start from (a T5 "
+        "gets the copy head, another architecture trains without it); its learning rate "
+        "defaults to 3e-4 (default: a new T5 from the config)",
     )
     p.add_argument(
         "--config",
@@ -350,6 +364,7 @@ def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, 
     from dsi.config import IndexConfig
     from dsi.data import load_corpus
     from dsi.kinds import index_class, prepare_work_dir
+    from dsi.model import model_label
 
     corpus = load_corpus(args.corpus, skip_empty=args.skip_empty)
     log.info("Loaded %d documents from %s.", len(corpus.doc_ids), args.corpus)
@@ -371,6 +386,7 @@ def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, 
                 "index": str(output),
                 "documents": len(index.corpus.doc_ids),
                 "docids": config.docids,
+                "model": model_label(config.model),
                 "training": stats["training"],
                 "seconds": round(time.monotonic() - started, 1),
             }
@@ -402,8 +418,10 @@ def _read_config(args: argparse.Namespace):
     from dsi.config import IndexConfig
 
     data: dict[str, Any] = IndexConfig().to_dict()
+    given: dict[str, Any] = {}
     if args.config:
-        _merge(data, json.loads(Path(args.config).read_text()))
+        given = json.loads(Path(args.config).read_text())
+        _merge(data, given)
     settings: dict[str, Any] = {}
     for item in args.set:
         key, sep, raw = item.partition("=")
@@ -423,7 +441,14 @@ def _read_config(args: argparse.Namespace):
         settings["train.max_steps"] = args.max_steps
         if args.max_minutes is None:
             settings["train.max_minutes"] = None
-    return IndexConfig.from_dict(data).updated(settings)
+    config = IndexConfig.from_dict(data).updated(settings)
+    lr_given = "train.learning_rate" in settings or "learning_rate" in given.get("train", {})
+    if config.model and not lr_given:
+        from dsi.model import PRETRAINED_LEARNING_RATE
+
+        # TrainConfig's default suits a small T5 trained from scratch, not a pretrained start.
+        config = config.updated({"train.learning_rate": PRETRAINED_LEARNING_RATE})
+    return config
 
 
 def _merge(base: dict, update: dict) -> None:
@@ -443,6 +468,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from dsi.data import load_corpus
     from dsi.index import WORK_KIND, claim_index
     from dsi.kinds import load_index
+    from dsi.model import is_hub_name
 
     if PartialState().num_processes > 1:
         raise ValueError("dsi add runs in a single process; start it without accelerate launch.")
@@ -470,6 +496,10 @@ def _cmd_add(args: argparse.Namespace) -> int:
         raise ValueError(f"--set names an unknown AddConfig setting ({exc}).") from exc
 
     source = Path(args.index)
+    if args.output is None and not source.exists() and is_hub_name(args.index):
+        raise ValueError(
+            f"dsi add --index {args.index} reads a hub repo: name the index to write with --output."
+        )
     output = Path(args.output) if args.output else source
     work_dir = output.parent / f".{output.name}.add.work"
     with claim_index(output), claim(work_dir, WORK_KIND):
@@ -613,6 +643,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from dsi.baselines import build_baseline, check_available, parse_baselines
     from dsi.data import load_qrels, load_queries
     from dsi.metrics import write_trec_run
+    from dsi.model import model_label
     from dsi.retriever import Retriever
 
     names = parse_baselines(args.baselines or "")
@@ -669,6 +700,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             )
         )
     report: dict[str, Any] = {
+        "model": model_label(index.config.model),
         "queries": len(judged),
         "k": args.k,
         "dsi": dsi_block,

@@ -117,6 +117,24 @@ class TrainConfig:
     # during training and the trained model use the average (see dsi.averaging). Off: it did not
     # beat the plain weights (experiments/quality.py, the `weight_average` lever).
     weight_average_decay: float | None = None
+    # Passed to accelerate's Accelerator: "no", "fp16" (CUDA) or "bf16"; "no" leaves accelerate's
+    # own setting (e.g. `accelerate launch --mixed_precision`) as it is.
+    mixed_precision: str = "no"
+    # Micro-batches of batch_size whose gradients make one optimizer update (a step).
+    grad_accumulation_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(
+                f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}."
+            )
+        steps = self.grad_accumulation_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(
+                f"train.grad_accumulation_steps must be an integer >= 1, got {steps!r}."
+            )
+        if self.sam and steps > 1:
+            raise ValueError("train.sam does not combine with train.grad_accumulation_steps > 1.")
 
 
 # TrainConfig's fields that are fixed for an index (their defaults above), not settings.

@@ -12,6 +12,7 @@ Directory layout (format version 2)::
     documents.jsonl   the indexed documents, so evaluation, replay and additions need no corpus path
     training_queries.jsonl  (optional) the training queries as {"query", "doc_id"} lines, for replay
     query_generator/  (optional) a query generator (dsi.pseudo_queries) for generative replay
+    README.md         model card (dsi.card): corpus, counts, settings, training, evaluation
 
 ``GenerativeIndex.add`` teaches an index new documents (continual indexing, as in DSI++) and
 records each addition in the manifest's lineage.
@@ -51,6 +52,7 @@ from docid.io import (
     sha256_file,
     staging_dir,
 )
+from dsi.card import write_card
 from dsi.config import AddConfig, GeneratorConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
@@ -61,6 +63,7 @@ from dsi.model import (
     load_tokenizer,
     num_parameters,
     open_model,
+    takes_copy_head,
     train_tokenizer,
 )
 from dsi.pseudo_queries import QueryGenerator
@@ -950,6 +953,7 @@ def save_index(
                     index.query_generator.save(staged / GENERATOR_DIR)
                 if index.training_log:
                     save_training_log(index.training_log, staged / TRAINING_LOG_FILE)
+                write_card(index, staged)
             # The first save after a build records its writing time with the other stages'.
             last = index.lineage[-1] if index.lineage else {}
             if "stage_seconds" in last and "writing" not in last["stage_seconds"]:
@@ -1252,8 +1256,10 @@ def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path
     text vocabulary.
     """
     if config.model:
+        # A pretrained T5 gets the copy head on top of its weights; another architecture
+        # (BART, ...) trains without it: model_config describes only models built from scratch.
+        model, offset = load_model(config.model, len(docids.symbols), takes_copy_head(config.model))
         tokenizer = load_tokenizer(config.model)
-        model, offset = load_model(config.model, len(docids.symbols))
         return tokenizer, model, offset
     tok_dir = (work_dir or Path(tempfile.mkdtemp(prefix="dsi-tokenizer-"))) / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():

@@ -19,6 +19,7 @@ from dsi.config import IndexConfig
 from dsi.data import Corpus
 from dsi.decoding import ConstrainedRetriever
 from dsi.docid_retriever import DocidRetriever
+from dsi.hub import locate_index
 from dsi.index import GenerativeIndex, IndexLifecycle, read_manifest, resolve_index_dir
 from dsi.ngram_retriever import NgramRetriever
 from dsi.seal import SCHEME as NGRAM
@@ -86,6 +87,7 @@ def prepare_work_dir(
 
 
 def load_index(directory: str | Path, verify: bool = True) -> Any:
-    """Load an index directory of any kind: docid (``GenerativeIndex``) or n-gram (SEAL)."""
-    resolved = resolve_index_dir(Path(directory))
+    """Load an index directory of any kind: docid (``GenerativeIndex``) or n-gram (SEAL);
+    ``directory`` may be a hub repo id (:func:`dsi.hub.locate_index`)."""
+    resolved = resolve_index_dir(locate_index(directory))
     return kind_of(read_manifest(resolved).get("docid_scheme")).index.load(resolved, verify=verify)

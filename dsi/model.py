@@ -1,4 +1,5 @@
-"""The seq2seq model and its text tokenizer: a T5 built from config or loaded from a checkpoint.
+"""The seq2seq model and its text tokenizer: a T5 built from config or loaded from a checkpoint
+(any ``AutoModelForSeq2SeqLM`` checkpoint, local or from the hub).
 
 Docid symbols live after the text vocabulary: symbol ``i`` is model token ``docid_offset + i``.
 This module knows that offset but nothing of docid schemes or tries.
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PreTrainedTokenizerBase,
     T5Config,
@@ -29,6 +32,10 @@ from dsi.config import ModelConfig, ModelShape
 log = logging.getLogger(__name__)
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+# The peak learning rate of a pretrained start (``IndexConfig.model``) unless one is given: the
+# usual rate for fine-tuning T5 with AdamW. TrainConfig's default (2e-3) suits a 2M-parameter T5
+# trained from scratch and would wipe out much of what a pretrained model knows.
+PRETRAINED_LEARNING_RATE = 3e-4
 
 
 def train_tokenizer(
@@ -73,7 +80,18 @@ def train_tokenizer(
 
 
 def load_tokenizer(name_or_dir: str | Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(str(name_or_dir))
+    """The tokenizer saved with a model (a local directory or a hub name)."""
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_dir))
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"There is no tokenizer to load at {name_or_dir} ({first_line(exc)})."
+        ) from exc
+
+
+def model_label(name: str | None) -> str:
+    """What results record as the model: the checkpoint's name, or that it was built new."""
+    return name or "new T5 (model_config)"
 
 
 @dataclass
@@ -117,10 +135,16 @@ class CopyT5(T5ForConditionalGeneration):
         d_model = config.d_model
         self.copy_query = nn.Linear(d_model, d_model, bias=False)
         self.copy_gate = nn.Linear(d_model, 1)
+        self.init_copy_head()
+
+    def init_copy_head(self) -> None:
+        """Set the copy head to its initial state (after loading a T5 that had none, whose
+        loading initialises missing weights in its own way)."""
         with torch.no_grad():
             # Scores of unit variance over T5's normalised states: the decoder's reach lm_head
             # scaled by d_model ** -0.5, the encoder's at unit scale.
             self.copy_query.weight.normal_(0.0, 1.0)
+            # A gate of 0: half vocabulary, half copy, until training says otherwise.
             self.copy_gate.weight.zero_()
             self.copy_gate.bias.zero_()
 
@@ -229,12 +253,29 @@ def build_model(config: ModelConfig | ModelShape, text_vocab_size: int, num_doci
     return model
 
 
-def load_model(name_or_dir: str | Path, num_docid_symbols: int | None = None):
-    """Load a T5 checkpoint; with ``num_docid_symbols``, grow its vocabulary by that many tokens.
+def load_model(
+    name_or_dir: str | Path, num_docid_symbols: int | None = None, copy_attention: bool = False
+):
+    """Load a pretrained seq2seq checkpoint (a local directory or a hub name) to start from;
+    with ``num_docid_symbols``, grow its vocabulary by that many tokens.
 
-    Returns ``(model, docid_offset)``: the first token id that belongs to docid symbols.
+    With ``copy_attention`` a T5 gets the copy head of :class:`CopyT5` on top of its pretrained
+    weights (the head starts untrained); other architectures have no place for it and are
+    refused. Returns ``(model, docid_offset)``: the first token id that belongs to docid symbols.
     """
-    model = open_model(name_or_dir)
+    config = _pretrained_config(name_or_dir)
+    if copy_attention and not getattr(config, "copy_attention", False):
+        if config.model_type != "t5":
+            raise ValueError(
+                f"The copy head (copy_attention) is built for T5 models, and "
+                f"{name_or_dir} is a {config.model_type} model: load it with "
+                "copy_attention=False."
+            )
+        config.copy_attention = True
+        model = CopyT5.from_pretrained(str(name_or_dir), config=config)
+        model.init_copy_head()
+    else:
+        model = open_model(name_or_dir, config=config)
     offset = model.config.vocab_size
     if num_docid_symbols:
         model.resize_token_embeddings(offset + num_docid_symbols, mean_resizing=False)
@@ -242,11 +283,54 @@ def load_model(name_or_dir: str | Path, num_docid_symbols: int | None = None):
     return model, offset
 
 
-def open_model(name_or_dir: str | Path, **kwargs) -> T5ForConditionalGeneration:
-    """A saved T5 (a :class:`CopyT5` where its config says ``copy_attention``), as saved."""
-    config = T5Config.from_pretrained(str(name_or_dir))
-    kind = CopyT5 if getattr(config, "copy_attention", False) else T5ForConditionalGeneration
-    return kind.from_pretrained(str(name_or_dir), **kwargs)
+def open_model(name_or_dir: str | Path, **kwargs) -> torch.nn.Module:
+    """A saved seq2seq model (a :class:`CopyT5` where its config says ``copy_attention``), as
+    saved."""
+    config = kwargs.pop("config", None) or _pretrained_config(name_or_dir)
+    if getattr(config, "copy_attention", False):
+        return CopyT5.from_pretrained(str(name_or_dir), config=config, **kwargs)
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(str(name_or_dir), config=config, **kwargs)
+    except ValueError as exc:  # transformers: no seq2seq class for this configuration
+        raise ValueError(
+            f"{name_or_dir} is a {config.model_type} model, not a sequence-to-sequence one "
+            "(such as T5) that can generate identifiers."
+        ) from exc
+
+
+def _pretrained_config(name_or_dir: str | Path):
+    try:
+        return AutoConfig.from_pretrained(str(name_or_dir))
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"There is no model to load at {name_or_dir}: it is neither a model directory nor a "
+            f"model on the hub or in its local cache ({first_line(exc)})."
+        ) from exc
+
+
+def takes_copy_head(name_or_dir: str | Path) -> bool:
+    """Whether a pretrained checkpoint starts with dsi's copy head: a T5 does (as the models
+    dsi builds from scratch do); other architectures have no place for it and train plain."""
+    return _pretrained_config(name_or_dir).model_type == "t5"
+
+
+def is_hub_name(text: str) -> bool:
+    """Whether ``text`` is shaped like a hub repo id (``name`` or ``owner/name``) rather than a
+    path; a local directory of that name, if one exists, is still for the caller to prefer."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message: the libraries underneath write whole paragraphs."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
 
 
 def grow_vocabulary(model, new_size: int) -> None:

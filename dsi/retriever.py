@@ -13,6 +13,7 @@ from typing import Any
 
 from dsi.decoding import ConstrainedRetriever, Hit, Searcher, check_queries
 from dsi.docid_retriever import DocidRetriever
+from dsi.hub import locate_index
 from dsi.kinds import kind_of_index, kind_of_saved
 
 __all__ = ["Hit", "Retriever", "Searcher", "check_queries"]
@@ -31,6 +32,8 @@ class Retriever(DocidRetriever):
     def load(
         cls, directory: str | Path, device: str | None = None, **kwargs
     ) -> ConstrainedRetriever:
-        """Open a saved index of any kind with its kind's retriever (an n-gram index gets a
+        """Open a saved index of any kind, a local directory or a hub repo id
+        (:func:`dsi.hub.locate_index`), with its kind's retriever (an n-gram index gets a
         :class:`dsi.ngram_retriever.NgramRetriever`)."""
+        directory = locate_index(directory)
         return kind_of_saved(directory).retriever.load(directory, device=device, **kwargs)

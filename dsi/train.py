@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
@@ -178,7 +180,8 @@ def train(
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or make_accelerator(config)
+    accumulation = accelerator.gradient_accumulation_steps
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -205,10 +208,12 @@ def train(
 
     world, rank = accelerator.num_processes, accelerator.process_index
     lengths = [len(s) + len(t) for s, t in zip(examples.sources, examples.targets, strict=True)]
+    # Steps are optimizer updates: `accumulation` micro-batches each.
     steps_per_epoch = max(
         1,
         len(epoch_batches(lengths, config.batch_size, config.seed, 0, world, epoch_indices(0)))
-        // world,
+        // world
+        // accumulation,
     )
     budget_steps = config.max_steps or config.max_epochs * steps_per_epoch
     budget_seconds = config.max_minutes * 60 if config.max_minutes else math.inf
@@ -236,6 +241,9 @@ def train(
     # Summed on the device between history points, read back only at a point, for the same reason.
     loss_sum: torch.Tensor | None = None
     loss_steps = 0
+    # Micro-batches whose gradients wait for the next update: budgets, checkpoints and monitors
+    # act only between updates (pending == 0), so a checkpoint never holds half an update.
+    pending = 0
 
     def log_point() -> None:
         nonlocal loss_sum, loss_steps
@@ -251,43 +259,55 @@ def train(
         )
         mine = batches[rank::world]
         while pos.batch_in_epoch < len(mine):
-            elapsed = _agreed(accelerator, time.monotonic() - started)
-            progress = max(pos.step / budget_steps, elapsed / budget_seconds)
-            if pos.step >= budget_steps:
-                stopped_by = "steps"
-                break
-            if elapsed >= budget_seconds:
-                stopped_by = "time"
-                break
+            if pending == 0:
+                elapsed = _agreed(accelerator, time.monotonic() - started)
+                progress = max(pos.step / budget_steps, elapsed / budget_seconds)
+                if pos.step >= budget_steps:
+                    stopped_by = "steps"
+                    break
+                if elapsed >= budget_seconds:
+                    stopped_by = "time"
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, pos.step, progress)
             batch = collate(examples, mine[pos.batch_in_epoch], pad_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, pos.step, progress)
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            pos.passes += 1
-            if sam is not None:
-                # Second pass at the sharpest nearby weights; its gradient makes the update.
-                sam.first_step()
-                accelerator.backward(model(**batch).loss)
+            # accumulate() counts micro-batches, syncs gradients (DDP) only on the last of an
+            # update, and backward() divides the loss by their number, so the update is that of
+            # the mean loss over all of them.
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
                 pos.passes += 1
-                accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                sam.second_step()
-            else:
-                accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if average is not None:
-                average.update(accelerator.unwrap_model(model), pos.step)
+                updating = accelerator.sync_gradients
+                if sam is not None:
+                    # Second pass at the sharpest nearby weights; its gradient makes the update.
+                    # (TrainConfig refuses SAM with accumulation: every micro-batch updates.)
+                    sam.first_step()
+                    accelerator.backward(model(**batch).loss)
+                    pos.passes += 1
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                    sam.second_step()
+                elif updating:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
             last_loss = loss.detach()
             loss_sum = last_loss if loss_sum is None else loss_sum + last_loss
             loss_steps += 1
-            pos.step += 1
             pos.batch_in_epoch += 1
-            # This step's batches on every process (the same list everywhere, dealt round-robin).
+            # This micro-batch's batches on every process (the same list everywhere, dealt
+            # round-robin).
             done = pos.batch_in_epoch - 1
             pos.examples += sum(map(len, batches[done * world : (done + 1) * world]))
             pos.seconds = time.monotonic() - started
+            if not updating:
+                pending += 1
+                continue
+            pending = 0
+            if average is not None:
+                average.update(accelerator.unwrap_model(model), pos.step)
+            pos.step += 1
             if pos.step % LOG_EVERY_STEPS == 0:
                 log_point()
             if timed:
@@ -353,6 +373,29 @@ def train(
     return stats
 
 
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """An ``Accelerator`` with the config's mixed precision and gradient accumulation.
+
+    "no" leaves a launcher's setting (``accelerate launch --mixed_precision``) as it is.
+    """
+    wanted = config.mixed_precision
+    if wanted == "no":
+        wanted = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    settings = {
+        "mixed_precision": wanted,
+        "gradient_accumulation_steps": config.grad_accumulation_steps,
+    }
+    try:
+        return Accelerator(**settings)
+    except ValueError as exc:
+        if "already been initialized" not in str(exc):
+            raise
+    # accelerate keeps one precision per process and refuses another once set (by an earlier
+    # training, e.g. the query generator's): set its state up again, keeping the process group.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(**settings)
+
+
 def _percent(step: int, budget_steps: int, seconds: float, budget_seconds: float) -> float:
     """The share of the budget used, in per cent: the larger of the steps' and the time's."""
     return min(100.0, 100.0 * max(step / budget_steps, seconds / budget_seconds))
@@ -393,6 +436,12 @@ def _save_checkpoint(
         "position": asdict(pos),
         "param_groups": state["param_groups"],
         "torch_rng": torch.get_rng_state().tolist(),
+        # One state per visible GPU; absent on a machine without CUDA.
+        **(
+            {"cuda_rng": [s.tolist() for s in torch.cuda.get_rng_state_all()]}
+            if torch.cuda.is_available()
+            else {}
+        ),
     }
     atomic_write_text(stage / "state.json", json.dumps(meta))
     publish_dir(stage, directory, kind=CHECKPOINT_KIND)
@@ -413,4 +462,16 @@ def _load_checkpoint(directory: Path, model, optimizer) -> _Position:
         slots.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
     torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
+    cuda_rng = meta.get("cuda_rng")
+    if cuda_rng and torch.cuda.is_available():
+        states = [torch.tensor(s, dtype=torch.uint8) for s in cuda_rng]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+        else:  # resumed with another number of GPUs: the states cannot be matched to them
+            log.warning(
+                "The checkpoint holds the random state of %d GPUs, this machine has %d; "
+                "their random streams start afresh.",
+                len(states),
+                torch.cuda.device_count(),
+            )
     return _Position(**meta["position"])

@@ -317,7 +317,7 @@ def test_no_index_file_is_a_pickle() -> None:
         head = path.read_bytes()[:4]
         assert not (head[:1] == b"\x80" and 2 <= head[1] <= 5), f"{path.name} is a pickle"
         assert head != b"PK\x03\x04", f"{path.name} is a zip archive (torch.save format)"
-        assert path.suffix in {".json", ".jsonl", ".safetensors", ".marisa"}, path.name
+        assert path.suffix in {".json", ".jsonl", ".safetensors", ".marisa", ".md"}, path.name
 
 
 def test_load_and_search_run_no_pickle(monkeypatch, expected) -> None:
