@@ -271,6 +271,13 @@ def _parser() -> argparse.ArgumentParser:
         sub, "info", "describe an index directory from its manifest (the model is not loaded)"
     )
     p.add_argument("directory", metavar="DIR", help="index directory to describe")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also draw the training log (loss over steps and time, dev metrics if logged) "
+        "into FILE.png (or .pdf, .svg; needs matplotlib)",
+    )
     p.set_defaults(func=_cmd_info)
 
     p = _subcommand(sub, "serve", "serve an index over HTTP (needs the serve extra)")
@@ -743,6 +750,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     missing = [name for name, size in sizes.items() if size is None]
     if missing:
         info["missing_files"] = missing
+    if args.plot:
+        from dsi.index import TRAINING_LOG_FILE, load_training_log
+        from dsi.plots import plot_training_log
+
+        points = load_training_log(directory / TRAINING_LOG_FILE)
+        if not points:
+            raise ValueError(
+                f"{directory} has no training log to plot (no {TRAINING_LOG_FILE}: an index "
+                "built before dsi kept one)."
+            )
+        info["plot"] = str(plot_training_log(points, args.plot))
     print(json.dumps(info, indent=2, ensure_ascii=False))
     return 0
 

@@ -1,12 +1,15 @@
-"""``dsi eval --split NAME`` of a BEIR folder, and the progress bars of search and eval."""
+"""``dsi eval --split NAME`` of a BEIR folder, the progress bars of search and eval, and
+``dsi info --plot`` of the training log."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from dsi.plots import plot_training_log
 from tests.conftest import REPO
 from tests.dsi.test_cli import TINY, dsi
 
@@ -85,3 +88,42 @@ def test_search_and_eval_over_a_file_show_a_bar_unless_quiet(index, tmp_path):
         "eval", "--index", str(index), "--split", "test", "--run-file", str(tmp_path / "r")
     )
     assert "search: 100%" in judged.stderr
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_info_plots_the_training_log(index, tmp_path):
+    pytest.importorskip("matplotlib")
+    log = [json.loads(line) for line in (index / "training_log.jsonl").read_text().splitlines()]
+    assert log and {"step", "seconds", "loss"} <= set(log[-1])
+    picture = tmp_path / "log.png"
+    info = json.loads(dsi("info", str(index), "--plot", str(picture)).stdout)
+    assert info["plot"] == str(picture) and picture.read_bytes().startswith(PNG)
+    assert info["documents"] > 0, "the description is printed as without --plot"
+    bad = dsi("info", str(index), "--plot", str(tmp_path / "log.txt"), check=False)
+    assert bad.returncode == 2 and "unknown image format 'txt'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_dev_metric_gets_its_own_axis_and_an_index_without_a_log_is_refused(tmp_path):
+    pytest.importorskip("matplotlib")
+    points = [
+        {"step": 50, "seconds": 10.0, "epoch": 0, "loss": 3.0},
+        {"step": 100, "seconds": 20.0, "epoch": 1, "loss": 2.0, "dev_nDCG@10": 0.3},
+    ]
+    svg = plot_training_log(points, tmp_path / "log.svg").read_text()
+    assert "dev_nDCG@10" in svg and "Loss over time" in svg
+    without = plot_training_log(points[:1], tmp_path / "plain.svg").read_text()
+    assert "dev_nDCG@10" not in without
+    with pytest.raises(ValueError, match="no training log to plot"):
+        plot_training_log([], tmp_path / "empty.png")
+
+
+def test_plot_without_matplotlib_is_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    with pytest.raises(ValueError, match=r"^--plot needs matplotlib, which is not installed"):
+        plot_training_log(
+            [{"step": 1, "seconds": 1.0, "epoch": 0, "loss": 1.0}], tmp_path / "x.png"
+        )
+    assert not (tmp_path / "x.png").exists()
