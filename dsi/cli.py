@@ -643,7 +643,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     write_trec_run(runs["dsi"], run_file, tag="dsi")
     parameters = {}
     for name in names:
-        baseline = build_baseline(name, index.corpus, training_pairs, show_progress=not args.quiet)
+        baseline = build_baseline(
+            name,
+            index.corpus,
+            training_pairs,
+            show_progress=not args.quiet,
+            language=index.config.language,
+        )
         runs[name] = dict(zip(judged, baseline.search(texts, k=args.k), strict=True))
         write_trec_run(runs[name], files[name], tag=name)
         parameters[name] = baseline.parameters()

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docid.words import check_language
+
 
 @dataclass
 class ModelConfig:
@@ -130,6 +132,12 @@ class IndexConfig:
     # It is trained whenever pseudo_queries > 0 as well, and then kept too.
     query_generator: bool = False
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    # Stemmer and stopwords of the lexical parts (word index, BM25 baselines): a Snowball
+    # language (docid.words.languages()).
+    language: str = "english"
+
+    def __post_init__(self) -> None:
+        check_language(self.language)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,6 +157,8 @@ class IndexConfig:
                 for name, off in settings.items():
                     if part[key][name] == off:
                         del part[key][name]
+        if data["language"] == "english":  # added later too
+            del data["language"]
         options = data["docid_options"]
         for name, off in DOCID_SETTINGS_ADDED_LATER.items():
             if name in options and options[name] == off:

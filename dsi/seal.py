@@ -40,10 +40,11 @@ from docid.ngram import (
     bm25_score,
     salient_span_pairs,
     seal_score,
+    span_stopwords,
     supervised_pairs,
     unsupervised_pairs,
 )
-from docid.words import WordIndex, analyze
+from docid.words import DEFAULT_LANGUAGE, WordIndex, analyze
 from dsi.config import DOCID_SETTINGS_ADDED_LATER, AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.decoding import (
@@ -387,7 +388,7 @@ class NgramGenerativeIndex:
     def words(self) -> WordIndex:
         """The stemmed words of the corpus (built on first use when the index has none)."""
         if self.word_index is None or self.word_index.num_docs != self.num_docs:
-            self.word_index = WordIndex.build(self.corpus.full_texts())
+            self.word_index = WordIndex.build(self.corpus.full_texts(), self.config.language)
         return self.word_index
 
     @property
@@ -439,11 +440,15 @@ class NgramGenerativeIndex:
         with stage("examples", timings):
             if pooled:
                 pool = seal_examples(
-                    tokenizer, corpus, [], config.train, options, eos, salient_pairs_per_doc=pooled
+                    *(tokenizer, corpus, [], config.train, options, eos),
+                    salient_pairs_per_doc=pooled,
+                    language=config.language,
                 )
                 per_epoch, copies = copies * len(corpus.doc_ids), 0
             examples = seal_examples(
-                tokenizer, corpus, pairs, config.train, options, eos, salient_pairs_per_doc=copies
+                *(tokenizer, corpus, pairs, config.train, options, eos),
+                salient_pairs_per_doc=copies,
+                language=config.language,
             )
         with stage("query_generator", timings):
             generator, generated = kept_generator(
@@ -469,12 +474,13 @@ class NgramGenerativeIndex:
                         eos,
                         options.seed,
                         "pseudo",
+                        config.language,
                     )
                 )
         # The identifiers of this kind are the corpus's n-grams (and its words).
         with stage("identifiers", timings):
             ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
-            word_index = WordIndex.build(texts)
+            word_index = WordIndex.build(texts, config.language)
 
         def snapshot(live_model: torch.nn.Module) -> NgramGenerativeIndex:
             return cls(config, tokenizer, live_model, ngrams, corpus, [], pairs, None, word_index)
@@ -561,7 +567,9 @@ class NgramGenerativeIndex:
         # A seed of its own per addition, so new documents' spans are not drawn like old ones'.
         order = add_order(self.lineage)
         examples = seal_examples(
-            self.tokenizer, corpus, pairs, train_config, options, eos, seed=config.seed + order
+            *(self.tokenizer, corpus, pairs, train_config, options, eos),
+            seed=config.seed + order,
+            language=self.config.language,
         )
         pool, generator_trained = ExampleSet([], [], []), False
         old = replay_doc_ids(self.corpus, config)
@@ -575,6 +583,7 @@ class NgramGenerativeIndex:
                 options,
                 eos,
                 salient_pairs_per_doc=options.salient_pairs_per_doc,
+                language=self.config.language,
             )
             pool.tasks = ["replay-span"] * len(pool)
         elif config.replay in ("queries", "generative"):
@@ -589,6 +598,7 @@ class NgramGenerativeIndex:
                     eos,
                     options.seed,
                     task,
+                    self.config.language,
                 )
 
             wanted = set(old)
@@ -607,7 +617,7 @@ class NgramGenerativeIndex:
         self.model = self.model.cpu().eval()
         merged = Corpus.concat([self.corpus, corpus])
         ngrams = build_ngram_index(self.tokenizer, merged, separator=self.model.config.pad_token_id)
-        word_index = WordIndex.build(merged.full_texts())
+        word_index = WordIndex.build(merged.full_texts(), self.config.language)
         # Commit: nothing below can fail halfway.
         self.corpus, self.ngrams, self.word_index = merged, ngrams, word_index
         self.training_pairs = self.training_pairs + pairs
@@ -763,6 +773,7 @@ def seal_examples(
     eos: int,
     seed: int | None = None,
     salient_pairs_per_doc: int | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> ExampleSet:
     """Training examples for ``corpus``: span pairs of its documents and, for ``pairs`` of
     (query, doc id in ``corpus``), query -> title / overlapping spans of the document.
@@ -780,6 +791,7 @@ def seal_examples(
         word_dropout=options.word_dropout,
         rarity=options.rarity,
         seed=seed,
+        stopwords=span_stopwords(language),
     )
     if options.pairs_per_doc:
         span_pairs += unsupervised_pairs(
@@ -795,7 +807,9 @@ def seal_examples(
         tokenizer, span_pairs, train_config, options, eos, repeats=1, task="seal-span"
     )
     examples.extend(
-        query_examples(tokenizer, corpus, pairs, train_config, options, eos, seed, "seal-query")
+        query_examples(
+            tokenizer, corpus, pairs, train_config, options, eos, seed, "seal-query", language
+        )
     )
     return examples
 
@@ -809,6 +823,7 @@ def query_examples(
     eos: int,
     seed: int,
     task: str,
+    language: str = DEFAULT_LANGUAGE,
 ) -> ExampleSet:
     """(query -> title and spans of its relevant document) examples, ``query_repeats`` times."""
     if not pairs:
@@ -822,6 +837,7 @@ def query_examples(
         temperature=options.temperature,
         include_title=options.include_title,
         seed=seed,
+        stopwords=span_stopwords(language),
     )
     return _text_examples(
         tokenizer, query_pairs, train_config, options, eos, train_config.query_repeats, task
@@ -1042,7 +1058,7 @@ class NgramRetriever(ConstrainedRetriever):
         beams' n-grams and of its completed words."""
         decode = self.index.tokenizer.decode
         texts = [" ".join(decode(list(ngram)) for ngram, _ in g.beams + g.words) for g in generated]
-        return analyze(texts)
+        return analyze(texts, language=self.index.config.language)
 
     def generate(
         self, queries: Sequence[str], batch_size: int = 32, num_beams: int | None = None
