@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from docid.io import atomic_open
 
 # The keys every point of training_log.jsonl has; any other number in a point is a dev metric.
 _AXES = ("step", "seconds", "epoch", "loss")
+# (label, seconds per unit, longest run drawn in it)
+_TIME_UNITS = (("seconds", 1.0, 120.0), ("minutes", 60.0, 7200.0), ("hours", 3600.0, math.inf))
 
 
 def plot_training_log(points: Sequence[Mapping[str, float]], path: str | Path) -> Path:
@@ -56,8 +59,12 @@ def plot_training_log(points: Sequence[Mapping[str, float]], path: str | Path) -
             dev.plot(xs, ys, color=f"C{number}", marker="o", label=key)
         dev.set_ylabel("dev metric")
         figure.legend(loc="outside lower center", ncols=len(metrics) + 1)
-    by_time.plot([p["seconds"] / 60 for p in points], losses, color="C0")
-    by_time.set(xlabel="minutes", ylabel="training loss", title="Loss over time")
+    # The unit that keeps the tick labels short: a short run in seconds, a long one in hours.
+    last = max(p["seconds"] for p in points)
+    unit, scale = next((u, s) for u, s, upto in _TIME_UNITS if last <= upto)
+    times = [p["seconds"] / scale for p in points]
+    by_time.plot(times, losses, color="C0", marker="." if len(points) < 50 else None)
+    by_time.set(xlabel=unit, ylabel="training loss", title="Loss over time")
     with atomic_open(path) as handle:
         figure.savefig(handle, format=kind)
     return path
