@@ -24,10 +24,12 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
+
+from docid.words import DEFAULT_LANGUAGE, stopword_list
 
 # A small English stopword list: overlap on "the" or "of" says nothing about relevance.
 _STOPWORD_TEXT = """
@@ -42,12 +44,20 @@ yourselves
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
+
+def span_stopwords(language: str = DEFAULT_LANGUAGE) -> frozenset[str]:
+    """The words a span never starts on and that say nothing as overlap: :data:`STOPWORDS` for
+    English (as before languages existed), the words of ``docid.words.stopword_list`` for
+    another language (none where bm25s has no list for it)."""
+    return STOPWORDS if language == DEFAULT_LANGUAGE else frozenset(stopword_list(language))
+
+
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
-def _terms(text: str) -> set[str]:
+def _terms(text: str, stopwords: Collection[str] = STOPWORDS) -> set[str]:
     """Lower-cased content words of ``text`` (punctuation stripped, stopwords dropped)."""
-    return {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
+    return {w for w in _WORD.findall(text.lower()) if w not in stopwords}
 
 
 def _norm(word: str) -> str:
@@ -77,6 +87,7 @@ def query_spans(
     max_words: int = 10,
     temperature: float = 1.0,
     rng: random.Random,
+    stopwords: Collection[str] = STOPWORDS,
 ) -> list[str]:
     """Up to ``num_spans`` distinct word spans of ``text`` chosen by overlap with ``query``.
 
@@ -87,11 +98,11 @@ def query_spans(
     words = text.split()
     if not words or num_spans < 1:
         return []
-    terms = _terms(query)
+    terms = _terms(query, stopwords)
     normed = [_norm(w) for w in words]
     starts, weights = [], []
     for i, word in enumerate(normed):
-        if not word or word in STOPWORDS:
+        if not word or word in stopwords:
             continue
         overlap = sum(1 for w in set(normed[i : i + 3]) if w in terms)
         if overlap:
@@ -120,6 +131,7 @@ def supervised_pairs(
     temperature: float = 1.0,
     include_title: bool = True,
     seed: int = 0,
+    stopwords: Collection[str] = STOPWORDS,
 ) -> list[tuple[str, str]]:
     """``(query, target)`` pairs from ``(query, title, text)`` of each relevant document.
 
@@ -139,6 +151,7 @@ def supervised_pairs(
             max_words=max_words,
             temperature=temperature,
             rng=rng,
+            stopwords=stopwords,
         ):
             pairs.append((query, span))
     return pairs
@@ -192,6 +205,7 @@ def salient_span_pairs(
     word_dropout: float = 0.25,
     rarity: float = 1.0,
     seed: int = 0,
+    stopwords: Collection[str] = STOPWORDS,
 ) -> list[tuple[str, str]]:
     """``(noisy passage, salient span of it)`` pairs from document texts, no queries needed.
 
@@ -217,7 +231,7 @@ def salient_span_pairs(
     rng = random.Random(seed)
     pairs: list[tuple[str, str]] = []
     for words, norms in zip(tokenized, normed, strict=True):
-        starts = [i for i, w in enumerate(norms) if w and w not in STOPWORDS]
+        starts = [i for i, w in enumerate(norms) if w and w not in stopwords]
         if not starts:
             continue
         weights = [math.log(1.0 + n / df[norms[i]]) ** rarity for i in starts]

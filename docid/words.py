@@ -4,8 +4,9 @@ The n-grams a model generates match documents piece for piece in the corpus toke
 (``trie.fmindex.NgramIndex``): "tumours" generated does not match "tumour". A
 :class:`WordIndex` lists each document's stemmed words so that the words of the generated
 n-grams can also be matched as words (BM25, ``docid.ngram.SealOptions``-style weights), as
-a lexical retriever would match them. Words are lower-cased, English stopwords are dropped and
-the rest are Snowball-stemmed, the same analysis as ``dsi.bm25``.
+a lexical retriever would match them. Words are lower-cased, the stopwords of the index's
+language are dropped (English by default; :func:`stopwords`) and the rest are Snowball-stemmed
+in that language, the same analysis as ``dsi.bm25``.
 
 Files written by :meth:`WordIndex.save`: ``word_index.json`` (format, version, sizes,
 vocabulary) and ``postings.npz`` (the postings, one block of documents per word).
@@ -30,22 +31,80 @@ HEADER = "word_index.json"
 POSTINGS = "postings.npz"
 
 
+DEFAULT_LANGUAGE = "english"
+# The stopword lists of bm25s (NLTK's), by the Snowball name of their language; English is
+# bm25s' "en", as before languages existed. Other Snowball languages are stemmed, no words dropped.
+_BM25S_STOPWORDS = {
+    "english": "en",
+    "danish": "da",
+    "dutch": "nl",
+    "french": "fr",
+    "german": "de",
+    "italian": "it",
+    "norwegian": "no",
+    "portuguese": "pt",
+    "russian": "ru",
+    "spanish": "es",
+    "swedish": "sv",
+    "turkish": "tr",
+}
+# Snowball algorithms that are not a language of their own (variants of english and dutch).
+_NOT_LANGUAGES = frozenset({"porter", "dutch_porter"})
+
+
 @functools.lru_cache(maxsize=1)
-def _stemmer():
+def languages() -> tuple[str, ...]:
+    """The languages the lexical parts can analyse: Snowball's (PyStemmer's algorithms)."""
     import Stemmer
 
-    return Stemmer.Stemmer("english")
+    return tuple(sorted(set(Stemmer.algorithms()) - _NOT_LANGUAGES))
 
 
-def analyze(texts: Sequence[str], return_ids: bool = False):
-    """The stemmed content words of each text (``bm25s.tokenize``: lower-cased, English
-    stopwords dropped, Snowball stems); with ``return_ids`` bm25s' ``Tokenized`` (ids, vocab)."""
+def check_language(language: str) -> str:
+    """``language`` if Snowball stems it; otherwise ``ValueError`` listing the known ones."""
+    if language not in languages():
+        raise ValueError(
+            f"Unknown language {language!r}; the known ones (Snowball's) are "
+            f"{', '.join(languages())}."
+        )
+    return language
+
+
+@functools.cache
+def stemmer(language: str = DEFAULT_LANGUAGE):
+    """The Snowball stemmer of ``language`` (PyStemmer), one per language."""
+    import Stemmer
+
+    return Stemmer.Stemmer(check_language(language))
+
+
+def stopwords(language: str = DEFAULT_LANGUAGE) -> str | list[str]:
+    """What ``bm25s.tokenize`` drops for ``language``: the name of bm25s' list for the twelve
+    languages it has one for, none (an empty list) for the other Snowball languages."""
+    return _BM25S_STOPWORDS.get(check_language(language), [])
+
+
+def stopword_list(language: str = DEFAULT_LANGUAGE) -> list[str]:
+    """The words of :func:`stopwords` for ``language`` (bm25s' list, NLTK's words)."""
+    import bm25s.stopwords
+
+    name = stopwords(language)
+    if not name:
+        return []
+    table = "EN" if language == DEFAULT_LANGUAGE else language.upper()
+    return list(getattr(bm25s.stopwords, f"STOPWORDS_{table}"))
+
+
+def analyze(texts: Sequence[str], return_ids: bool = False, language: str = DEFAULT_LANGUAGE):
+    """The stemmed content words of each text (``bm25s.tokenize``: lower-cased, the
+    ``language``'s stopwords dropped, its Snowball stems); with ``return_ids`` bm25s'
+    ``Tokenized`` (ids, vocab)."""
     import bm25s
 
     return bm25s.tokenize(
         list(texts),
-        stopwords="en",
-        stemmer=_stemmer(),
+        stopwords=stopwords(language),
+        stemmer=stemmer(language),
         return_ids=return_ids,
         show_progress=False,
     )
@@ -61,15 +120,17 @@ class WordIndex:
     docs: np.ndarray  # int32, ascending within each word
     counts: np.ndarray  # int32
     doc_lengths: np.ndarray  # int32: content words per document
+    language: str = DEFAULT_LANGUAGE  # of the analysis (stemmer, stopwords) of the words
 
     @property
     def num_docs(self) -> int:
         return len(self.doc_lengths)
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> WordIndex:
-        """Index the stemmed words of ``texts`` (document ``i`` is ``texts[i]``)."""
-        tokenized = analyze(texts, return_ids=True)
+    def build(cls, texts: Sequence[str], language: str = DEFAULT_LANGUAGE) -> WordIndex:
+        """Index the stemmed words of ``texts`` (document ``i`` is ``texts[i]``), analysed in
+        ``language``."""
+        tokenized = analyze(texts, return_ids=True, language=language)
         lengths = np.array([len(ids) for ids in tokenized.ids], dtype=np.int32)
         words = np.fromiter(
             (w for ids in tokenized.ids for w in ids), dtype=np.int64, count=int(lengths.sum())
@@ -87,6 +148,7 @@ class WordIndex:
             (keys % max(len(lengths), 1)).astype(np.int32),
             counts.astype(np.int32),
             lengths,
+            language,
         )
 
     def bm25(self, words: Iterable[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
@@ -125,6 +187,8 @@ class WordIndex:
             "num_postings": len(self.docs),
             "vocabulary": vocabulary,
         }
+        if self.language != DEFAULT_LANGUAGE:  # English indexes keep the bytes they had
+            header["language"] = self.language
         arrays = {
             "offsets": self.offsets,
             "docs": self.docs,
@@ -148,6 +212,7 @@ class WordIndex:
                     arrays["docs"],
                     arrays["counts"],
                     arrays["doc_lengths"],
+                    header.get("language", DEFAULT_LANGUAGE),
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"word index {directory} cannot be read: {exc}") from exc

@@ -1,6 +1,7 @@
 """Baselines that ``dsi eval`` ranks beside the model, each given the data the model had.
 
-- ``bm25``: BM25 (bm25s, Lucene variant, k1 1.5, b 0.75; English stopwords, Snowball stems) over
+- ``bm25``: BM25 (bm25s, Lucene variant, k1 1.5, b 0.75; the stopwords and Snowball stems of the
+  index's ``language``, English by default) over
   ``title + " " + text``;
 - ``bm25+queries``: the same BM25 over each document with the text of every training query that
   judges it appended: the supervision the model learned from, and nothing else
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from docid.words import DEFAULT_LANGUAGE
 from dsi.bm25 import BM25Retriever
 from dsi.data import Corpus
 
@@ -60,17 +62,19 @@ def build_baseline(
     *,
     rm3: RM3Settings | None = None,
     show_progress: bool = False,
+    language: str = DEFAULT_LANGUAGE,
 ) -> Baseline:
     """The baseline ``name`` over ``corpus``; ``training_pairs`` are (query text, doc id) of the
     training queries (only ``bm25+queries`` reads them, and needs some); ``rm3`` the feedback
-    settings of ``bm25+rm3`` (choose them on dev queries, never on test)."""
+    settings of ``bm25+rm3`` (choose them on dev queries, never on test); ``language`` that of
+    the BM25 baselines' stopwords and stems (the index's)."""
     check_available(name, bool(training_pairs))
     if name == "bm25":
-        return BM25Baseline(corpus)
+        return BM25Baseline(corpus, language=language)
     if name == "bm25+queries":
-        return BM25Baseline(corpus, training_pairs, name="bm25+queries")
+        return BM25Baseline(corpus, training_pairs, name="bm25+queries", language=language)
     if name == "bm25+rm3":
-        return RM3Baseline(corpus, rm3)
+        return RM3Baseline(corpus, rm3, language=language)
     return DenseBaseline(corpus, show_progress=show_progress)
 
 
@@ -113,12 +117,13 @@ class BM25Baseline:
         corpus: Corpus,
         training_pairs: Sequence[tuple[str, str]] = (),
         name: str = "bm25",
+        language: str = DEFAULT_LANGUAGE,
     ) -> None:
         self.name = name
         self.expanded_documents = len({doc_id for _, doc_id in training_pairs})
         self.training_pairs = len(training_pairs)
         indexed = expanded_corpus(corpus, training_pairs) if training_pairs else corpus
-        self.bm25 = BM25Retriever().index(indexed)
+        self.bm25 = BM25Retriever(language=language).index(indexed)
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Ranking]:
         return self.bm25.search(list(queries), k=k)
@@ -129,7 +134,7 @@ class BM25Baseline:
             found.update(
                 training_pairs=self.training_pairs, expanded_documents=self.expanded_documents
             )
-        return found
+        return _with_language(found, self.bm25.language)
 
 
 @dataclass(frozen=True)
@@ -166,9 +171,14 @@ class RM3Baseline:
 
     name = "bm25+rm3"
 
-    def __init__(self, corpus: Corpus, settings: RM3Settings | None = None) -> None:
+    def __init__(
+        self,
+        corpus: Corpus,
+        settings: RM3Settings | None = None,
+        language: str = DEFAULT_LANGUAGE,
+    ) -> None:
         self.settings = settings or RM3Settings()
-        self.bm25 = BM25Retriever().index(corpus)
+        self.bm25 = BM25Retriever(language=language).index(corpus)
         self._terms: dict[int, collections.Counter[str]] = {}
 
     def _document_terms(self, position: int) -> collections.Counter[str]:
@@ -209,7 +219,14 @@ class RM3Baseline:
         return results
 
     def parameters(self) -> dict[str, Any]:
-        return {"k1": self.bm25.k1, "b": self.bm25.b, **asdict(self.settings)}
+        found = {"k1": self.bm25.k1, "b": self.bm25.b, **asdict(self.settings)}
+        return _with_language(found, self.bm25.language)
+
+
+def _with_language(parameters: dict[str, Any], language: str) -> dict[str, Any]:
+    """``parameters`` with the analysis language, named only when it is not the default (so
+    reports of English indexes read as they did)."""
+    return parameters if language == DEFAULT_LANGUAGE else {**parameters, "language": language}
 
 
 class DenseBaseline:

@@ -1,4 +1,5 @@
-"""BM25 baseline on ``bm25s``: English stopwords, Snowball English stemming, title + text."""
+"""BM25 baseline on ``bm25s``: stopwords and Snowball stemming of a language (English by
+default; ``docid.words``), title + text."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import logging
 
 import bm25s
 import numpy as np
-import Stemmer
 
+from docid.words import DEFAULT_LANGUAGE, stemmer, stopwords
 from dsi.data import Corpus
 
 # bm25s sets its own logger to DEBUG on import, which floods every command's output.
@@ -17,9 +18,16 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 class BM25Retriever:
     """Lexical retriever; ``index`` a :class:`Corpus`, then ``search`` plain-text queries."""
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene") -> None:
-        self.k1, self.b, self.method = k1, b, method
-        self._stemmer = Stemmer.Stemmer("english")
+    def __init__(
+        self,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        language: str = DEFAULT_LANGUAGE,
+    ) -> None:
+        self.k1, self.b, self.method, self.language = k1, b, method, language
+        self._stemmer = stemmer(language)
+        self._stopwords = stopwords(language)
         self._model: bm25s.BM25 | None = None
         self._corpus: Corpus | None = None
         self.doc_ids: list[str] = []
@@ -31,7 +39,7 @@ class BM25Retriever:
     def _tokenize(self, texts: list[str], return_ids: bool) -> object:
         return bm25s.tokenize(
             texts,
-            stopwords="en",
+            stopwords=self._stopwords,
             stemmer=self._stemmer,
             return_ids=return_ids,
             show_progress=False,

@@ -216,8 +216,19 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _subcommand(sub, "eval", "evaluate an index on queries with judgements")
     _add_index_arg(p)
-    p.add_argument("--queries", required=True, help="queries to evaluate (jsonl/tsv)")
-    p.add_argument("--qrels", required=True, help="judgements (TSV: query-id, corpus-id, score)")
+    p.add_argument(
+        "--queries",
+        default=None,
+        help="queries to evaluate (jsonl/tsv), or with --split a BEIR folder (default with "
+        "--split: the folder of the index's corpus)",
+    )
+    p.add_argument("--qrels", default=None, help="judgements (TSV: query-id, corpus-id, score)")
+    p.add_argument(
+        "--split",
+        default=None,
+        metavar="NAME",
+        help="a BEIR folder's split: its queries.jsonl and qrels/NAME.tsv instead of --qrels",
+    )
     p.add_argument("-k", type=int, default=100, help="documents retrieved per query")
     _add_num_beams_arg(p)
     p.add_argument("--batch-size", type=int, default=16, help="queries decoded together")
@@ -297,6 +308,13 @@ def _parser() -> argparse.ArgumentParser:
         sub, "info", "describe an index directory from its manifest (the model is not loaded)"
     )
     p.add_argument("directory", metavar="DIR", help="index directory to describe")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also draw the training log (loss over steps and time, dev metrics if logged) "
+        "into FILE.png (or .pdf, .svg; needs matplotlib)",
+    )
     p.set_defaults(func=_cmd_info)
 
     p = _subcommand(sub, "serve", "serve an index over HTTP (needs the serve extra)")
@@ -597,11 +615,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if output is not None:  # before the search: never overwrite a user's file
         ensure_replaceable(output, SEARCH_FORMATS[args.format])
     retriever = Retriever.load(args.index, device=args.device)
-    search = retriever.explain if args.explain else retriever.search
-    found = search(
-        [q for _, q in items], k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
-    )
-    results, explained = found if args.explain else (found, [[{}] * len(h) for h in found])
+    texts = [q for _, q in items]
+    if args.explain:
+        results, explained = retriever.explain(
+            texts, k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
+        )
+    else:
+        if args.queries:  # a file of queries gets a progress bar; a few arguments need none
+            results = _search_with_bar(retriever, texts, args)
+        else:
+            results = retriever.search(
+                texts, k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
+            )
+        explained = [[{}] * len(hits) for hits in results]
     if args.format == "jsonl":
         lines = []
         for (qid, text), hits, why in zip(items, results, explained, strict=True):
@@ -651,6 +677,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         names.insert(0, "bm25")
     if args.compare and not names:
         raise ValueError("--compare compares dsi with baselines; name them with --baselines.")
+    args.queries, args.qrels = _eval_files(args)
     run_file = Path(args.run_file or f"{Path(args.index)}.{Path(args.qrels).stem}.trec")
     files = {"dsi": run_file}
     files.update({name: run_file.with_name(f"{run_file.stem}.{name}.trec") for name in names})
@@ -671,21 +698,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     retriever = Retriever.load(args.index, device=args.device)
     index = retriever.index
     training_pairs = list(index.training_pairs)
+    if args.split and evaluation.is_training_split(texts, training_pairs):
+        log.warning("Split %r is the split this index was trained on.", args.split)
     evaluation.check_not_training(texts, training_pairs, args.qrels)
     for name in names:  # refused before minutes of ranking, not after
         check_available(name, bool(training_pairs))
 
     started = time.monotonic()
-    results = retriever.search(
-        texts, k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
-    )
+    results = _search_with_bar(retriever, texts, args)
     seconds = time.monotonic() - started
     ranked = [[(h.doc_id, h.score) for h in hits] for hits in results]
     runs: dict[str, Any] = {"dsi": dict(zip(judged, ranked, strict=True))}
     write_trec_run(runs["dsi"], run_file, tag="dsi")
     parameters = {}
     for name in names:
-        baseline = build_baseline(name, index.corpus, training_pairs, show_progress=not args.quiet)
+        baseline = build_baseline(
+            name,
+            index.corpus,
+            training_pairs,
+            show_progress=not args.quiet,
+            language=index.config.language,
+        )
         runs[name] = dict(zip(judged, baseline.search(texts, k=args.k), strict=True))
         write_trec_run(runs[name], files[name], tag=name)
         parameters[name] = baseline.parameters()
@@ -734,6 +767,48 @@ def _check_memorization(args: argparse.Namespace) -> None:
         )
 
 
+def _eval_files(args: argparse.Namespace) -> tuple[str, str]:
+    """``(queries, qrels)`` of ``dsi eval``: as given, or a BEIR folder's ``--split``."""
+    from dsi.data import beir_split_paths
+    from dsi.index import read_manifest, resolve_index_dir
+
+    if args.split is None:
+        if args.queries is None or args.qrels is None:
+            raise ValueError("Give --queries and --qrels, or --split NAME of a BEIR folder.")
+        return args.queries, args.qrels
+    if args.qrels is not None:
+        raise ValueError("--split takes the qrels from the BEIR folder; give --split or --qrels.")
+    folder = args.queries
+    if folder is None:  # the folder the index's corpus was read from, if it was a BEIR folder
+        lineage = read_manifest(resolve_index_dir(Path(args.index)))["lineage"]
+        source = next((e.get("corpus") for e in lineage if e.get("event") == "build"), None)
+        if not source or Path(source).name != "corpus.jsonl":
+            raise ValueError(
+                "The index was not built from a BEIR folder; name one with --queries FOLDER."
+            )
+        folder = str(Path(source).parent)
+    if not Path(folder).is_dir():
+        raise ValueError(f"--split reads a BEIR folder, and {folder} is not a folder.")
+    queries, qrels = beir_split_paths(folder, args.split)  # an unknown split lists the others
+    return str(queries), str(qrels)
+
+
+def _search_with_bar(retriever: Any, texts: list[str], args: argparse.Namespace) -> list:
+    """``retriever.search`` over ``texts`` one batch at a time under a progress bar on stderr
+    (hidden by ``--quiet``, as the training bar is); the batches are those search makes."""
+    from tqdm.auto import tqdm
+
+    results: list = []
+    with tqdm(total=len(texts), desc="search", unit="query", disable=args.quiet) as bar:
+        for start in range(0, len(texts), args.batch_size):
+            batch = texts[start : start + args.batch_size]
+            results += retriever.search(
+                batch, k=args.k, batch_size=args.batch_size, num_beams=args.num_beams
+            )
+            bar.update(len(batch))
+    return results
+
+
 # ---------------------------------------------------------------------------- info
 def _cmd_info(args: argparse.Namespace) -> int:
     """Print what an index is from its manifest and settings; no model, no checksums."""
@@ -777,6 +852,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     missing = [name for name, size in sizes.items() if size is None]
     if missing:
         info["missing_files"] = missing
+    if args.plot:
+        from dsi.index import TRAINING_LOG_FILE, load_training_log
+        from dsi.plots import plot_training_log
+
+        points = load_training_log(directory / TRAINING_LOG_FILE)
+        if not points:
+            raise ValueError(
+                f"{directory} has no training log to plot (no {TRAINING_LOG_FILE}: an index "
+                "built before dsi kept one)."
+            )
+        info["plot"] = str(plot_training_log(points, args.plot))
     print(json.dumps(info, indent=2, ensure_ascii=False))
     return 0
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docid.words import check_language
+
 # ------------------------------------------------------------------------------------- model
 
 
@@ -224,8 +226,12 @@ class IndexConfig:
     # Train and keep a query generator in the index (for generative replay when adding).
     # It is trained whenever pseudo_queries > 0 as well, and then kept too.
     query_generator: bool = False
+    # Stemmer and stopwords of the lexical parts (word index, BM25 baselines): a Snowball
+    # language (docid.words.languages()).
+    language: str = "english"
 
     def __post_init__(self) -> None:
+        check_language(self.language)
         known = DOCID_SETTINGS.get(self.docids, ())
         unknown = sorted(set(self.docid_options) - set(known))
         if unknown:

@@ -12,7 +12,8 @@ and no ``datasets`` dependency is needed. Supported layouts:
 Every problem raises :class:`DataError` with one sentence naming the file and the 1-based line.
 Corpora, queries and qrels built in Python (:meth:`Corpus.from_records`,
 :func:`queries_from_records`, :func:`qrels_from_records`) pass the same checks as a JSONL line, with the same messages, naming the record by its 0-based
-position instead of a line.
+position instead of a line; a Hugging Face ``datasets.Dataset`` (or a ``DatasetDict`` of one
+split) names the row and, once read, its id: ``dataset 'scifact' split 'corpus' row 3 (id 'd3')``.
 Blank lines at the end of a file are ignored; a blank line followed by more data is an error.
 
 Ids (of documents and queries, in every format) are non-empty and hold neither whitespace nor
@@ -29,8 +30,8 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,20 @@ class _Where:
     """Where a row came from: ``file line 3`` or ``records record 3`` (the start of a message)."""
 
     source: str | Path
-    unit: str  # "line" (1-based, as editors count) or "record" (0-based, as Python indexes)
+    # "line" (1-based, as editors count), "record" (0-based, as Python indexes) or "row" (a
+    # ``datasets`` row, 0-based as ``dataset[i]`` indexes it)
+    unit: str
     number: int
+    record_id: str | None = None  # a dataset row's id once read, so a message names both
 
     def __str__(self) -> str:
-        return f"{self.source} {self.unit} {self.number}"
+        named = f" (id {self.record_id!r})" if self.record_id is not None else ""
+        return f"{self.source} {self.unit} {self.number}{named}"
+
+    def named(self, record_id: str) -> _Where:
+        """This place with the row's id added (dataset rows only; lines and records say the
+        id in the message where it matters)."""
+        return replace(self, record_id=record_id) if self.unit == "row" else self
 
 
 @dataclass
@@ -96,11 +106,14 @@ class Corpus:
         """A corpus from mappings shaped like the JSONL lines: ``_id`` (or ``id``, ``doc_id``),
         ``text`` (or ``contents``), optional ``title``; other keys are ignored.
 
-        Any iterable of mappings works, e.g. a list of dicts or a ``datasets.Dataset`` (iterating
-        one yields dicts; ``datasets`` is not a dependency of dsi). Every record passes the checks
-        of :func:`load_corpus`, and a problem raises :class:`DataError` naming the record by its
-        0-based position, e.g. ``records record 3: missing 'text' or 'contents' field``.
+        Any iterable of mappings works, e.g. a list of dicts or a ``datasets.Dataset`` (or a
+        ``DatasetDict`` of one split; ``datasets`` is optional, the ``datasets`` extra). Every
+        record passes the checks of :func:`load_corpus`, and a problem raises
+        :class:`DataError` naming the record by its 0-based position, e.g. ``records record 3:
+        missing 'text' or 'contents' field``; a dataset's row also by its id, and a missing
+        column is named before any row is read.
         """
+        records, source = _record_source(records, source)
         return _build_corpus(_corpus_records(records, source), source, skip_empty=skip_empty)
 
     def __len__(self) -> int:
@@ -268,8 +281,70 @@ def _parse_object(line: str, where: _Where) -> dict:
     return obj
 
 
-def _records(records: Iterable[Mapping], source: str) -> Iterator[tuple[_Where, Mapping]]:
-    """Number records from 0 and check each is a mapping: _lines + _parse_object for Python."""
+def _is_dataset(records: object) -> bool:
+    """A ``datasets.Dataset`` or ``IterableDataset``, told without importing ``datasets``."""
+    return type(records).__module__.startswith("datasets.") and hasattr(records, "column_names")
+
+
+def _record_source(records: Iterable[Mapping], source: str) -> tuple[Iterable[Mapping], str]:
+    """``(records, source)`` with a ``datasets.DatasetDict`` of one split replaced by that split
+    (BEIR's hub corpora load as ``{"corpus": Dataset}``) and the default ``source`` of a
+    dataset replaced by its name and split; a dict of several splits must be indexed first."""
+    records = _dataset_split(records, source)
+    return records, (_dataset_source(records, source) if _is_dataset(records) else source)
+
+
+def _dataset_split(records: Iterable[Mapping], source: str) -> Iterable[Mapping]:
+    if not (isinstance(records, Mapping) and type(records).__module__.startswith("datasets.")):
+        return records
+    splits = list(records)
+    source = "dataset" if source == "records" else source
+    if len(splits) != 1:
+        names = ", ".join(repr(str(name)) for name in splits) or "none"
+        raise DataError(
+            f"{source}: a {type(records).__name__} with the splits {names}; pass one of them, "
+            f"e.g. dataset[{str(splits[0])!r}]"
+            if splits
+            else f"{source}: a {type(records).__name__} with no splits"
+        )
+    return records[splits[0]]
+
+
+def _dataset_source(dataset: object, source: str) -> str:
+    """``source`` as given, or for the default a name from the dataset's info and split."""
+    if source != "records":
+        return source
+    info = getattr(dataset, "info", None)
+    name = getattr(info, "dataset_name", None) or getattr(info, "config_name", None)
+    split = getattr(dataset, "split", None)
+    label = "dataset" + (f" {name!r}" if name else "")
+    return label + (f" split {str(split)!r}" if split else "")
+
+
+def _check_columns(dataset: object, needed: Sequence[tuple[str, ...]], source: str) -> None:
+    """One sentence for a dataset that lacks a column, before any row is read."""
+    columns = getattr(dataset, "column_names", None)
+    if not columns:  # an IterableDataset may not know its columns; rows are checked anyway
+        return
+    for keys in needed:
+        if not any(key in columns for key in keys):
+            names = " or ".join(f"'{k}'" for k in keys)
+            have = ", ".join(repr(c) for c in columns)
+            raise DataError(f"{source}: no {names} column (the columns are {have})")
+
+
+def _records(
+    records: Iterable[Mapping], source: str, needed: Sequence[tuple[str, ...]] = ()
+) -> Iterator[tuple[_Where, Mapping]]:
+    """Number records from 0 and check each is a mapping: _lines + _parse_object for Python.
+
+    A ``datasets`` Dataset (after :func:`_record_source`) is read row by row, its rows named
+    ``row N (id 'x')``; ``needed`` lists the key alternatives its columns must offer."""
+    if _is_dataset(records):
+        _check_columns(records, needed, source)
+        for number, record in enumerate(records):
+            yield _Where(source, "row", number), record
+        return
     if isinstance(records, (str, bytes, Mapping)):
         # Iterating these yields characters or keys, which would fail record by record.
         raise DataError(
@@ -406,6 +481,7 @@ def _build_corpus(
 def _corpus_row(obj: Mapping, where: _Where, line: str | None) -> tuple[_Where, str, str, str]:
     """One document from a JSON object or a Python record: (where, doc id, title, text)."""
     doc_id = _check_id(_get_id(obj, _DOC_ID_KEYS, where, line), where, "doc id")
+    where = where.named(doc_id)
     _, text = _get_string(obj, _DOC_TEXT_KEYS, where, line)
     found = _get_string(obj, ("title",), where, line, required=False)
     return where, doc_id, (found[1] if found else ""), text
@@ -419,7 +495,7 @@ def _corpus_jsonl(path: Path) -> Iterator[tuple[_Where, str, str, str]]:
 def _corpus_records(
     records: Iterable[Mapping], source: str
 ) -> Iterator[tuple[_Where, str, str, str]]:
-    for where, record in _records(records, source):
+    for where, record in _records(records, source, (_DOC_ID_KEYS, _DOC_TEXT_KEYS)):
         yield _corpus_row(record, where, None)
 
 
@@ -474,7 +550,9 @@ def queries_from_records(records: Iterable[Mapping], source: str = "records") ->
     Any iterable of mappings works (a list of dicts, a ``datasets.Dataset``); the checks and
     messages are those of :func:`load_queries`, naming the record by its 0-based position.
     """
-    rows = (_query_row(record, where, None) for where, record in _records(records, source))
+    records, source = _record_source(records, source)
+    needed = (_QUERY_ID_KEYS, _QUERY_TEXT_KEYS)
+    rows = (_query_row(record, where, None) for where, record in _records(records, source, needed))
     return _build_queries(rows, source)
 
 
@@ -493,6 +571,7 @@ def _build_queries(rows: Iterable[tuple[_Where, str, str]], source: str) -> dict
 
 def _query_row(obj: Mapping, where: _Where, line: str | None) -> tuple[_Where, str, str]:
     qid = _check_id(_get_id(obj, _QUERY_ID_KEYS, where, line), where, "query id")
+    where = where.named(qid)
     _, text = _get_string(obj, _QUERY_TEXT_KEYS, where, line)
     return where, qid, text
 
@@ -536,6 +615,7 @@ def qrels_from_records(
     Any iterable of mappings works (a list of dicts, a ``datasets.Dataset`` of BEIR qrels); the
     checks and messages are those of :func:`load_qrels`, naming the record by its 0-based position.
     """
+    records, source = _record_source(records, source)
     return _build_qrels(_qrels_records(records, source), source)
 
 
@@ -565,8 +645,10 @@ def _build_qrels(
 def _qrels_records(
     records: Iterable[Mapping], source: str
 ) -> Iterator[tuple[_Where, str, str, str]]:
-    for where, record in _records(records, source):
+    needed = (_QRELS_QUERY_KEYS, _QRELS_DOC_KEYS, _QRELS_GRADE_KEYS)
+    for where, record in _records(records, source, needed):
         qid = _get_id(record, _QRELS_QUERY_KEYS, where, None)
+        where = where.named(qid)
         doc_id = _get_id(record, _QRELS_DOC_KEYS, where, None)
         # A grade is an integer like an id is; _get_id reads it the same way (7 -> "7").
         grade = _get_id(record, _QRELS_GRADE_KEYS, where, None)

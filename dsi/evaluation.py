@@ -40,14 +40,27 @@ PER_QUERY_FILE = FileKind("a dsi eval per-query file", _is_per_query_line)
 TRAINING_SHARE_REFUSED = 0.5
 
 
+def _training_overlap(texts: Sequence[str], training_pairs: Sequence[tuple[str, str]]) -> int:
+    """How many of ``texts`` are the text of a training query of the index."""
+    trained = {query for query, _ in training_pairs}
+    return sum(text in trained for text in texts)
+
+
+def is_training_split(texts: Sequence[str], training_pairs: Sequence[tuple[str, str]]) -> bool:
+    """True when the evaluated queries are the index's training split: at least
+    ``TRAINING_SHARE_REFUSED`` of them are its training queries (the lineage records no split
+    name, so the queries themselves say it; :func:`check_not_training` refuses such a split)."""
+    overlap = _training_overlap(texts, training_pairs)
+    return bool(overlap) and overlap >= TRAINING_SHARE_REFUSED * len(texts)
+
+
 def check_not_training(
     texts: Sequence[str], training_pairs: Sequence[tuple[str, str]], qrels_path: str | Path
 ) -> None:
     """Refuse an evaluation whose queries are mostly the index's training queries (the training
     split passed as evaluation qrels); log a warning when a few are."""
-    trained = {query for query, _ in training_pairs}
-    overlap = sum(text in trained for text in texts)
-    if overlap and overlap >= TRAINING_SHARE_REFUSED * len(texts):
+    overlap = _training_overlap(texts, training_pairs)
+    if is_training_split(texts, training_pairs):
         raise ValueError(
             f"{overlap} of the {len(texts)} queries judged in {qrels_path} are the index's own "
             "training queries, so this would evaluate on training queries; pass the qrels of a "

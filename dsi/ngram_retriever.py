@@ -209,7 +209,7 @@ class NgramRetriever(ConstrainedRetriever):
         beams' n-grams and of its completed words."""
         decode = self.index.tokenizer.decode
         texts = [" ".join(decode(list(ngram)) for ngram, _ in g.beams + g.words) for g in generated]
-        return analyze(texts)
+        return analyze(texts, language=self.index.config.language)
 
     def generate(
         self, queries: Sequence[str], batch_size: int = 32, num_beams: int | None = None

@@ -35,10 +35,11 @@ import torch
 
 from docid.ngram import (
     salient_span_pairs,
+    span_stopwords,
     supervised_pairs,
     unsupervised_pairs,
 )
-from docid.words import WordIndex
+from docid.words import DEFAULT_LANGUAGE, WordIndex
 from dsi.config import DOCID_SETTINGS, AddConfig, IndexConfig, TrainConfig
 from dsi.data import Corpus, TrainingQueries
 from dsi.examples import ExampleSet, retrieval_examples
@@ -298,7 +299,7 @@ class NgramGenerativeIndex(IndexLifecycle):
     def words(self) -> WordIndex:
         """The stemmed words of the corpus (built on first use when the index has none)."""
         if self.word_index is None or self.word_index.num_docs != self.num_docs:
-            self.word_index = WordIndex.build(self.corpus.full_texts())
+            self.word_index = WordIndex.build(self.corpus.full_texts(), self.config.language)
         return self.word_index
 
     @property
@@ -324,7 +325,9 @@ class NgramGenerativeIndex(IndexLifecycle):
     @classmethod
     def _kind_structures(cls, fitted: Fitted) -> dict[str, Any]:
         # The identifiers of this kind are the corpus's n-grams (and its words).
-        return _ngram_structures(fitted.tokenizer, fitted.model, fitted.corpus)
+        return _ngram_structures(
+            fitted.tokenizer, fitted.model, fitted.corpus, fitted.config.language
+        )
 
     def _kind_training_examples(
         self, pairs: list[tuple[str, str]]
@@ -336,11 +339,15 @@ class NgramGenerativeIndex(IndexLifecycle):
         pool, per_epoch = ExampleSet([], [], []), 0
         if pooled:
             pool = seal_examples(
-                self.tokenizer, corpus, [], train_config, options, eos, salient_pairs_per_doc=pooled
+                *(self.tokenizer, corpus, [], train_config, options, eos),
+                salient_pairs_per_doc=pooled,
+                language=self.config.language,
             )
             per_epoch, copies = copies * len(corpus.doc_ids), 0
         examples = seal_examples(
-            self.tokenizer, corpus, pairs, train_config, options, eos, salient_pairs_per_doc=copies
+            *(self.tokenizer, corpus, pairs, train_config, options, eos),
+            salient_pairs_per_doc=copies,
+            language=self.config.language,
         )
         return examples, pool, per_epoch
 
@@ -350,7 +357,8 @@ class NgramGenerativeIndex(IndexLifecycle):
         options = self.options
         eos = self.model.config.eos_token_id
         return query_examples(
-            self.tokenizer, self.corpus, pairs, train_config, options, eos, options.seed, task
+            *(self.tokenizer, self.corpus, pairs, train_config, options, eos, options.seed, task),
+            self.config.language,
         )
 
     # ----------------------------------------------------------------- adding
@@ -359,7 +367,9 @@ class NgramGenerativeIndex(IndexLifecycle):
         # A seed of its own per addition, so new documents' spans are not drawn like old ones'.
         seed = new.config.seed + add_order(self.lineage)
         examples = seal_examples(
-            self.tokenizer, new.corpus, new.pairs, new.train_config, self.options, eos, seed=seed
+            *(self.tokenizer, new.corpus, new.pairs, new.train_config, self.options, eos),
+            seed=seed,
+            language=self.config.language,
         )
         return examples, None
 
@@ -376,12 +386,13 @@ class NgramGenerativeIndex(IndexLifecycle):
             options,
             self.model.config.eos_token_id,
             salient_pairs_per_doc=options.salient_pairs_per_doc,
+            language=self.config.language,
         )
         pool.tasks = ["replay-span"] * len(pool)
         return pool
 
     def _kind_grown(self, corpus: Corpus, added: None) -> dict[str, Any]:
-        return _ngram_structures(self.tokenizer, self.model, corpus)
+        return _ngram_structures(self.tokenizer, self.model, corpus, self.config.language)
 
     def _kind_entry(self, added: None = None) -> dict[str, Any]:
         return {"corpus_tokens": self.ngrams.total_tokens}
@@ -438,10 +449,13 @@ class NgramGenerativeIndex(IndexLifecycle):
             )
 
 
-def _ngram_structures(tokenizer: Any, model: torch.nn.Module, corpus: Corpus) -> dict[str, Any]:
-    """The n-gram index (documents apart by the pad id) and the word index of ``corpus``."""
+def _ngram_structures(
+    tokenizer: Any, model: torch.nn.Module, corpus: Corpus, language: str = DEFAULT_LANGUAGE
+) -> dict[str, Any]:
+    """The n-gram index (documents apart by the pad id) and the word index of ``corpus``, its
+    words stemmed and stopped for ``language``."""
     ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
-    return {"ngrams": ngrams, "word_index": WordIndex.build(corpus.full_texts())}
+    return {"ngrams": ngrams, "word_index": WordIndex.build(corpus.full_texts(), language)}
 
 
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:
@@ -467,6 +481,7 @@ def seal_examples(
     eos: int,
     seed: int | None = None,
     salient_pairs_per_doc: int | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> ExampleSet:
     """Training examples for ``corpus``: span pairs of its documents and, for ``pairs`` of
     (query, doc id in ``corpus``), query -> title / overlapping spans of the document.
@@ -484,6 +499,7 @@ def seal_examples(
         word_dropout=options.word_dropout,
         rarity=options.rarity,
         seed=seed,
+        stopwords=span_stopwords(language),
     )
     if options.pairs_per_doc:
         span_pairs += unsupervised_pairs(
@@ -499,7 +515,9 @@ def seal_examples(
         tokenizer, span_pairs, train_config, options, eos, repeats=1, task="seal-span"
     )
     examples.extend(
-        query_examples(tokenizer, corpus, pairs, train_config, options, eos, seed, "seal-query")
+        query_examples(
+            tokenizer, corpus, pairs, train_config, options, eos, seed, "seal-query", language
+        )
     )
     return examples
 
@@ -513,6 +531,7 @@ def query_examples(
     eos: int,
     seed: int,
     task: str,
+    language: str = DEFAULT_LANGUAGE,
 ) -> ExampleSet:
     """(query -> title and spans of its relevant document) examples, ``query_repeats`` times."""
     if not pairs:
@@ -526,6 +545,7 @@ def query_examples(
         temperature=options.temperature,
         include_title=options.include_title,
         seed=seed,
+        stopwords=span_stopwords(language),
     )
     return _text_examples(
         tokenizer, query_pairs, train_config, options, eos, train_config.query_repeats, task
