@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _quiet_dependencies(quiet=getattr(args, "quiet", False))
     from dsi.data import DataError
-    from dsi.index import IndexLoadError
+    from dsi.index_format import IndexLoadError
 
     try:
         return args.func(args)
@@ -361,7 +361,7 @@ def _parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- index
 def _cmd_index(args: argparse.Namespace) -> int:
     from docid.guard import claim
-    from dsi.index import WORK_KIND, claim_index
+    from dsi.index_format import WORK_KIND, claim_index
 
     config = _read_config(args)
     output = Path(args.output)
@@ -484,7 +484,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from docid.guard import claim
     from dsi.config import AddConfig
     from dsi.data import load_corpus
-    from dsi.index import WORK_KIND, claim_index
+    from dsi.index_format import WORK_KIND, claim_index
     from dsi.kinds import load_index
     from dsi.model import is_hub_name
 
@@ -752,7 +752,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _check_memorization(args: argparse.Namespace) -> None:
     """Refuse --memorization for an n-gram index and a sample below one document."""
-    from dsi.index import read_manifest, resolve_index_dir
+    from dsi.index_format import read_manifest, resolve_index_dir
     from dsi.kinds import index_kind
 
     if args.memorization_sample is not None and args.memorization_sample < 1:
@@ -770,7 +770,7 @@ def _check_memorization(args: argparse.Namespace) -> None:
 def _eval_files(args: argparse.Namespace) -> tuple[str, str]:
     """``(queries, qrels)`` of ``dsi eval``: as given, or a BEIR folder's ``--split``."""
     from dsi.data import beir_split_paths
-    from dsi.index import read_manifest, resolve_index_dir
+    from dsi.index_format import read_manifest, resolve_index_dir
 
     if args.split is None:
         if args.queries is None or args.qrels is None:
@@ -812,7 +812,7 @@ def _search_with_bar(retriever: Any, texts: list[str], args: argparse.Namespace)
 # ---------------------------------------------------------------------------- info
 def _cmd_info(args: argparse.Namespace) -> int:
     """Print what an index is from its manifest and settings; no model, no checksums."""
-    from dsi.index import CONFIG_FILE, IndexLoadError, read_manifest, resolve_index_dir
+    from dsi.index_format import CONFIG_FILE, IndexLoadError, read_manifest, resolve_index_dir
     from dsi.kinds import index_kind
 
     directory = resolve_index_dir(Path(args.directory))
@@ -853,7 +853,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if missing:
         info["missing_files"] = missing
     if args.plot:
-        from dsi.index import TRAINING_LOG_FILE, load_training_log
+        from dsi.index_format import TRAINING_LOG_FILE, load_training_log
         from dsi.plots import plot_training_log
 
         points = load_training_log(directory / TRAINING_LOG_FILE)

@@ -98,3 +98,11 @@ def retrieval_examples(
             out.targets.append(list(target))
             out.tasks.append("retrieve")
     return out
+
+
+def count_tasks(examples: ExampleSet) -> dict[str, int]:
+    """How many examples of each task ``examples`` holds."""
+    counts: dict[str, int] = {}
+    for task in examples.tasks:
+        counts[task] = counts.get(task, 0) + 1
+    return counts

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from docid.io import published
-from dsi.index import IndexLoadError
+from dsi.index_format import IndexLoadError
 from dsi.model import first_line, is_hub_name
 
 log = logging.getLogger(__name__)

@@ -2,20 +2,10 @@
 build, add, save, load) and the docid kinds' index (:class:`GenerativeIndex`: tokenizer + T5 +
 docid map + trie), built from a corpus, saved as a directory.
 
-Directory layout (format version 2)::
-
-    manifest.json     format, versions, counts, docid offset, sha256 of every file, lineage
-    index.json        IndexConfig, exactly as IndexConfig.from_dict reads it back
-    model/            config + safetensors weights + tokenizer files
-    docids.jsonl      doc id -> docid symbol indices (+ docid_vocab.json, scheme data)
-    trie.marisa       prefix trie over docid token sequences, marisa's own format
-    documents.jsonl   the indexed documents, so evaluation, replay and additions need no corpus path
-    training_queries.jsonl  (optional) the training queries as {"query", "doc_id"} lines, for replay
-    query_generator/  (optional) a query generator (dsi.pseudo_queries) for generative replay
-    README.md         model card (dsi.card): corpus, counts, settings, training, evaluation
-
-``GenerativeIndex.add`` teaches an index new documents (continual indexing, as in DSI++) and
-records each addition in the manifest's lineage.
+The directory's format, manifest and atomic save are :mod:`dsi.index_format`'s; what an
+addition (continual indexing, as in DSI++) checks, replays and records is :mod:`dsi.continual`'s.
+A docid index adds ``docids.jsonl`` (doc id -> docid symbol indices, with ``docid_vocab.json``
+and the scheme's data) and ``trie.marisa`` (the prefix trie over docid token sequences).
 """
 
 from __future__ import annotations
@@ -26,14 +16,10 @@ import hashlib
 import inspect
 import json
 import logging
-import math
-import platform
-import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,21 +27,45 @@ from typing import Any, NamedTuple
 
 import torch
 
-import dsi
 from docid.base import DocidMap, fit_docids, get_scheme
-from docid.guard import Kind, claim, ensure_replaceable, writer_lock
+from docid.guard import ensure_replaceable, writer_lock
 from docid.io import (
     atomic_write_text,
-    backup_path,
     publish_dir,
-    published,
-    sha256_file,
     staging_dir,
 )
-from dsi.card import write_card
 from dsi.config import AddConfig, GeneratorConfig, IndexConfig, TrainConfig
+from dsi.continual import (
+    add_entry,
+    add_fingerprint,
+    check_new_documents,
+    replay_doc_ids,
+    train_with_replay,
+)
 from dsi.data import Corpus, TrainingQueries, load_corpus
-from dsi.examples import ExampleSet, indexing_examples, mix_examples, retrieval_examples
+from dsi.examples import (
+    ExampleSet,
+    count_tasks,
+    indexing_examples,
+    mix_examples,
+    retrieval_examples,
+)
+from dsi.index_format import (
+    CONFIG_FILE,
+    GENERATOR_DIR,
+    GENERATOR_KIND,
+    TRAINING_LOG_FILE,
+    TRAINING_QUERIES_FILE,
+    WORK_KIND,
+    IndexLoadError,
+    load_training_log,
+    load_training_pairs,
+    read_manifest,
+    resolve_index_dir,
+    save_index,
+    utc_now,
+    verify_checksums,
+)
 from dsi.model import (
     build_model,
     grow_vocabulary,
@@ -72,36 +82,6 @@ from dsi.train import TrainStats, train
 from trie.prefix import PrefixTrie
 
 log = logging.getLogger(__name__)
-
-FORMAT = "dsi-index"
-# 2: the settings file is index.json (1: config.json, whose name Hugging Face hub tooling takes
-# for a model's) and holds only the settings of docs/settings.md.
-FORMAT_VERSION = 2
-# The index's settings (IndexConfig); not config.json, which hub tooling reads as a model config.
-CONFIG_FILE = "index.json"
-TRAINING_QUERIES_FILE = "training_queries.jsonl"
-# The loss history of training, one JSON line per point (step, seconds, epoch, loss).
-TRAINING_LOG_FILE = "training_log.jsonl"
-GENERATOR_DIR = "query_generator"
-# sha256 of the manifest's other contents; manifests written before it existed have none.
-MANIFEST_DIGEST = "manifest_sha256"
-# What dsi may replace: an index (its manifest says so), a work directory (its fingerprint).
-INDEX_KIND = Kind("a dsi index", "manifest.json", FORMAT)
-WORK_KIND = Kind("a dsi work directory", "fingerprint")
-GENERATOR_KIND = Kind("a saved query generator", "generator.json")
-
-
-class IndexLoadError(ValueError):
-    """An index directory cannot be loaded; the message says what is wrong in one sentence."""
-
-
-@contextmanager
-def claim_index(directory: Path, lock: bool = True) -> Iterator[None]:
-    """Hold ``directory`` to write an index there (:func:`docid.guard.claim`): refused when
-    something but an index stands there or at its backup name, or another process writes it."""
-    with claim(directory, INDEX_KIND, lock=lock):
-        ensure_replaceable(backup_path(directory), INDEX_KIND)
-        yield
 
 
 def holds_work_dir(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -697,38 +677,6 @@ def _docid_trie(docids: DocidMap, offset: int, model: torch.nn.Module) -> Prefix
     )
 
 
-def train_with_replay(
-    model: torch.nn.Module,
-    examples: ExampleSet,
-    pool: ExampleSet,
-    config: AddConfig,
-    train_config: Any,
-    work_dir: Path | None,
-    progress_bar: bool,
-) -> tuple[TrainStats, int]:
-    """Continue training on the new ``examples`` with ``config.replay_ratio`` replayed examples
-    per new one, drawn afresh from ``pool`` every epoch; returns the stats and that count."""
-    per_epoch = math.ceil(config.replay_ratio * len(examples)) if len(pool) else 0
-    log.info(
-        "Adding documents: %d new examples and %d replayed per epoch (%s replay, pool %d).",
-        len(examples),
-        per_epoch,
-        config.replay,
-        len(pool),
-    )
-    stats = train(
-        model,
-        examples,
-        train_config,
-        checkpoint_dir=None if work_dir is None else work_dir / "checkpoint",
-        pad_id=model.config.pad_token_id,
-        progress_bar=progress_bar,
-        replay=pool,
-        replay_per_epoch=per_epoch,
-    )
-    return stats, per_epoch
-
-
 def build_entry(
     corpus: Corpus,
     training_queries: TrainingQueries | None,
@@ -744,7 +692,7 @@ def build_entry(
         "corpus": corpus.source,
         "documents": len(corpus.doc_ids),
         "training_queries": 0 if training_queries is None else len(training_queries.qrels),
-        "examples": _count_tasks(examples),
+        "examples": count_tasks(examples),
         **extra,
         "training": stats.summary(),
         "training_steps": stats.steps,
@@ -753,7 +701,7 @@ def build_entry(
         "data_digest": training_data_digest(corpus, training_queries),
         "query_generator": None if generator is None else generator.stats,
         "seconds": round(time.monotonic() - started, 1),
-        "at": _now(),
+        "at": utc_now(),
     }
 
 
@@ -775,60 +723,6 @@ def training_data_digest(corpus: Corpus, training_queries: TrainingQueries | Non
         "query_pairs": [list(pair) for pair in pairs],
     }
     return hashlib.sha256(json.dumps(record, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-def add_order(lineage: list[dict[str, Any]]) -> int:
-    """The number of the next addition to an index with this ``lineage`` (1 for the first)."""
-    return sum(1 for e in lineage if e.get("event") == "add") + 1
-
-
-def add_entry(
-    lineage: list[dict[str, Any]],
-    corpus: Corpus,
-    total_documents: int,
-    pairs: list[tuple[str, str]],
-    config: AddConfig,
-    examples: ExampleSet,
-    replay: tuple[ExampleSet, int, bool],
-    stats: TrainStats,
-    started: float,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The lineage entry of an addition of ``corpus`` (either index kind; ``extra`` holds what
-    only one kind records). ``replay`` is (pool, replayed per epoch, generator trained)."""
-    pool, per_epoch, generator_trained = replay
-    return {
-        "event": "add",
-        "order": add_order(lineage),
-        "corpus": corpus.source,
-        "documents": len(corpus.doc_ids),
-        "total_documents": total_documents,
-        "first_doc_id": corpus.doc_ids[0],
-        "last_doc_id": corpus.doc_ids[-1],
-        "training_queries": len(pairs),
-        "settings": config.to_dict(),
-        "examples": _count_tasks(examples),
-        "replay": {
-            "strategy": config.replay,
-            "per_epoch": per_epoch,
-            "pool": _count_tasks(pool),
-            "generator_trained": generator_trained,
-        },
-        **extra,
-        "training": stats.summary(),
-        "optimizer_updates": stats.optimizer_updates,
-        "seconds": round(time.monotonic() - started, 1),
-        "at": _now(),
-    }
-
-
-def replay_doc_ids(corpus: Corpus, config: AddConfig) -> list[str]:
-    """The indexed documents to replay: all of them, or ``config.replay_docs`` drawn at random."""
-    old = list(corpus.doc_ids)
-    if config.replay_docs is not None and config.replay_docs < len(old):
-        rng = random.Random(config.seed)
-        old = sorted(rng.sample(old, config.replay_docs), key=corpus.positions().get)
-    return old
 
 
 def generative_memory(
@@ -865,150 +759,6 @@ def generative_memory(
     return [(q, d) for d, queries in zip(doc_ids, generated, strict=True) for q in queries], trained
 
 
-def check_new_documents(corpus: Corpus, known: Any) -> None:
-    """Refuse an added corpus that is empty, repeats an id or holds a document of ``known``."""
-    if len(corpus.doc_ids) == 0:
-        raise ValueError("The corpus to add is empty: there is nothing to index.")
-    seen: set[str] = set()
-    for doc_id in corpus.doc_ids:
-        if doc_id in known:
-            raise ValueError(
-                f"Document {doc_id!r} is already in the index; "
-                "an added corpus must hold new documents only."
-            )
-        if doc_id in seen:
-            raise ValueError(f"Document {doc_id!r} appears twice in the corpus to add.")
-        seen.add(doc_id)
-
-
-def add_fingerprint(
-    lineage: list[dict[str, Any]],
-    num_docs: int,
-    corpus: Corpus,
-    queries: TrainingQueries | None,
-    config: AddConfig,
-) -> str:
-    """What an addition's work directory belongs to (budgets left out: they may change)."""
-    settings = config.to_dict()
-    for key in ("max_minutes", "max_steps", "max_epochs"):
-        settings.pop(key)
-    for key in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
-        settings["train"].pop(key, None)
-    state = {"lineage": lineage, "documents": num_docs, "settings": settings}
-    digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode())
-    for doc_id, title, text in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True):
-        digest.update(f"{doc_id}\x00{title}\x00{text}\x01".encode())
-    if queries is not None:
-        digest.update(json.dumps([queries.queries, queries.qrels], sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def verify_checksums(directory: Path, manifest: Mapping[str, Any], hashes: bool = True) -> None:
-    """Check that every file the manifest lists exists and (``hashes``) matches its sha256.
-
-    With ``hashes``, a file the manifest does not list (hidden files aside) is refused too: it
-    would be read unverified.
-    """
-    checksums = manifest["checksums"]
-    for name, expected in checksums.items():
-        path = Path(directory) / name
-        if not path.is_file():
-            raise IndexLoadError(f"Index {directory} is missing its file {name}.")
-        if hashes and sha256_file(path) != expected:
-            raise IndexLoadError(
-                f"Index {directory} is corrupted: {name} does not match its checksum."
-            )
-    if hashes:
-        for path in sorted(Path(directory).rglob("*")):
-            relative = path.relative_to(directory)
-            name = relative.as_posix()
-            hidden = any(part.startswith(".") for part in relative.parts)
-            if path.is_file() and not hidden and name != "manifest.json" and name not in checksums:
-                raise IndexLoadError(
-                    f"Index {directory} has a file {name} that its manifest does not list."
-                )
-
-
-def save_index(
-    index: Any, directory: Path, write_parts: Callable[[Path], None], **manifest: Any
-) -> Path:
-    """Write what every index kind holds (config, model, tokenizer, documents, training pairs,
-    query generator) and the kind's own parts (``write_parts(stage)``), then publish it as
-    ``directory`` with ``manifest`` (:func:`publish_index`). Nothing but an index or an empty
-    folder is replaced, and ``directory``'s writer lock is held meanwhile (:func:`claim_index`).
-    """
-    timings: dict[str, float] = {}
-    with claim_index(directory):
-        staged = staging_dir(directory)
-        try:
-            with stage("writing", timings):
-                index.config.save(staged / CONFIG_FILE)
-                index.model.save_pretrained(staged / "model", safe_serialization=True)
-                index.tokenizer.save_pretrained(staged / "model")
-                write_parts(staged)
-                save_documents(index.corpus, staged / "documents.jsonl")
-                if index.training_pairs:
-                    save_training_pairs(index.training_pairs, staged / TRAINING_QUERIES_FILE)
-                if index.query_generator is not None:
-                    index.query_generator.save(staged / GENERATOR_DIR)
-                if index.training_log:
-                    save_training_log(index.training_log, staged / TRAINING_LOG_FILE)
-                write_card(index, staged)
-            # The first save after a build records its writing time with the other stages'.
-            last = index.lineage[-1] if index.lineage else {}
-            if "stage_seconds" in last and "writing" not in last["stage_seconds"]:
-                last["stage_seconds"]["writing"] = timings["writing"]
-            publish_index(staged, directory, model=index.model, lineage=index.lineage, **manifest)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
-    return directory
-
-
-def publish_index(
-    stage: Path,
-    directory: Path,
-    *,
-    model: torch.nn.Module,
-    num_docs: int,
-    docid_scheme: str,
-    docid_offset: int,
-    lineage: list[dict[str, Any]],
-    **extra: Any,
-) -> None:
-    """Seal the fully written ``stage`` with its manifest and publish it as ``directory``."""
-    files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "library_version": dsi.__version__,
-        "created": _now(),
-        "num_docs": num_docs,
-        "docid_scheme": docid_scheme,
-        "docid_offset": docid_offset,
-        "vocab_size": int(model.config.vocab_size),
-        **extra,
-        "parameters": num_parameters(model),
-        "versions": _versions(),
-        "lineage": lineage,
-        "checksums": {name: sha256_file(stage / name) for name in files},
-    }
-    write_manifest(stage / "manifest.json", manifest)
-    publish_dir(stage, directory, kind=INDEX_KIND)
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` atomically, sealed with the sha256 of its own contents."""
-    sealed = {**manifest, MANIFEST_DIGEST: _manifest_digest(manifest)}
-    atomic_write_text(path, json.dumps(sealed, indent=2) + "\n")
-
-
-def _manifest_digest(manifest: Mapping[str, Any]) -> str:
-    body = {key: value for key, value in manifest.items() if key != MANIFEST_DIGEST}
-    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def train_model(
     model: torch.nn.Module,
     examples: ExampleSet,
@@ -1043,120 +793,6 @@ def train_model(
         replay=pool,
         replay_per_epoch=pool_per_epoch,
     )
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and validate ``manifest.json``: format name, version and required keys."""
-    path = Path(directory) / "manifest.json"
-    if not Path(directory).is_dir():
-        raise IndexLoadError(f"There is no index directory at {directory}.")
-    if not path.is_file():
-        raise IndexLoadError(f"{directory} is not a dsi index: it has no manifest.json.")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexLoadError(f"Index manifest {path} is not valid JSON ({exc}).") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexLoadError(f"{path} is not a dsi index manifest.")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise IndexLoadError(
-            f"Index {directory} has format version {version}, but dsi {dsi.__version__} reads "
-            f"only format version {FORMAT_VERSION}; rebuild it with `dsi index --corpus "
-            f"{Path(directory) / 'documents.jsonl'} --output NEW_DIR` (with the training queries "
-            "it was built with, if any)."
-        )
-    # After the version check: another format version may seal its manifest differently.
-    if MANIFEST_DIGEST in manifest and manifest[MANIFEST_DIGEST] != _manifest_digest(manifest):
-        raise IndexLoadError(
-            f"Index manifest {path} is corrupted: its contents do not match its own checksum."
-        )
-    missing = {"num_docs", "docid_offset", "checksums", "lineage"} - set(manifest)
-    if missing:
-        raise IndexLoadError(f"Index manifest {path} lacks the keys {sorted(missing)}.")
-    _check_manifest_types(manifest, path)
-    return manifest
-
-
-def _check_manifest_types(manifest: dict[str, Any], path: Path) -> None:
-    """Refuse a manifest whose values have the wrong type (older manifests carry no digest)."""
-    for key in ("num_docs", "docid_offset"):
-        value = manifest[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise IndexLoadError(
-                f"Index manifest {path} is corrupted: {key} is {value!r}, not a count."
-            )
-    checksums = manifest["checksums"]
-    if not isinstance(checksums, dict) or not checksums:
-        raise IndexLoadError(
-            f"Index manifest {path} is corrupted: checksums is not a table of the index's files."
-        )
-    for name, digest in checksums.items():
-        parts = Path(name).parts
-        if Path(name).is_absolute() or ".." in parts or not isinstance(digest, str):
-            raise IndexLoadError(
-                f"Index manifest {path} is corrupted: its checksum entry {name!r} is invalid."
-            )
-    if not isinstance(manifest["lineage"], list):
-        raise IndexLoadError(f"Index manifest {path} is corrupted: lineage is not a list.")
-
-
-def resolve_index_dir(directory: Path) -> Path:
-    """The directory, or the previous index if a crash interrupted replacing it."""
-    found = published(directory)
-    if found != directory:
-        log.warning(
-            "Index %s was being replaced when a process died; loading the previous one.", directory
-        )
-    return found
-
-
-# ----------------------------------------------------------------------- helpers
-def save_documents(corpus: Corpus, path: Path) -> None:
-    """Write ``corpus`` as BEIR-style JSONL that ``load_corpus`` reads back unchanged."""
-    lines = (
-        json.dumps({"_id": d, "title": t, "text": x}, ensure_ascii=False)
-        for d, t, x in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True)
-    )
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def save_training_pairs(pairs: list[tuple[str, str]], path: Path) -> None:
-    """Write (query text, doc id) pairs as ``{"query", "doc_id"}`` JSON lines."""
-    lines = (json.dumps({"query": q, "doc_id": d}, ensure_ascii=False) for q, d in pairs)
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def save_training_log(points: list[dict[str, float]], path: Path) -> None:
-    """Write the loss history (``TrainStats.history``), one JSON object a line."""
-    atomic_write_text(path, "".join(json.dumps(point) + "\n" for point in points))
-
-
-def load_training_log(path: Path) -> list[dict[str, float]]:
-    """Read ``save_training_log`` output; a missing file (an older index) means no history."""
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def load_training_pairs(path: Path) -> list[tuple[str, str]]:
-    """Read ``save_training_pairs`` output; a missing file means no training queries."""
-    if not path.is_file():
-        return []
-    pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                pairs.append((str(record["query"]), str(record["doc_id"])))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise IndexLoadError(
-                    f"{path} line {number} is not a training query ({exc})."
-                ) from exc
-    return pairs
 
 
 def _query_examples(
@@ -1338,25 +974,3 @@ def claim_work_dir(work_dir: Path, fingerprint: str) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     if mismatch:
         atomic_write_text(stamp, fingerprint + "\n")
-
-
-def _count_tasks(examples: ExampleSet) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for task in examples.tasks:
-        counts[task] = counts.get(task, 0) + 1
-    return counts
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    return {
-        "dsi": dsi.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -20,7 +20,8 @@ from dsi.data import Corpus
 from dsi.decoding import ConstrainedRetriever
 from dsi.docid_retriever import DocidRetriever
 from dsi.hub import locate_index
-from dsi.index import GenerativeIndex, IndexLifecycle, read_manifest, resolve_index_dir
+from dsi.index import GenerativeIndex, IndexLifecycle
+from dsi.index_format import read_manifest, resolve_index_dir
 from dsi.ngram_retriever import NgramRetriever
 from dsi.seal import SCHEME as NGRAM
 from dsi.seal import NgramGenerativeIndex

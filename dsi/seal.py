@@ -41,16 +41,11 @@ from docid.ngram import (
 )
 from docid.words import DEFAULT_LANGUAGE, WordIndex
 from dsi.config import DOCID_SETTINGS, AddConfig, IndexConfig, TrainConfig
+from dsi.continual import add_order
 from dsi.data import Corpus, TrainingQueries
 from dsi.examples import ExampleSet, retrieval_examples
-from dsi.index import (
-    Addition,
-    Fitted,
-    IndexLifecycle,
-    IndexLoadError,
-    add_order,
-    build_fingerprint,
-)
+from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint
+from dsi.index_format import IndexLoadError
 from dsi.pseudo_queries import QueryGenerator
 from trie.fmindex import NgramIndex
 

@@ -10,7 +10,8 @@ import torch
 
 from dsi.config import AddConfig, TrainConfig
 from dsi.examples import ExampleSet, mix_examples
-from dsi.index import TRAINING_QUERIES_FILE, GenerativeIndex, TrainingQueries
+from dsi.index import GenerativeIndex, TrainingQueries
+from dsi.index_format import TRAINING_QUERIES_FILE
 from dsi.pseudo_queries import QueryGenerator
 from dsi.retriever import Retriever
 from dsi.sam import SAM

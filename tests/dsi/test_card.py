@@ -13,7 +13,8 @@ from docid.io import sha256_file
 from dsi.card import CARD_FILE, card_text, record_evaluation
 from dsi.config import AddConfig
 from dsi.data import Corpus
-from dsi.index import GenerativeIndex, IndexLoadError
+from dsi.index import GenerativeIndex
+from dsi.index_format import IndexLoadError
 from dsi.kinds import index_class, load_index
 from tests.conftest import random_corpus, tiny_config
 

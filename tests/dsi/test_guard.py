@@ -31,7 +31,8 @@ from docid.guard import (
     writer_lock,
 )
 from docid.io import backup_path, publish_dir
-from dsi.index import INDEX_KIND, WORK_KIND, GenerativeIndex
+from dsi.index import GenerativeIndex
+from dsi.index_format import INDEX_KIND, WORK_KIND
 from dsi.kinds import load_index
 from tests.conftest import child_env, random_corpus, tiny_config
 

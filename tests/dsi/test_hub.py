@@ -14,7 +14,8 @@ import pytest
 from huggingface_hub import constants
 
 from dsi.hub import locate_index
-from dsi.index import GenerativeIndex, IndexLoadError
+from dsi.index import GenerativeIndex
+from dsi.index_format import IndexLoadError
 from dsi.kinds import load_index
 from dsi.model import is_hub_name
 from dsi.retriever import Retriever

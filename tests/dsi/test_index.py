@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsi.index import GenerativeIndex, IndexLoadError
+from dsi.index import GenerativeIndex
+from dsi.index_format import IndexLoadError
 from dsi.retriever import Retriever
 from tests.conftest import random_corpus, tiny_config
 
@@ -78,7 +79,7 @@ def test_an_index_of_format_version_1_is_refused_with_how_to_rebuild_it(
 ):
     """Format 1 kept its settings in config.json (and more of them): it is refused, not read."""
     from dsi.cli import main
-    from dsi.index import FORMAT_VERSION, write_manifest
+    from dsi.index_format import FORMAT_VERSION, write_manifest
     from dsi.kinds import load_index
 
     assert FORMAT_VERSION == 2

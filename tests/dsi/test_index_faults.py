@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from dsi.index import MANIFEST_DIGEST, GenerativeIndex, IndexLoadError, TrainingQueries
+from dsi.index import GenerativeIndex, TrainingQueries
+from dsi.index_format import MANIFEST_DIGEST, IndexLoadError
 from dsi.retriever import Retriever
 from tests.conftest import child_env, random_corpus, tiny_config
 

@@ -15,13 +15,8 @@ from docid.words import WordIndex, analyze
 from dsi.cli import main
 from dsi.config import AddConfig
 from dsi.docid_retriever import DocidRetriever
-from dsi.index import (
-    MANIFEST_DIGEST,
-    GenerativeIndex,
-    IndexLoadError,
-    TrainingQueries,
-    write_manifest,
-)
+from dsi.index import GenerativeIndex, TrainingQueries
+from dsi.index_format import MANIFEST_DIGEST, IndexLoadError, write_manifest
 from dsi.ngram_retriever import Generation, NgramRetriever
 from dsi.retriever import Retriever
 from dsi.scoring import score_documents
