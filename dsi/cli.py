@@ -750,16 +750,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saved_manifest(index: str) -> dict[str, Any]:
+    """The manifest of ``--index`` (a directory or a hub repo id), read without loading it."""
+    from dsi.hub import locate_index
+    from dsi.index_format import read_manifest, resolve_index_dir
+
+    return read_manifest(resolve_index_dir(locate_index(index)))
+
+
 def _check_memorization(args: argparse.Namespace) -> None:
     """Refuse --memorization for an n-gram index and a sample below one document."""
-    from dsi.index_format import read_manifest, resolve_index_dir
     from dsi.kinds import index_kind
 
     if args.memorization_sample is not None and args.memorization_sample < 1:
         raise ValueError(
             f"--memorization-sample must be at least 1, got {args.memorization_sample}."
         )
-    scheme = read_manifest(resolve_index_dir(Path(args.index))).get("docid_scheme")
+    scheme = _saved_manifest(args.index).get("docid_scheme")
     if index_kind(scheme) == "ngram":
         raise ValueError(
             f"--memorization measures docid decoding, and {args.index} holds n-gram identifiers "
@@ -770,7 +777,6 @@ def _check_memorization(args: argparse.Namespace) -> None:
 def _eval_files(args: argparse.Namespace) -> tuple[str, str]:
     """``(queries, qrels)`` of ``dsi eval``: as given, or a BEIR folder's ``--split``."""
     from dsi.data import beir_split_paths
-    from dsi.index_format import read_manifest, resolve_index_dir
 
     if args.split is None:
         if args.queries is None or args.qrels is None:
@@ -780,7 +786,7 @@ def _eval_files(args: argparse.Namespace) -> tuple[str, str]:
         raise ValueError("--split takes the qrels from the BEIR folder; give --split or --qrels.")
     folder = args.queries
     if folder is None:  # the folder the index's corpus was read from, if it was a BEIR folder
-        lineage = read_manifest(resolve_index_dir(Path(args.index)))["lineage"]
+        lineage = _saved_manifest(args.index)["lineage"]
         source = next((e.get("corpus") for e in lineage if e.get("event") == "build"), None)
         if not source or Path(source).name != "corpus.jsonl":
             raise ValueError(

@@ -55,12 +55,17 @@ class DocidRetriever(ConstrainedRetriever):
     def num_docs(self) -> int:
         return len(self.index.docids)
 
+    def _depth(self, k: int, num_beams: int | None) -> tuple[int, int]:
+        """``k`` cut to the number of documents, and the beams that find that many (at least
+        ``k``; ``num_beams`` or the index's)."""
+        k = min(k, self.num_docs)
+        return k, max(num_beams or self.num_beams, k)
+
     def _search(
         self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
     ) -> list[list[Hit]]:
         """The ``num_beams`` (at least ``k``) best docids decoded per query are its ranking."""
-        k = min(k, self.num_docs)
-        beams = max(num_beams or self.num_beams, k)
+        k, beams = self._depth(k, num_beams)
         results: list[list[Hit]] = []
         for start in range(0, len(queries), batch_size):
             results += self._search_batch(list(queries[start : start + batch_size]), k, beams)
@@ -95,8 +100,7 @@ class DocidRetriever(ConstrainedRetriever):
         document's indexing view exactly as the model was trained on it."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
-        k = min(k, self.num_docs)
-        beams = max(num_beams or self.num_beams, k)
+        k, beams = self._depth(k, num_beams)
         results: list[list[Hit]] = []
         for start in range(0, len(sources), batch_size):
             batch = [list(ids) for ids in sources[start : start + batch_size]]
