@@ -16,7 +16,8 @@ Index directory (the same format as ``dsi.index``; ``manifest.json`` says ``doci
 n-gram settings, ``preset`` and ``scoring``), ``model/``, ``ngram_index/``
 (``trie.fmindex.NgramIndex`` files over the tokenized ``title + " " + text`` of every document,
 separator = pad id 0), ``word_index/`` (``docid.words.WordIndex`` of the same texts),
-``documents.jsonl``
+``documents.jsonl``, for the fused kind (``docids: "ngram+semantic"``, :mod:`dsi.fusion`)
+``fused_docids/`` (its semantic docid map and ``fusion.json``: the marker and EOS token ids)
 and, if there were training queries, ``training_queries.jsonl``; ``query_generator/`` when the
 index keeps a query generator (``IndexConfig.query_generator`` or ``pseudo_queries``), whose
 generated queries are replayed by additions (DSI++'s generative memory).
