@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from docid.ngram import best_first
-from dsi.fusion import PlanningPrior, PrefixRanges, fuse, lexical_vectors
+from dsi.fusion import ExcludeFirst, PlanningPrior, PrefixRanges, fuse, lexical_vectors
 from dsi.index import TrainingQueries
 from dsi.kinds import load_index
 from dsi.ngram_retriever import NgramRetriever
@@ -163,3 +163,44 @@ def test_planning_prior_adds_the_change_of_prefix_prior():
         expected = torch.zeros(110, dtype=torch.float64)
         expected[tokens] = torch.from_numpy(weight * (priors[q, kids] - priors[q, node]))
         torch.testing.assert_close(out[row].double(), expected)
+
+
+def test_docid_scores_are_the_models_log_probabilities_of_the_docids(fused_index):
+    index, queries = fused_index
+    retriever = _retriever(index)
+    fused, model = index.fused, retriever.model
+    eos, start = model.config.eos_token_id, model.config.decoder_start_token_id
+    for query in queries[:2]:
+        # One query per batch: no padding, as it is scored here.
+        _, [(_, reached)] = retriever.fusion_parts([query], k=3)
+        longest = index.config.train.max_source_length  # as search cuts queries
+        enc = index.tokenizer([query], max_length=longest, truncation=True, return_tensors="pt")
+        for doc, logprob in reached[:3]:
+            target = fused.target(index.corpus.doc_ids[doc], eos)  # [marker, docid..., EOS]
+            decoder = torch.tensor([[start, *target[:-1]]])
+            with torch.inference_mode():
+                logits = model(**enc, decoder_input_ids=decoder).logits[0].float()
+            steps = logits.log_softmax(-1)[torch.arange(1, len(target)), torch.tensor(target[1:])]
+            assert logprob == pytest.approx(float(steps.sum()), abs=1e-3)
+
+
+def test_a_strong_plan_leads_the_docid_beams_to_the_best_lexical_document(fused_index):
+    index, queries = fused_index
+    _, parts = _retriever(index).fusion_parts(queries, k=5, plan_weight=1000.0)
+    led = 0
+    for lexical, reached in parts:
+        if lexical and lexical[0][1] > 0:
+            assert lexical[0][0] in {doc for doc, _ in reached}
+            led += 1
+    assert led  # some query has a lexical ranking to follow
+
+
+def test_the_ngram_task_decodes_without_the_marker_s_mass():
+    marker = 5
+    scores = torch.log_softmax(torch.tensor([[0.0, 1.0, 2.0, 0.5, -1.0, 3.0]]), dim=-1)
+    first = ExcludeFirst([marker])(torch.tensor([[0]]), scores.clone())
+    assert first[0, marker] == float("-inf")
+    kept = torch.softmax(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0]), dim=-1).log()
+    torch.testing.assert_close(first[0, :marker], kept)
+    later = ExcludeFirst([marker])(torch.tensor([[0, 2]]), scores.clone())
+    torch.testing.assert_close(later, scores)  # only the first step is renormalized
