@@ -200,6 +200,8 @@ def generator_config(size: str) -> GeneratorConfig:
 # atomic and naive have none.
 DOCID_SETTINGS: dict[str, tuple[str, ...]] = {
     "ngram": ("preset", "scoring"),
+    # N-grams and semantic docids from one model, fused at search (dsi.fusion, docs/fusion.md).
+    "ngram+semantic": ("preset", "scoring"),
     "semantic": ("k", "c", "embedder"),
     "title": ("max_words",),
     "keywords": ("max_words",),
@@ -210,8 +212,9 @@ DOCID_SETTINGS: dict[str, tuple[str, ...]] = {
 class IndexConfig:
     """The settings of an index; ``IndexConfig.from_dict`` reads ``index.json`` back."""
 
-    # "ngram" (SEAL, the best found: experiments/quality.py), "semantic", "atomic", "naive",
-    # "title" or "keywords" (docid.lexical).
+    # "ngram" (SEAL, the best found: experiments/quality.py), "ngram+semantic" (n-grams fused
+    # with semantic docids, dsi.fusion), "semantic", "atomic", "naive", "title" or "keywords"
+    # (docid.lexical).
     docids: str = "ngram"
     # The identifier kind's settings (DOCID_SETTINGS), e.g. {"preset": "without_queries"}.
     docid_options: dict[str, Any] = field(default_factory=dict)

@@ -633,7 +633,7 @@ class GenerativeIndex(IndexLifecycle):
 
     @classmethod
     def _kind_check_scheme(cls, directory: Path, scheme: str | None) -> None:
-        if scheme == "ngram":
+        if scheme is not None and scheme.split("+")[0] == "ngram":
             raise IndexLoadError(
                 f"Index {directory} holds n-gram identifiers; open it with dsi.seal or "
                 "dsi.retriever.Retriever.load."

@@ -1,7 +1,8 @@
 """One dispatch from an identifier kind to its classes: the index that builds, adds to, saves
 and loads it (one lifecycle, :class:`dsi.index.IndexLifecycle`) and the retriever that searches it.
 
-The n-gram kind (``dsi.seal``, the default) and the docid kinds (``dsi.index``: semantic,
+The n-gram kind (``dsi.seal``, the default; ``ngram+semantic`` fuses it with semantic
+docids, :mod:`dsi.fusion`) and the docid kinds (``dsi.index``: semantic,
 atomic, naive, title, keywords: every scheme registered in :mod:`docid`) build on the same
 lower modules; only this module and those above it (the retriever, the command line) choose
 between them.
@@ -23,8 +24,8 @@ from dsi.hub import locate_index
 from dsi.index import GenerativeIndex, IndexLifecycle
 from dsi.index_format import read_manifest, resolve_index_dir
 from dsi.ngram_retriever import NgramRetriever
+from dsi.seal import FUSED, NgramGenerativeIndex
 from dsi.seal import SCHEME as NGRAM
-from dsi.seal import NgramGenerativeIndex
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ DOCID = Kind("docid", GenerativeIndex, DocidRetriever)
 # :mod:`docid` (``docid.fit_docids`` refuses unknown ones with the list of known ones).
 KINDS: dict[str, Kind] = {
     NGRAM: Kind("ngram", NgramGenerativeIndex, NgramRetriever),
+    # N-grams and semantic docids from one model (dsi.fusion): the n-gram kind's index and
+    # retriever, which fuse the docids in when the index has them.
+    FUSED: Kind("ngram", NgramGenerativeIndex, NgramRetriever),
 }
 
 

@@ -10,7 +10,7 @@ with the words the model generates reading the best documents.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,11 +19,22 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from docid.ngram import best_logprobs
 from docid.words import analyze
-from dsi.decoding import EMPTY_SLOT, ConstrainedRetriever, Hit, constrained_generate
+from dsi.decoding import (
+    EMPTY_SLOT,
+    ConstrainedRetriever,
+    DecodingError,
+    Hit,
+    constrained_generate,
+)
 from dsi.feedback import GenerativeFeedback
+from dsi.fusion import Chain, ExcludeFirst, PlanningPrior, PrefixRanges, fuse, lexical_vectors
 from dsi.scoring import Scored, contributions, score_documents
 from dsi.seal import NgramGenerativeIndex
 from trie.ngram_processor import NgramLogitsProcessor
+from trie.processor import TrieLogitsProcessor
+
+# A query's lexical ranking: (document index, score), best first.
+Ranking = list[tuple[int, float]]
 
 
 class Generation(NamedTuple):
@@ -65,6 +76,32 @@ class NgramRetriever(ConstrainedRetriever):
             pad_token_id=cfg.pad_token_id,
             min_tokens=self.options.min_tokens,
         )
+        # What n-gram beam search applies: the fused kind's first step leaves the docid marker
+        # out, so the n-grams' log-probabilities are those of the n-gram task alone.
+        self._ngram_processor: Any = self._processor
+        self._first_excluded: list[int] = []
+        fused = self.index.fused
+        if fused is None:
+            return
+        self._first_excluded = [fused.marker]
+        self._ngram_processor = Chain(ExcludeFirst(self._first_excluded), self._processor)
+        self._docid_processor = TrieLogitsProcessor(
+            fused.trie,
+            decoder_start_token_id=cfg.decoder_start_token_id,
+            eos_token_id=cfg.eos_token_id,
+            pad_token_id=cfg.pad_token_id,
+            inplace=True,
+        )
+        eos = cfg.eos_token_id
+        # The docid tokens after the marker, per document in corpus order: the planning
+        # prior's trie nodes, and the way back from a decoded docid to its document.
+        sequences = [
+            (*(fused.offset + s for s in fused.docids.sequence(d)), eos)
+            for d in self.index.corpus.doc_ids
+        ]
+        self._ranges = PrefixRanges(sequences)
+        self._doc_of_docid = {seq: doc for doc, seq in enumerate(sequences)}
+        self._docid_steps = max(map(len, sequences)) + 1  # the marker, then the docid
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> NgramRetriever:
@@ -89,8 +126,115 @@ class NgramRetriever(ConstrainedRetriever):
         predicts), documents containing the best generated n-grams follow, scored by that
         n-gram's log-probability (negative, so below the rest).
         """
-        generated = self.generate(queries, batch_size, num_beams)
-        return self.rank_generations(generated, k, batch_size, num_beams)
+        return self._ranked(queries, k, batch_size, num_beams)[1]
+
+    def _ranked(
+        self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
+    ) -> tuple[list[Generation], list[list[Hit]]]:
+        """What the model generated for each query, and the query's hits: the lexical ranking
+        (:meth:`rank_generations`), fused with the docid beams for the fused kind."""
+        if self.index.fused is None or self.options.fusion_weight == 0:
+            generated = self.generate(queries, batch_size, num_beams)
+            return generated, self.rank_generations(generated, k, batch_size, num_beams)
+        generated, parts = self.fusion_parts(queries, k, batch_size, num_beams)
+        fused = [fuse(lexical, reached, self.options.fusion_weight) for lexical, reached in parts]
+        return generated, self._hits(generated, fused, k)
+
+    def fusion_parts(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        batch_size: int = 32,
+        num_beams: int | None = None,
+        plan_weight: float | None = None,
+        lexical: Callable[[list[str], list[Generation]], list[Ranking]] | None = None,
+    ) -> tuple[list[Generation], list[tuple[Ranking, Ranking]]]:
+        """The fused kind's two rankings of each query, from one encoder pass per batch: its
+        full lexical ranking (``lexical(queries, generations)`` when given, else the n-gram
+        ranking with feedback if any, uncut) and the documents its docid beams reach (at least
+        ``k`` beams) with their docids' log-probabilities, decoded with PAG's prior from that
+        lexical ranking at ``plan_weight`` (None: ``SealOptions.plan_weight``; 0: none).
+        Both are ``(document index, score)`` lists; :func:`dsi.fusion.fuse` combines them."""
+        if self.index.fused is None:
+            raise ValueError(
+                "This index has no docids to fuse: build it with docids 'ngram+semantic'."
+            )
+        plan = self.options.plan_weight if plan_weight is None else plan_weight
+        beams = num_beams or self.num_beams
+        generated: list[Generation] = []
+        parts: list[tuple[Ranking, Ranking]] = []
+        for start in range(0, len(queries), batch_size):
+            batch = list(queries[start : start + batch_size])
+            encoded, mask = self._encode(batch)
+            batch_generated = self._generate_encoded(encoded, mask, beams)
+            if lexical is None:
+                rankings = self.lexical_rankings(batch_generated, batch_size, beams)
+            else:
+                rankings = lexical(batch, batch_generated)
+            reached = self._decode_docids(encoded, mask, max(beams, k), rankings, plan)
+            generated += batch_generated
+            parts += list(zip(rankings, reached, strict=True))
+        return generated, parts
+
+    @torch.inference_mode()
+    def _decode_docids(
+        self,
+        encoded: BaseModelOutput,
+        mask: torch.Tensor,
+        beams: int,
+        rankings: Sequence[Ranking],
+        plan_weight: float,
+    ) -> list[Ranking]:
+        """Per query, the documents whose docids the beams decoded (after the marker, under the
+        docid trie) with their log-probabilities, best first; with ``plan_weight``, the beams
+        follow PAG's prior too, which is taken out of the scores returned."""
+        fused = self.index.fused
+        rows = mask.shape[0]
+        # Two beams at least: transformers' greedy path scores no sequence.
+        beams = max(beams, 2)
+        start = self.model.config.decoder_start_token_id
+        prefix = torch.tensor([[start, fused.marker]] * rows, device=self.device)
+        processor: Any = self._docid_processor
+        priors = None
+        if plan_weight:
+            priors = self._ranges.node_max(lexical_vectors(rankings, self.num_docs))
+            processor = Chain(
+                self._docid_processor, PlanningPrior(self._ranges, priors, beams, plan_weight)
+            )
+        sequences, scores = constrained_generate(
+            self.model,
+            {
+                "encoder_outputs": _rows(encoded),
+                "attention_mask": mask,
+                "decoder_input_ids": prefix,
+            },
+            beams,
+            self._docid_steps,
+            processor,
+            0.0,
+        )
+        out: list[Ranking] = []
+        for row in range(rows):
+            reached: dict[int, float] = {}
+            for j in range(row * beams, (row + 1) * beams):
+                score = scores[j]
+                if not math.isfinite(score) or score <= EMPTY_SLOT:
+                    continue  # fewer docids than beams: transformers fills the slot
+                tokens = sequences[j][1:]  # after the marker
+                if self._eos not in tokens:
+                    continue
+                doc = self._doc_of_docid.get(tuple(tokens[: tokens.index(self._eos) + 1]))
+                if doc is None:
+                    raise DecodingError(
+                        f"Decoding produced {sequences[j]}, no docid of this index."
+                    )
+                if priors is not None:
+                    leaf = self._ranges.leaf_of[doc]
+                    score -= plan_weight * (priors[row, leaf] - priors[row, 0])
+                if doc not in reached:
+                    reached[doc] = score
+            out.append(sorted(reached.items(), key=lambda item: (-item[1], item[0])))
+        return out
 
     def _explain(
         self, queries: Sequence[str], k: int, batch_size: int, num_beams: int | None
@@ -99,8 +243,7 @@ class NgramRetriever(ConstrainedRetriever):
         (with score) that scored it (:func:`dsi.scoring.contributions`), and ``rest``: the
         part of its score they do not account for (the feedback stage's, or for a backfilled
         document, whose score is an n-gram's log-probability, all of it)."""
-        generated = self.generate(queries, batch_size, num_beams)
-        results = self.rank_generations(generated, k, batch_size, num_beams)
+        generated, results = self._ranked(queries, k, batch_size, num_beams)
         scores_words = bool(self.options.word_weight)
         words = self.query_words(generated) if scores_words else [[] for _ in generated]
         position = self.index.corpus.positions()
@@ -136,8 +279,20 @@ class NgramRetriever(ConstrainedRetriever):
         batch_size: int = 32,
         num_beams: int | None = None,
     ) -> list[list[Hit]]:
-        """:meth:`search`'s ranking of what :meth:`generate` generated for the queries (with
-        feedback, the model generates for the best documents too)."""
+        """:meth:`search`'s lexical ranking of what :meth:`generate` generated for the queries
+        (with feedback, the model generates for the best documents too)."""
+        beams = num_beams or self.num_beams
+        return self._hits(generated, self.lexical_rankings(generated, batch_size, beams, k), k)
+
+    def lexical_rankings(
+        self,
+        generated: Sequence[Generation],
+        batch_size: int = 32,
+        num_beams: int | None = None,
+        k: int | None = None,
+    ) -> list[Ranking]:
+        """Per query, ``(document index, score)`` of the documents what it generated scores,
+        best first, cut to ``k`` (None: all): the scoring stage, then feedback if any."""
         scores_words = bool(self.options.word_weight)
         words = self.query_words(generated) if scores_words else [[] for _ in generated]
         word_index = self.index.words if scores_words else None
@@ -155,10 +310,19 @@ class NgramRetriever(ConstrainedRetriever):
         ]
         if feedback:
             beams = num_beams or self.num_beams
-            ranked_all = self.feedback.rerank(self.options, ranked_all, k, batch_size, beams)
+            depth = self.num_docs if k is None else k
+            ranked_all = self.feedback.rerank(self.options, ranked_all, depth, batch_size, beams)
+        return ranked_all
+
+    def _hits(
+        self, generated: Sequence[Generation], rankings: Sequence[Ranking], k: int
+    ) -> list[list[Hit]]:
+        """Each ranking cut to ``k`` as hits, followed, when it has fewer, by documents holding
+        the query's best generated n-grams (:meth:`_backfill`)."""
         doc_ids = self.index.corpus.doc_ids
         results = []
-        for generation, ranked in zip(generated, ranked_all, strict=True):
+        for generation, ranked in zip(generated, rankings, strict=True):
+            ranked = list(ranked[:k])
             if len(ranked) < k:
                 ngrams = generation.beams + generation.unigrams
                 ranked += self._backfill(ngrams, {doc for doc, _ in ranked}, k - len(ranked))
@@ -226,8 +390,13 @@ class NgramRetriever(ConstrainedRetriever):
             out += self._generate_batch(list(queries[start : start + batch_size]), beams)
         return out
 
-    @torch.inference_mode()
     def _generate_batch(self, queries: list[str], beams: int) -> list[Generation]:
+        encoded, mask = self._encode(queries)
+        return self._generate_encoded(encoded, mask, beams)
+
+    @torch.inference_mode()
+    def _encode(self, queries: list[str]) -> tuple[BaseModelOutput, torch.Tensor]:
+        """The encoder's output for ``queries`` and their attention mask."""
         enc = self.index.tokenizer(
             queries,
             max_length=self.index.config.train.max_source_length,
@@ -238,24 +407,29 @@ class NgramRetriever(ConstrainedRetriever):
         encoded = self.model.get_encoder()(
             input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], return_dict=True
         )
-        mask = enc["attention_mask"]
+        return encoded, enc["attention_mask"]
+
+    @torch.inference_mode()
+    def _generate_encoded(
+        self, encoded: BaseModelOutput, mask: torch.Tensor, beams: int
+    ) -> list[Generation]:
+        """Per encoded query, its beams' n-grams, best first tokens and completed words."""
         sequences, scores = constrained_generate(
             self.model,
             # generate() repeats the encoder states for the beams inside the object it is given.
             {"encoder_outputs": _rows(encoded), "attention_mask": mask},
             beams,
             self.options.max_tokens + 1,
-            self._processor,
+            self._ngram_processor,
             0.0,
         )
-        unigrams = (
-            self._best_unigrams(encoded, mask) if self.options.unigrams else [[]] * len(queries)
-        )
+        count = mask.shape[0]
+        unigrams = self._best_unigrams(encoded, mask) if self.options.unigrams else [[]] * count
         words = self._word_starts_of(unigrams)
         if self.options.complete_words:
             words = self._complete_words(encoded, mask, words)
         results = []
-        for row in range(len(queries)):
+        for row in range(count):
             ngrams = []
             for j in range(row * beams, (row + 1) * beams):
                 score = scores[j]
@@ -280,6 +454,8 @@ class NgramRetriever(ConstrainedRetriever):
             encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=start
         ).logits[:, 0]
         logits = logits.float()
+        if self._first_excluded:  # the fused kind: the docid marker's mass is not the n-grams'
+            logits[:, self._first_excluded] = float("-inf")
         allowed = torch.as_tensor(self._processor.allowed(()), device=self.device)
         allowed = allowed[(allowed != self._eos) & (allowed < logits.shape[-1])]
         logprobs = logits.log_softmax(dim=-1)[:, allowed]

@@ -16,7 +16,8 @@ Index directory (the same format as ``dsi.index``; ``manifest.json`` says ``doci
 n-gram settings, ``preset`` and ``scoring``), ``model/``, ``ngram_index/``
 (``trie.fmindex.NgramIndex`` files over the tokenized ``title + " " + text`` of every document,
 separator = pad id 0), ``word_index/`` (``docid.words.WordIndex`` of the same texts),
-``documents.jsonl``
+``documents.jsonl``, for the fused kind (``docids: "ngram+semantic"``, :mod:`dsi.fusion`)
+``fused_docids/`` (its semantic docid map and ``fusion.json``: the marker and EOS token ids)
 and, if there were training queries, ``training_queries.jsonl``; ``query_generator/`` when the
 index keeps a query generator (``IndexConfig.query_generator`` or ``pseudo_queries``), whose
 generated queries are replayed by additions (DSI++'s generative memory).
@@ -25,6 +26,7 @@ generated queries are replayed by additions (DSI++'s generative memory).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from docid.base import DocidMap, fit_docids
+from docid.io import atomic_write_text
 from docid.ngram import (
     salient_span_pairs,
     span_stopwords,
@@ -43,15 +47,24 @@ from docid.words import DEFAULT_LANGUAGE, WordIndex
 from dsi.config import DOCID_SETTINGS, AddConfig, IndexConfig, TrainConfig
 from dsi.continual import add_order
 from dsi.data import Corpus, TrainingQueries
-from dsi.examples import ExampleSet, retrieval_examples
-from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint
+from dsi.examples import ExampleSet, indexing_examples, retrieval_examples
+from dsi.fusion import MARKER_SYMBOL
+from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint, docid_texts
 from dsi.index_format import IndexLoadError
 from dsi.pseudo_queries import QueryGenerator
 from trie.fmindex import NgramIndex
+from trie.prefix import PrefixTrie
 
 log = logging.getLogger(__name__)
 
 SCHEME = "ngram"
+# The fused kind (issue 29, dsi.fusion): the same model also learns semantic docids, after a
+# marker token, and search fuses the two rankings.
+FUSED = "ngram+semantic"
+FUSED_SCHEME = "semantic"
+SCHEMES = (SCHEME, FUSED)
+FUSED_DIR = "fused_docids"
+FUSED_FILE = "fusion.json"
 NGRAM_DIR = "ngram_index"
 WORD_DIR = "word_index"
 SCORINGS = ("bm25", "intersective")
@@ -178,6 +191,14 @@ class SealOptions:
     feedback_docs: int = NGRAM_PRESETS[WITH_QUERIES].feedback_docs
     feedback_words: int = 10
     feedback_weight: float = 0.25
+    # The fused kind only (FUSED, dsi.fusion): a document the docid beams reach gains
+    # ``fusion_weight`` times the query's best lexical score times its docid's share of the
+    # beams' probability; ``plan_weight`` weighs PAG's planning prior (the best lexical score
+    # under a docid prefix, over the query's best) in the docid beam search (0 = off). Not yet
+    # chosen on dev (experiments/fusion.py, experiments/rules/fusion_dev.md): simple fusion
+    # at an even weight until then.
+    fusion_weight: float = 0.5
+    plan_weight: float = 0.0
 
     # Settings that only change how a trained model is searched, not how it is trained.
     DECODING: ClassVar[tuple[str, ...]] = ("scoring",)
@@ -185,7 +206,7 @@ class SealOptions:
     @classmethod
     def from_config(cls, config: IndexConfig) -> SealOptions:
         """The options of ``config``'s n-gram settings (``docid_options``), checked."""
-        names = DOCID_SETTINGS[SCHEME]
+        names = DOCID_SETTINGS[config.docids if config.docids in SCHEMES else SCHEME]
         unknown = sorted(set(config.docid_options) - set(names))
         if unknown:
             raise ValueError(
@@ -255,7 +276,7 @@ def resolved_config(config: IndexConfig) -> IndexConfig:
     """``config`` with its ``docid_options`` naming every n-gram setting (defaults filled in),
     as an n-gram index saves it: a later change of defaults leaves such a config alone."""
     options = SealOptions.from_config(config)
-    settings = {name: getattr(options, name) for name in DOCID_SETTINGS[SCHEME]}
+    settings = {name: getattr(options, name) for name in DOCID_SETTINGS[config.docids]}
     return dataclasses.replace(config, docid_options=settings)
 
 
@@ -263,6 +284,69 @@ class _NoSymbols:
     """What ``dsi.index.make_model`` reads of a docid map: n-gram targets add no symbols."""
 
     symbols: list[str] = []
+
+
+class _FusedSymbols:
+    """The fused kind's new tokens, for ``dsi.index.make_model``: the marker, then the docid
+    symbols."""
+
+    def __init__(self, docids: DocidMap) -> None:
+        self.docids = docids
+        self.symbols = [MARKER_SYMBOL, *docids.symbols]
+
+
+@dataclass(frozen=True)
+class FusedDocids:
+    """The docids a fused model decodes besides n-grams (``docids: "ngram+semantic"``).
+
+    Their targets are ``[marker, offset + symbol..., EOS]``: the marker (the first token after
+    the text vocabulary) asks for a docid, so the n-gram task's targets stay as they are and
+    search decodes both from one encoder pass.
+    """
+
+    docids: DocidMap
+    marker: int
+    trie: PrefixTrie  # every [marker, offset + symbol..., EOS]
+
+    @property
+    def offset(self) -> int:
+        """The token id of docid symbol 0."""
+        return self.marker + 1
+
+    @classmethod
+    def make(cls, docids: DocidMap, marker: int, eos: int) -> FusedDocids:
+        trie = PrefixTrie.from_sequences(
+            [[marker, *(marker + 1 + s for s in seq), eos] for seq in docids.sequences]
+        )
+        return cls(docids, marker, trie)
+
+    def target(self, doc_id: str, eos: int) -> list[int]:
+        """The decoder target of ``doc_id``'s docid."""
+        return [self.marker, *(self.offset + s for s in self.docids.sequence(doc_id)), eos]
+
+    def save(self, directory: Path, eos: int) -> None:
+        """The docid map's files and ``fusion.json`` (the marker and EOS token ids)."""
+        self.docids.save(directory)
+        meta = {"scheme": self.docids.scheme, "marker": self.marker, "eos": eos}
+        atomic_write_text(directory / FUSED_FILE, json.dumps(meta) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> FusedDocids:
+        meta = json.loads((directory / FUSED_FILE).read_text(encoding="utf-8"))
+        return cls.make(DocidMap.load(directory), int(meta["marker"]), int(meta["eos"]))
+
+
+def _fused_docids(corpus: Corpus, work_dir: Path | None) -> DocidMap:
+    """The semantic docids of a fused build (cached in ``work_dir``, so a resumed build and
+    every process of a distributed one read the same)."""
+    cache = None if work_dir is None else work_dir / FUSED_DIR
+    if cache is not None and (cache / "docids.jsonl").exists():
+        return DocidMap.load(cache)
+    docids = fit_docids(FUSED_SCHEME, list(corpus.doc_ids), docid_texts(FUSED_SCHEME, corpus))
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        docids.save(cache)
+    return docids
 
 
 @dataclass
@@ -285,6 +369,8 @@ class NgramGenerativeIndex(IndexLifecycle):
     word_index: WordIndex | None = None
     # The loss history of the build's training (``TrainStats.history``): training_log.jsonl.
     training_log: list[dict[str, float]] = field(default_factory=list)
+    # The fused kind's docids (``docids: "ngram+semantic"``); None for plain n-grams.
+    fused: FusedDocids | None = None
 
     @property
     def num_docs(self) -> int:
@@ -305,8 +391,10 @@ class NgramGenerativeIndex(IndexLifecycle):
     @classmethod
     def _kind_config(cls, config: IndexConfig | None) -> IndexConfig:
         config = config or IndexConfig(docids=SCHEME)
-        if config.docids != SCHEME:
-            raise ValueError(f"NgramGenerativeIndex needs docids 'ngram', got {config.docids!r}.")
+        if config.docids not in SCHEMES:
+            raise ValueError(
+                f"NgramGenerativeIndex needs docids one of {list(SCHEMES)}, got {config.docids!r}."
+            )
         return resolved_config(config)
 
     @classmethod
@@ -315,14 +403,20 @@ class NgramGenerativeIndex(IndexLifecycle):
 
     @classmethod
     def _kind_identifiers(cls, config: IndexConfig, corpus: Corpus, work_dir: Path | None) -> Any:
+        if config.docids == FUSED:
+            return _FusedSymbols(_fused_docids(corpus, work_dir))
         return _NoSymbols()
 
     @classmethod
     def _kind_structures(cls, fitted: Fitted) -> dict[str, Any]:
         # The identifiers of this kind are the corpus's n-grams (and its words).
-        return _ngram_structures(
+        parts = _ngram_structures(
             fitted.tokenizer, fitted.model, fitted.corpus, fitted.config.language
         )
+        if isinstance(fitted.identifiers, _FusedSymbols):
+            eos = fitted.model.config.eos_token_id
+            parts["fused"] = FusedDocids.make(fitted.identifiers.docids, fitted.offset, eos)
+        return parts
 
     def _kind_training_examples(
         self, pairs: list[tuple[str, str]]
@@ -344,6 +438,11 @@ class NgramGenerativeIndex(IndexLifecycle):
             salient_pairs_per_doc=copies,
             language=self.config.language,
         )
+        if self.fused is not None:
+            # The docid task learns what DSI does: every document's views, and the training
+            # queries, -> its docid; copy pairs teach the n-gram task only.
+            examples.extend(self._docid_examples(corpus, train_config))
+            examples.extend(self._docid_query_examples(pairs, train_config, "fused-query"))
         return examples, pool, per_epoch
 
     def _kind_query_examples(
@@ -351,13 +450,44 @@ class NgramGenerativeIndex(IndexLifecycle):
     ) -> ExampleSet:
         options = self.options
         eos = self.model.config.eos_token_id
-        return query_examples(
+        examples = query_examples(
             *(self.tokenizer, self.corpus, pairs, train_config, options, eos, options.seed, task),
             self.config.language,
         )
+        if self.fused is not None:
+            examples.extend(self._docid_query_examples(pairs, train_config, f"{task}-docid"))
+        return examples
+
+    def _docid_examples(self, corpus: Corpus, train_config: TrainConfig) -> ExampleSet:
+        """Document views -> docid (the fused kind's indexing examples)."""
+        assert self.fused is not None
+        eos = self.model.config.eos_token_id
+        tokens = self.tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
+        targets = [self.fused.target(d, eos) for d in corpus.doc_ids]
+        examples = indexing_examples(tokens, targets, train_config, eos, seed=train_config.seed)
+        examples.tasks = ["fused-index"] * len(examples)
+        return examples
+
+    def _docid_query_examples(
+        self, pairs: Sequence[tuple[str, str]], train_config: TrainConfig, task: str
+    ) -> ExampleSet:
+        """(query, doc id) pairs -> docid examples, ``query_repeats`` times (the fused kind)."""
+        if not pairs or self.fused is None:
+            return ExampleSet([], [], [])
+        eos = self.model.config.eos_token_id
+        tokens = self.tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
+        targets = [self.fused.target(d, eos) for _, d in pairs]
+        out = retrieval_examples(tokens, targets, train_config, eos, train_config.query_repeats)
+        out.tasks = [task] * len(out)
+        return out
 
     # ----------------------------------------------------------------- adding
     def _kind_addition(self, new: Addition) -> tuple[ExampleSet, Any]:
+        if self.fused is not None:
+            raise ValueError(
+                f"Adding documents to an {FUSED!r} index is not supported yet; build it again "
+                "with all the documents."
+            )
         eos = self.model.config.eos_token_id
         # A seed of its own per addition, so new documents' spans are not drawn like old ones'.
         seed = new.config.seed + add_order(self.lineage)
@@ -396,19 +526,25 @@ class NgramGenerativeIndex(IndexLifecycle):
     def _kind_save(self, staged: Path) -> None:
         self.ngrams.save(staged / NGRAM_DIR)
         self.words.save(staged / WORD_DIR)
+        if self.fused is not None:
+            (staged / FUSED_DIR).mkdir()
+            self.fused.save(staged / FUSED_DIR, self.model.config.eos_token_id)
 
     def _kind_manifest(self) -> dict[str, Any]:
         return {
             "num_docs": self.num_docs,
-            "docid_scheme": SCHEME,
-            # No docid symbols follow the text vocabulary.
-            "docid_offset": int(self.model.config.vocab_size),
+            "docid_scheme": self.config.docids,
+            # No docid symbols follow the text vocabulary (the fused kind: its docid symbols
+            # follow the marker).
+            "docid_offset": int(
+                self.model.config.vocab_size if self.fused is None else self.fused.offset
+            ),
             "corpus_tokens": self.ngrams.total_tokens,
         }
 
     @classmethod
     def _kind_check_scheme(cls, directory: Path, scheme: str | None) -> None:
-        if scheme != SCHEME:
+        if scheme not in SCHEMES:
             raise IndexLoadError(f"Index {directory} uses {scheme!r} docids, not n-grams.")
 
     @classmethod
@@ -422,14 +558,30 @@ class NgramGenerativeIndex(IndexLifecycle):
         word_index = None
         if (directory / WORD_DIR).is_dir():
             word_index = WordIndex.load(directory / WORD_DIR)
-        return {"ngrams": NgramIndex.load(directory / NGRAM_DIR), "word_index": word_index}
+        fused = None
+        if manifest.get("docid_scheme") == FUSED:
+            fused = FusedDocids.load(directory / FUSED_DIR)
+        return {
+            "ngrams": NgramIndex.load(directory / NGRAM_DIR),
+            "word_index": word_index,
+            "fused": fused,
+        }
 
     def _kind_check_loaded(self, directory: Path, manifest: Mapping[str, Any]) -> None:
         config, ngrams, corpus, word_index = self.config, self.ngrams, self.corpus, self.word_index
-        if config.docids != SCHEME:
+        if config.docids != manifest.get("docid_scheme"):
             raise IndexLoadError(
-                f"Index {directory} is inconsistent: its manifest says n-gram docids but its "
-                f"config says {config.docids!r}."
+                f"Index {directory} is inconsistent: its manifest says "
+                f"{manifest.get('docid_scheme')!r} docids but its config says {config.docids!r}."
+            )
+        fused = self.fused
+        if fused is not None and (
+            len(fused.docids) != len(corpus.doc_ids)
+            or fused.offset + len(fused.docids.symbols) > self.model.config.vocab_size
+        ):
+            raise IndexLoadError(
+                f"Index {directory} is inconsistent: its {len(fused.docids)} fused docids do not "
+                f"match its {len(corpus.doc_ids)} documents or its model's vocabulary."
             )
         if not manifest["num_docs"] == ngrams.num_docs == len(corpus.doc_ids):
             raise IndexLoadError(
