@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from docid.lexical import KeywordsDocidMap, TitleDocidMap, without_words
-from dsi.config import AddConfig
+from dsi.config import AddConfig, IndexConfig
 from dsi.data import load_corpus
 from dsi.docid_tokens import SpelledTokens
 from dsi.evaluation import memorization, record_memorization
@@ -103,6 +103,13 @@ def test_decoding_returns_only_existing_docids_ranked_by_their_log_probability(
             with torch.no_grad():
                 loss = index.model(**enc, labels=torch.tensor([target])).loss
             assert hit.score == pytest.approx(-float(loss) * len(target), abs=1e-3)
+
+
+@pytest.mark.parametrize("scheme", ["semantic", "atomic", "naive", "title", "keywords"])
+def test_no_lexical_scoring_can_be_switched_on_for_a_docid_kind(scheme) -> None:
+    for option in ({"scoring": "bm25"}, {"preset": "default"}):
+        with pytest.raises(ValueError, match="unknown .* settings"):
+            IndexConfig(docids=scheme, docid_options=option)
 
 
 @pytest.mark.parametrize("scheme", ["keywords", "title"])
@@ -285,9 +292,21 @@ def test_cli_memorization_and_add_with_keyword_docids(cli_files) -> None:
     index = root / "kw"
     args = ["index", "--corpus", str(root / "corpus.jsonl"), "--output", str(index)]
     args += [*TINY, "--docids", "keywords", "--set", "train.learning_rate=0.01"]
-    dsi(*args, "--max-steps", "150", "--quiet")
+    built = json.loads(dsi(*args, "--max-steps", "150", "--quiet").stdout)
+    # The build measured its memorization (all 8 documents: fewer than the sample of 1000) ...
+    recorded = built["memorization"]
+    assert (
+        recorded["memorization_documents"] == 8
+        and "8 of 8 documents" in recorded["memorization_sample"]
+    )
+    # ... kept it in its statistics, which dsi info shows ...
+    info = json.loads(dsi("info", str(index)).stdout)
+    assert info["memorization"] == {"event": "build", **recorded}
+    assert info["lineage"][0]["memorization"] == recorded
     report = json.loads(_eval(root, index, "--memorization").stdout)
     block = report["dsi"]
+    # ... the same figures dsi eval --memorization measures.
+    assert block["memorization@1"] == recorded["memorization@1"]
     assert block["memorization_documents"] == 8 and block["memorization@1"] >= 0.875
     assert 0.0 <= block["memorization_without_docid_words@1"] <= 1.0
     sampled = json.loads(_eval(root, index, "--memorization-sample", "3", "--memorization").stdout)
@@ -308,7 +327,11 @@ def test_cli_refuses_memorization_of_an_ngram_index(cli_files) -> None:
     root = cli_files
     index = root / "ngram"
     args = ["index", "--corpus", str(root / "corpus.jsonl"), "--output", str(index)]
-    dsi(*args, *TINY, "--docids", "ngram", "--max-steps", "1", "--quiet")
+    proc = dsi(*args, *TINY, "--docids", "ngram", "--memorization-sample", "5", check=False)
+    assert proc.returncode == 2 and "n-gram identifiers" in proc.stderr, proc.stderr
+    built = json.loads(dsi(*args, *TINY, "--docids", "ngram", "--max-steps", "1", "--quiet").stdout)
+    assert "memorization" not in built
+    assert "memorization" not in json.loads(dsi("info", str(index)).stdout)
     for extra in (["--memorization"], ["--memorization", "--memorization-sample", "5"]):
         proc = _eval(root, index, *extra, check=False)
         assert proc.returncode == 2, proc.stderr
@@ -317,3 +340,16 @@ def test_cli_refuses_memorization_of_an_ngram_index(cli_files) -> None:
         assert lines[0].startswith("dsi: error: --memorization") and lines[0].endswith(".")
     proc = _eval(root, index, "--memorization-sample", "5", check=False)
     assert proc.returncode == 2 and "goes with --memorization" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_title_docids_of_a_corpus_without_titles_exit_2(tmp_path) -> None:
+    corpus = tmp_path / "untitled.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": f"river stone {i}"}) + "\n" for i in range(4))
+    )
+    args = ["index", "--corpus", str(corpus), "--output", str(tmp_path / "idx")]
+    proc = dsi(*args, *TINY, "--docids", "title", "--max-steps", "1", "--quiet", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "title docids need document titles" in lines[0]
