@@ -14,7 +14,9 @@ out, seed 13; Cranfield: the documents alone, a fixed fifth of the queries as de
 ``--eval-every`` minutes of training (evaluation time does not count against the budget), and
 once more at the end, a point of its curve records:
 
-- dev nDCG@10 and Hits@10 (the model's docid log-probabilities alone rank the documents);
+- dev nDCG@10, Hits@10, MRR@10 and Recall@10, searched 10 deep (the model's docid
+  log-probabilities alone rank the documents; a docid search is at least k beams wide, so
+  searching 100 deep would cost ten times the beams at every point);
 - ``memorization@1`` / ``@10`` on a fixed sample of ``--memorization-sample`` documents (seed 0,
   ``dsi.evaluation.memorization``), and for title and keyword docids
   ``memorization_without_docid_words@1`` / ``@10`` (the same, from the text with the docid's
@@ -44,6 +46,7 @@ from docid.io import atomic_write_text
 from dsi.baselines import build_baseline
 from dsi.config import IndexConfig
 from dsi.evaluation import memorization
+from dsi.metrics import evaluate_run
 from dsi.retriever import Retriever
 from experiments.provenance import config_fingerprint
 from experiments.quality import (
@@ -51,7 +54,6 @@ from experiments.quality import (
     SHARED,
     code_state,
     data_digest,
-    evaluate,
     generative_search,
     load_dataset,
     provenance,
@@ -62,6 +64,7 @@ from experiments.quality import (
 
 log = logging.getLogger("docid_kinds")
 KINDS = ("semantic", "atomic", "naive", "title", "keywords")
+DEV_METRICS = ("nDCG@10", "Hits@10", "MRR@10", "Recall@10")
 CURVE_KEYS = ("nDCG@10", "Hits@10", "memorization@1", "memorization@10")
 MASKED_KEYS = ("memorization_without_docid_words@1", "memorization_without_docid_words@10")
 
@@ -86,9 +89,22 @@ def kind_config(kind: str, args) -> IndexConfig:
     return IndexConfig().updated(settings)
 
 
+def dev_metrics(search, data: dict[str, Any]) -> dict[str, float]:
+    """The @10 metrics of ``search(texts, k)`` on the dev queries, searched 10 deep (a docid
+    search's beams are at least k wide: 100 deep would cost ten times the beams)."""
+    qids = sorted(data["dev"])
+    started = time.monotonic()
+    ranked = search([data["queries"][q] for q in qids], 10)
+    seconds = time.monotonic() - started
+    metrics = evaluate_run(dict(zip(qids, ranked, strict=True)), data["dev"])
+    found = {key: metrics[key] for key in DEV_METRICS}
+    found["ms_per_query"] = round(1000 * seconds / len(qids), 1)
+    return found
+
+
 def measure(index: Any, data: dict[str, Any], args) -> dict[str, Any]:
     """One point of a curve: dev metrics and memorization on the fixed sample."""
-    point = evaluate(generative_search(index), data["queries"], data["dev"])
+    point = dev_metrics(generative_search(index), data)
     found = memorization(Retriever.for_index(index, device="cpu"), sample=args.memorization_sample)
     point.update(found)
     return point
@@ -169,7 +185,7 @@ def baselines(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name in ("bm25", "bm25+queries" if pairs else "bm25+rm3"):
         baseline = build_baseline(name, data["corpus"], pairs)
-        rows.append({"name": name, "dev": evaluate(baseline.search, data["queries"], data["dev"])})
+        rows.append({"name": name, "dev": dev_metrics(baseline.search, data)})
     return rows
 
 
