@@ -39,6 +39,11 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
+def is_word(symbol: str) -> bool:
+    """Whether a docid symbol is a word (suffixes and placeholders are not)."""
+    return _WORD.fullmatch(symbol) is not None
+
+
 def suffix_symbol(n: int) -> str:
     """The symbol appended to the ``n``-th document (n >= 2) with the same words."""
     return f"#{n}"
@@ -59,7 +64,7 @@ class LexicalDocidMap(DocidMap):
 
     def docid_words(self, doc_id: str) -> list[str]:
         """The words of ``doc_id``'s docid: its symbols without suffixes and placeholders."""
-        return [s for s in self.symbol_names(doc_id) if _WORD.fullmatch(s)]
+        return [s for s in self.symbol_names(doc_id) if is_word(s)]
 
     @property
     def max_words(self) -> int:

@@ -173,6 +173,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-steps", type=int, default=None, help="training step budget (default: none)"
     )
+    p.add_argument(
+        "--memorization-sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="docid kinds: after training, measure memorization@1 and @10 on N documents drawn "
+        "with a fixed seed (all when fewer; 0: not measured) and keep it in the index's "
+        "statistics, which dsi info shows (default: 1000)",
+    )
     p.add_argument("--quiet", action="store_true", help="only warnings, no progress bars")
     p.set_defaults(func=_cmd_index)
 
@@ -381,13 +390,22 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, state) -> int:
     from dsi.config import IndexConfig
     from dsi.data import load_corpus
-    from dsi.kinds import index_class, prepare_work_dir
+    from dsi.evaluation import BUILD_MEMORIZATION_SAMPLE, record_memorization
+    from dsi.kinds import index_class, index_kind, prepare_work_dir
     from dsi.model import model_label
 
+    sample = args.memorization_sample
+    assert isinstance(config, IndexConfig)
+    if sample is not None and sample < 0:
+        raise ValueError(f"--memorization-sample must be 0 or more, got {sample}.")
+    if sample and index_kind(config.docids) == "ngram":
+        raise ValueError(
+            "--memorization-sample measures docid decoding, and n-gram identifiers (the default "
+            "kind) give no document its own identifier to decode."
+        )
     corpus = load_corpus(args.corpus, skip_empty=args.skip_empty)
     log.info("Loaded %d documents from %s.", len(corpus.doc_ids), args.corpus)
     training = _training_queries(args)
-    assert isinstance(config, IndexConfig)
     started = time.monotonic()
     builder: Any = index_class(config.docids)
     if state.num_processes > 1:
@@ -395,21 +413,23 @@ def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, 
     index = builder.build(corpus, config, training, work_dir=work_dir, progress_bar=not args.quiet)
     if not state.is_main_process:
         return 0  # only the main process writes the index and reports
+    if index_kind(config.docids) != "ngram" and sample != 0:
+        # Part of the build's statistics (its lineage entry), measured before the index is saved.
+        record_memorization(index, BUILD_MEMORIZATION_SAMPLE if sample is None else sample)
     index.save(output)
     shutil.rmtree(work_dir, ignore_errors=True)
     stats = index.lineage[-1]
-    print(
-        json.dumps(
-            {
-                "index": str(output),
-                "documents": len(index.corpus.doc_ids),
-                "docids": config.docids,
-                "model": model_label(config.model),
-                "training": stats["training"],
-                "seconds": round(time.monotonic() - started, 1),
-            }
-        )
-    )
+    report = {
+        "index": str(output),
+        "documents": len(index.corpus.doc_ids),
+        "docids": config.docids,
+        "model": model_label(config.model),
+        "training": stats["training"],
+    }
+    if "memorization" in stats:
+        report["memorization"] = stats["memorization"]
+    report["seconds"] = round(time.monotonic() - started, 1)
+    print(json.dumps(report))
     return 0
 
 
@@ -850,6 +870,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "format_version": manifest.get("format_version"),
         "versions": manifest.get("versions"),
         "training": _training_summary(lineage),
+    }
+    if index_kind(scheme) != "ngram":
+        info["memorization"] = _memorization_summary(lineage)
+    info |= {
         "settings": settings,
         "lineage": lineage,
         "files": sizes,
@@ -871,6 +895,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info["plot"] = str(plot_training_log(points, args.plot))
     print(json.dumps(info, indent=2, ensure_ascii=False))
     return 0
+
+
+def _memorization_summary(lineage: list[Any]) -> dict[str, Any] | None:
+    """The latest memorization a build or addition of a docid index measured (``dsi index``
+    measures it after training), or None if none did."""
+    for entry in reversed(lineage):
+        if isinstance(entry, dict) and isinstance(entry.get("memorization"), dict):
+            return {"event": entry.get("event"), **entry["memorization"]}
+    return None
 
 
 def _training_summary(lineage: list[Any]) -> dict[str, Any] | None:

@@ -44,7 +44,7 @@ class DocidRetriever(ConstrainedRetriever):
             eos_token_id=cfg.eos_token_id,
             pad_token_id=cfg.pad_token_id,
         )
-        self._max_new_tokens = max(map(len, index.docids.sequences)) + 1
+        self._max_new_tokens = index.docid_tokens.max_length + 1
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, **kwargs) -> DocidRetriever:
@@ -157,8 +157,4 @@ class DocidRetriever(ConstrainedRetriever):
     def _to_doc_id(self, tokens: list[int]) -> str | None:
         if self._eos not in tokens:
             return None
-        body = tokens[: tokens.index(self._eos)]
-        offset = self.index.docid_offset
-        if any(t < offset for t in body):
-            return None
-        return self.index.docids.lookup([t - offset for t in body])
+        return self.index.docid_tokens.doc_id(tokens[: tokens.index(self._eos)])

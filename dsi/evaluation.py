@@ -151,15 +151,22 @@ def _intervals(
 
 
 MEMORIZATION_RANKS = (1, 10)
+# Documents a build measures its memorization on (``record_memorization``; all when fewer).
+BUILD_MEMORIZATION_SAMPLE = 1000
 
 
 def memorization(
-    retriever: Any, sample: int | None = None, seed: int = SEED, batch_size: int = 32
+    retriever: Any,
+    sample: int | None = None,
+    seed: int = SEED,
+    batch_size: int = 32,
+    doc_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """DSI's indexing accuracy: the share of indexed documents whose own first indexing view,
     exactly as trained (``dsi.examples.document_views``), decodes their docid at rank 1
-    (``memorization@1``) and within the top 10 (``memorization@10``), over all documents or
-    ``sample`` of them drawn with ``seed``; ``memorization_documents`` counts them.
+    (``memorization@1``) and within the top 10 (``memorization@10``), over all documents (or
+    those of ``doc_ids``, in index order) or ``sample`` of them drawn with ``seed``;
+    ``memorization_documents`` counts them.
 
     For title and keyword docids, whose words the document's text holds, the same is measured
     on the text with the docid's words removed (``memorization_without_docid_words@1``, ``@10``).
@@ -175,23 +182,52 @@ def memorization(
             "Memorization is measured for docid indexes only; this index holds n-gram "
             "identifiers (the default kind), which give no document its own identifier to decode."
         )
-    doc_ids = list(index.corpus.doc_ids)
-    chosen = list(range(len(doc_ids)))
+    all_ids = list(index.corpus.doc_ids)
+    chosen = list(range(len(all_ids)))
+    if doc_ids is not None:
+        wanted_ids = set(doc_ids)
+        unknown = wanted_ids - set(all_ids)
+        if unknown:
+            raise ValueError(f"{len(unknown)} of the documents to measure are not in the index.")
+        chosen = [i for i in chosen if all_ids[i] in wanted_ids]
     if sample is not None:
         if sample < 1:
             raise ValueError(f"The memorization sample must be at least 1 document, got {sample}.")
         if sample < len(chosen):
             chosen = sorted(random.Random(seed).sample(chosen, sample))
     texts = index.corpus.full_texts()
-    wanted = [doc_ids[i] for i in chosen]
+    wanted = [all_ids[i] for i in chosen]
     out: dict[str, Any] = _decoded_at(retriever, [texts[i] for i in chosen], wanted, batch_size)
     out["memorization_documents"] = len(chosen)
     if isinstance(index.docids, LexicalDocidMap):
-        stripped = [without_words(texts[i], index.docids.docid_words(doc_ids[i])) for i in chosen]
+        stripped = [without_words(texts[i], index.docids.docid_words(all_ids[i])) for i in chosen]
         found = _decoded_at(retriever, stripped, wanted, batch_size)
         for rank in MEMORIZATION_RANKS:
             out[f"memorization_without_docid_words@{rank}"] = found[f"memorization@{rank}"]
     return out
+
+
+def record_memorization(
+    index: Any,
+    sample: int = BUILD_MEMORIZATION_SAMPLE,
+    device: str | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Measure a docid index's :func:`memorization` on ``sample`` documents (all when it has
+    fewer) drawn with the fixed seed, and keep it in its latest lineage entry (the build's, or
+    an addition's) as ``"memorization"``, which ``dsi info`` shows; return it. An n-gram index
+    is refused (``ValueError``)."""
+    from dsi.kinds import kind_of_index
+
+    retriever = kind_of_index(index).retriever(index, device=device)
+    found = memorization(retriever, sample=sample, batch_size=batch_size)
+    found["memorization_sample"] = (
+        f"{found['memorization_documents']} of {len(index.corpus.doc_ids)} documents "
+        f"(at most {sample}, drawn with seed {SEED}), each its first indexing view"
+    )
+    if index.lineage:
+        index.lineage[-1]["memorization"] = found
+    return found
 
 
 def _decoded_at(

@@ -5,7 +5,8 @@ docid map + trie), built from a corpus, saved as a directory.
 The directory's format, manifest and atomic save are :mod:`dsi.index_format`'s; what an
 addition (continual indexing, as in DSI++) checks, replays and records is :mod:`dsi.continual`'s.
 A docid index adds ``docids.jsonl`` (doc id -> docid symbol indices, with ``docid_vocab.json``
-and the scheme's data) and ``trie.marisa`` (the prefix trie over docid token sequences).
+and the scheme's data) and ``trie.marisa`` (the prefix trie over docid token sequences; how
+docids are written as tokens is :mod:`dsi.docid_tokens`').
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dsi.continual import (
     train_with_replay,
 )
 from dsi.data import Corpus, TrainingQueries, load_corpus
+from dsi.docid_tokens import SPELLED, DocidTokens, SpelledTokens, docid_tokens, new_token_count
 from dsi.examples import (
     ExampleSet,
     count_tasks,
@@ -516,9 +518,17 @@ class GenerativeIndex(IndexLifecycle):
     query_generator: QueryGenerator | None = None
     # The loss history of the build's training (``TrainStats.history``): training_log.jsonl.
     training_log: list[dict[str, float]] = field(default_factory=list)
+    _tokens: DocidTokens | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def docid_tokens(self) -> DocidTokens:
+        """How this index writes its docids as model tokens (:mod:`dsi.docid_tokens`)."""
+        if self._tokens is None or self._tokens.docids is not self.docids:
+            self._tokens = docid_tokens(self.docids, self.docid_offset, self.tokenizer)
+        return self._tokens
 
     def _target(self, seq: tuple[int, ...]) -> list[int]:
-        return [self.docid_offset + s for s in seq] + [self.model.config.eos_token_id]
+        return self.docid_tokens.tokens(seq) + [self.model.config.eos_token_id]
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -532,7 +542,7 @@ class GenerativeIndex(IndexLifecycle):
     @classmethod
     def _kind_structures(cls, fitted: Fitted) -> dict[str, Any]:
         docids, offset = fitted.identifiers, fitted.offset
-        trie = _docid_trie(docids, offset, fitted.model)
+        trie = _docid_trie(docid_tokens(docids, offset, fitted.tokenizer), fitted.model)
         return {"docids": docids, "trie": trie, "docid_offset": offset}
 
     def _kind_training_examples(
@@ -575,7 +585,7 @@ class GenerativeIndex(IndexLifecycle):
         docids = self._added_docids(
             corpus.doc_ids, docid_texts(self.docids.scheme, corpus), new.work_dir
         )
-        grow_vocabulary(self.model, self.docid_offset + len(docids.symbols))
+        grow_vocabulary(self.model, self.docid_offset + new_token_count(docids, self.tokenizer))
         # The new documents' examples read the grown map; the index's stays until commit.
         grown = dataclasses.replace(self, docids=docids)
         examples = grown._document_examples(corpus, new.train_config, new.config.seed)
@@ -591,7 +601,8 @@ class GenerativeIndex(IndexLifecycle):
 
     def _kind_grown(self, corpus: Corpus, added: tuple[DocidMap, int]) -> dict[str, Any]:
         docids = added[0]
-        return {"docids": docids, "trie": _docid_trie(docids, self.docid_offset, self.model)}
+        tokens = docid_tokens(docids, self.docid_offset, self.tokenizer)
+        return {"docids": docids, "trie": _docid_trie(tokens, self.model)}
 
     def _kind_entry(self, added: tuple[DocidMap, int] | None = None) -> dict[str, Any]:
         return {} if added is None else {"new_symbols": added[1]}
@@ -625,11 +636,14 @@ class GenerativeIndex(IndexLifecycle):
         self.trie.save(staged / "trie.marisa")
 
     def _kind_manifest(self) -> dict[str, Any]:
-        return {
+        manifest = {
             "num_docs": len(self.docids),
             "docid_scheme": self.docids.scheme,
             "docid_offset": self.docid_offset,
         }
+        if isinstance(self.docid_tokens, SpelledTokens):
+            manifest["docid_words"] = SPELLED
+        return manifest
 
     @classmethod
     def _kind_check_scheme(cls, directory: Path, scheme: str | None) -> None:
@@ -649,31 +663,39 @@ class GenerativeIndex(IndexLifecycle):
 
     def _kind_check_loaded(self, directory: Path, manifest: Mapping[str, Any]) -> None:
         docids, trie, offset, model = self.docids, self.trie, self.docid_offset, self.model
+        tokens = self.docid_tokens
+        if isinstance(tokens, SpelledTokens) and manifest.get("docid_words") != SPELLED:
+            raise IndexLoadError(
+                f"Index {directory} was built before {docids.scheme} docids were written in the "
+                "tokenizer's pieces; build it again."
+            )
         if len(docids) != manifest["num_docs"] or len(trie) != len(docids):
             raise IndexLoadError(
                 f"Index {directory} is inconsistent: manifest says {manifest['num_docs']} documents, "
                 f"docids hold {len(docids)} and the trie {len(trie)}."
             )
-        if offset + len(docids.symbols) > model.config.vocab_size:
+        if offset + tokens.new_tokens > model.config.vocab_size:
             raise IndexLoadError(
-                f"Index {directory} is inconsistent: {len(docids.symbols)} docid symbols from "
+                f"Index {directory} is inconsistent: {tokens.new_tokens} docid tokens from "
                 f"token {offset} do not fit the model's vocabulary of {model.config.vocab_size}."
             )
         # A wrong offset would decode every docid to a neighbour's: check a few against the trie.
         eos = model.config.eos_token_id
         for i in sorted({0, len(docids) // 2, len(docids) - 1} if len(docids) else set()):
-            if [offset + s for s in docids.sequences[i]] + [eos] not in trie:
+            if tokens.tokens(docids.sequences[i]) + [eos] not in trie:
                 raise IndexLoadError(
                     f"Index {directory} is inconsistent: the docid of {docids.doc_ids[i]!r} at "
                     f"token offset {offset} is not in its trie."
                 )
 
 
-def _docid_trie(docids: DocidMap, offset: int, model: torch.nn.Module) -> PrefixTrie:
-    """The trie of every docid's tokens (symbols from ``offset``) and EOS: decoding's constraint."""
+def _docid_trie(tokens: DocidTokens, model: torch.nn.Module) -> PrefixTrie:
+    """The trie of every docid's tokens and EOS: decoding's constraint. EOS ends every docid, so
+    a docid that begins another (a title that begins a longer one) stays one of its own."""
+    tokens.check()
     eos = model.config.eos_token_id
     return PrefixTrie.from_sequences(
-        [[offset + s for s in seq] + [eos] for seq in docids.sequences]
+        [tokens.tokens(seq) + [eos] for seq in tokens.docids.sequences]
     )
 
 
@@ -888,14 +910,15 @@ def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path
     """The tokenizer, the model and the first docid token id.
 
     A tokenizer already trained in ``work_dir`` is reused, so that a resumed build (and every
-    process of a distributed one) reads the same; ``docids.symbols`` become new tokens after the
-    text vocabulary.
+    process of a distributed one) reads the same; the docids' new tokens
+    (:func:`dsi.docid_tokens.new_token_count`) come after the text vocabulary.
     """
     if config.model:
         # A pretrained T5 gets the copy head on top of its weights; another architecture
         # (BART, ...) trains without it: model_config describes only models built from scratch.
-        model, offset = load_model(config.model, len(docids.symbols), takes_copy_head(config.model))
         tokenizer = load_tokenizer(config.model)
+        count = new_token_count(docids, tokenizer)
+        model, offset = load_model(config.model, count, takes_copy_head(config.model))
         return tokenizer, model, offset
     tok_dir = (work_dir or Path(tempfile.mkdtemp(prefix="dsi-tokenizer-"))) / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
@@ -913,7 +936,7 @@ def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path
         tokenizer.save_pretrained(tok_dir)
     offset = len(tokenizer)
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model_config, offset, len(docids.symbols))
+    model = build_model(config.model_config, offset, new_token_count(docids, tokenizer))
     return tokenizer, model, offset
 
 

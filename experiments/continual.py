@@ -5,6 +5,7 @@
                                         # case-folding tokenizer and BM25 n-gram scoring)
     python -m experiments.continual --scale 0.05 --model-size tiny --embedder tfidf \\
         --max-steps-per-step 30 --build-max-steps 60   # a toy run
+    python -m experiments.continual --docids atomic    # DSI++'s own setting: a docid kind
 
 SciFact's documents are shuffled with a fixed seed and split into D0 (60%) and D1..D4 (10%
 each); every query goes with the split of its latest relevant document (so once that split is
@@ -26,8 +27,17 @@ After every step, Hits@10 is measured on the test queries of each split indexed 
 A_n = mean_{i<=n} a[n][i], F_n = mean_{i<n} (max_{j<n} a[j][i] - a[n][i]),
 LA_n = mean_{i<=n} a[i][i]. Optimizer updates and forward/backward passes are counted per step.
 
-Results: ``<results>/continual.json`` (everything), ``continual.md`` (tables) and
-``continual.png`` (Hits@10 per step; needs matplotlib). Work (indexes after each step, per-step
+With a docid kind (``--docids semantic|atomic|naive|title|keywords``: new documents get new
+docids, as in DSI++) every step also measures the memorization of D0's documents
+(``dsi.evaluation.memorization`` on ``--memorization-sample`` of them, fixed seed):
+memorization@1 after each step, per strategy, beside the optimizer updates the strategy used
+after D0 against retraining's. DSI++'s goal: generative-memory replay keeps D0's
+memorization@1 within 5 points of its value after D0 at every step, with at least 4x fewer
+optimizer updates than retraining (the report says whether each strategy meets it).
+
+Results: ``<results>/<name>.json`` (everything), ``<name>.md`` (tables) and ``<name>.png``
+(Hits@10 per step; needs matplotlib), where ``<name>`` is ``continual`` for n-gram identifiers
+and ``continual_<docids>`` for a docid kind (``--name`` to choose). Work (indexes after each step, per-step
 results) lives in ``--work``: a killed run continues from the last finished step when rerun with
 the same settings; ``--strategies`` may differ between such runs (each strategy's steps are
 kept apart), so strategies can be added to a finished run.
@@ -50,8 +60,9 @@ from typing import Any
 from docid.io import atomic_write_text
 from dsi.config import MODEL_SIZES, AddConfig, IndexConfig, ModelConfig, TrainConfig
 from dsi.data import Corpus, TrainingQueries, load_corpus, load_qrels, load_queries
+from dsi.evaluation import memorization
 from dsi.index import GenerativeIndex
-from dsi.kinds import index_class, load_index
+from dsi.kinds import docid_kinds, index_class, index_kind, load_index
 from dsi.metrics import per_query
 from dsi.retriever import Retriever
 
@@ -79,6 +90,10 @@ ADD_SETTINGS = {
 # The issue's five, the one its goal is about first: a run cut short still answers it.
 DEFAULT_STRATEGIES = "generative,finetune,retrain,queries,generative_sam"
 SPLITS = (0.6, 0.1, 0.1, 0.1, 0.1)
+# DSI++'s goal for generative-memory replay: D0's memorization@1 within this of its value after
+# D0, with at least this many times fewer optimizer updates than retraining.
+GOAL_MEMORIZATION_DROP = 0.05
+GOAL_UPDATE_RATIO = 4.0
 
 
 # ------------------------------------------------------------------------------------ data
@@ -121,14 +136,14 @@ def evaluate(
     qrels: dict[str, dict[str, int]],
     args,
 ) -> dict[str, Any]:
-    """Hits@10 per split 0..upto (None for a split without test queries) and over all of them."""
+    """Hits@10 per split 0..upto (None for a split without test queries) and over all of them;
+    for a docid kind also the memorization of D0's documents (``memorization_d0``)."""
     qids = [q for task in tasks[: upto + 1] for q in task.test_qids]
     known = set(index.corpus.doc_ids)
     judged = {q: {d: g for d, g in qrels[q].items() if d in known} for q in qids}
     started = time.monotonic()
-    hits = Retriever.for_index(index, device=args.device).search(
-        [queries[q] for q in qids], k=10, batch_size=args.eval_batch_size
-    )
+    retriever = Retriever.for_index(index, device=args.device)
+    hits = retriever.search([queries[q] for q in qids], k=10, batch_size=args.eval_batch_size)
     scores = per_query(
         {q: [(h.doc_id, h.score) for h in row] for q, row in zip(qids, hits, strict=True)}, judged
     )
@@ -137,12 +152,20 @@ def evaluate(
         values = [scores[q]["Hits@10"] for q in ids if q in scores]
         return sum(values) / len(values) if values else None
 
-    return {
+    out: dict[str, Any] = {
         "per_task": [mean(task.test_qids) for task in tasks[: upto + 1]],
         "all": mean(qids),
         "queries": len(scores),
-        "seconds": round(time.monotonic() - started, 1),
     }
+    if index_kind(args.docids) != "ngram":
+        out["memorization_d0"] = memorization(
+            retriever,
+            sample=args.memorization_sample,
+            batch_size=args.eval_batch_size,
+            doc_ids=tasks[0].corpus.doc_ids,
+        )
+    out["seconds"] = round(time.monotonic() - started, 1)
+    return out
 
 
 def dsi_measures(a: list[list[float | None]]) -> list[dict[str, float | None]]:
@@ -231,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
 
     work = Path(args.work)
-    settings = {k: v for k, v in vars(args).items() if k not in ("strategies", "results", "work")}
-    settings = {
-        k: v for k, v in settings.items() if k not in ("device", "eval_batch_size", "progress")
-    }
+    outputs = ("strategies", "results", "work", "name", "device", "eval_batch_size", "progress")
+    settings = {k: v for k, v in vars(args).items() if k not in outputs}
+    if args.docids == "ngram":  # measured for docid kinds only: an n-gram run's work stays
+        settings.pop("memorization_sample")
     stamp = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     previous = work / "settings.sha256"
     if previous.exists() and previous.read_text().strip() != stamp:
@@ -320,7 +343,11 @@ def summarize(steps: list[dict[str, Any]], shared_d0: bool) -> dict[str, Any]:
     train = [s["entry"]["training"] for s in steps]
     # The D0 build is shared by every strategy; only what comes after it is the strategy's cost.
     later = train[1:]
+    memorized = [(s["eval"].get("memorization_d0") or {}).get("memorization@1") for s in steps]
     return {
+        # memorization@1 of D0's documents after each step (docid kinds; None for n-grams).
+        "memorization_d0": memorized,
+        "memorization_d0_drop": _largest_drop(memorized),
         "a": a,
         "hits10_all": [s["eval"]["all"] for s in steps],
         "hits10_d0": [row[0] for row in a],
@@ -337,6 +364,34 @@ def summarize(steps: list[dict[str, Any]], shared_d0: bool) -> dict[str, Any]:
     }
 
 
+def _largest_drop(values: list[float | None]) -> float | None:
+    """How far the values after the first fell below it at worst (None without values)."""
+    later = [v for v in values[1:] if v is not None]
+    if not later or values[0] is None:
+        return None
+    return values[0] - min(later)
+
+
+def memorization_goal(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per strategy but retraining: D0's largest memorization@1 drop after D0, retraining's
+    optimizer updates over the strategy's (both after D0), and whether DSI++'s goal is met."""
+    retrain = summary.get("retrain", {}).get("updates_after_d0")
+    out = {}
+    for name, s in summary.items():
+        drop = s.get("memorization_d0_drop")
+        if name == "retrain" or drop is None:
+            continue
+        ratio = retrain / s["updates_after_d0"] if retrain and s["updates_after_d0"] else None
+        out[name] = {
+            "memorization_d0_drop": drop,
+            "update_ratio_vs_retrain": ratio,
+            "goal_met": None
+            if ratio is None
+            else bool(drop <= GOAL_MEMORIZATION_DROP and ratio >= GOAL_UPDATE_RATIO),
+        }
+    return out
+
+
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -347,6 +402,7 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
     # The issue's order (fine-tuning, replays, retraining), whichever run finished which.
     ordered = sorted(results, key=STRATEGIES.index)
     summary = {name: summarize(results[name], True) for name in ordered}
+    goal = memorization_goal(summary)
     report = {
         "settings": {k: v for k, v in vars(args).items()},
         "splits": {
@@ -361,9 +417,10 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
         },
         "d0": d0,
         "strategies": summary,
+        "memorization_goal": goal,
         "steps": results,
     }
-    atomic_write_text(out / "continual.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / f"{args.name}.json", json.dumps(report, indent=1) + "\n")
 
     last = len(tasks) - 1
     lines = [
@@ -409,8 +466,44 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
         "step n.",
         "",
     ]
-    atomic_write_text(out / "continual.md", "\n".join(lines))
-    plot(summary, out / "continual.png")
+    if goal:
+        lines += _memorization_lines(summary, goal, last)
+    atomic_write_text(out / f"{args.name}.md", "\n".join(lines))
+    plot(summary, out / f"{args.name}.png")
+
+
+def _memorization_lines(
+    summary: dict[str, dict[str, Any]], goal: dict[str, dict[str, Any]], last: int
+) -> list[str]:
+    """The memorization table of a docid kind: D0's memorization@1 after each step, and DSI++'s
+    goal per strategy."""
+    lines = [
+        "memorization@1 of D0's documents after each step (their first indexing view decodes "
+        "their own docid at rank 1):",
+        "",
+        "| strategy | " + " | ".join(f"step {n}" for n in range(last + 1)) + " |",
+        "|---|" + "---|" * (last + 1),
+    ]
+    for name, s in summary.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in s["memorization_d0"]) + " |")
+    lines += [
+        "",
+        f"DSI++'s goal: D0's memorization@1 never more than {GOAL_MEMORIZATION_DROP:.2f} below "
+        f"its value after D0, with at least {GOAL_UPDATE_RATIO:g}x fewer optimizer updates than "
+        "retraining (after D0):",
+        "",
+        "| strategy | largest drop | optimizer updates | retraining's / its updates | goal met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, g in goal.items():
+        ratio = g["update_ratio_vs_retrain"]
+        met = {None: "– (no retraining run)", True: "yes", False: "no"}[g["goal_met"]]
+        lines.append(
+            f"| {name} | {_fmt(g['memorization_d0_drop'])} | "
+            f"{summary[name]['updates_after_d0']} | "
+            f"{'–' if ratio is None else f'{ratio:.1f}x'} | {met} |"
+        )
+    return lines + [""]
 
 
 def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
@@ -457,7 +550,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--build-max-steps", type=int, default=None)
     p.add_argument("--add-warmup-steps", type=int, default=100)
     p.add_argument("--replay-ratio", type=float, default=1.0)
-    p.add_argument("--docids", default="ngram", choices=["semantic", "atomic", "naive", "ngram"])
+    p.add_argument("--docids", default="ngram", choices=docid_kinds())
+    p.add_argument(
+        "--memorization-sample",
+        type=int,
+        default=500,
+        help="D0 documents whose memorization a docid kind measures after each step",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="results file name (default: continual, or continual_<docids> for a docid kind)",
+    )
     p.add_argument("--embedder", default="minilm", choices=["minilm", "tfidf"])
     p.add_argument("--model-size", default="small", choices=sorted(MODEL_SIZES))
     p.add_argument("--seed", type=int, default=13)
@@ -466,7 +570,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--progress", action="store_true", help="show training progress bars")
     p.add_argument("--results", default=str(ROOT / "experiments" / "results"))
     p.add_argument("--work", default=str(ROOT / "experiments" / "work" / "continual"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.name is None:
+        args.name = "continual" if args.docids == "ngram" else f"continual_{args.docids}"
+    return args
 
 
 if __name__ == "__main__":

@@ -125,11 +125,12 @@ def retired_lever(name: str) -> str:
 UNSUPERVISED = "_unsupervised"
 
 
-def load_dataset(name: str, seed: int) -> dict[str, Any]:
+def load_dataset(name: str, seed: int, root: Path | None = None) -> dict[str, Any]:
     """Corpus, queries, training qrels (or None) and the dev / test qrels of ``name``
-    (``<folder>_unsupervised``: the folder's training queries as dev, none to train on)."""
+    (``<folder>_unsupervised``: the folder's training queries as dev, none to train on), a
+    folder of ``root`` (default: ``../shared/data``)."""
     unsupervised = name.endswith(UNSUPERVISED)
-    folder = SHARED / name.removesuffix(UNSUPERVISED)
+    folder = (root or SHARED) / name.removesuffix(UNSUPERVISED)
     corpus = load_corpus(folder, skip_empty=True)
     queries = load_queries(folder / "queries.jsonl")
     test = load_qrels(folder / "qrels" / "test.tsv")

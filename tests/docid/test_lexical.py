@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from docid import DocidError, DocidMap, fit_docids
-from docid.lexical import KeywordsDocidMap, TitleDocidMap, without_words
+from docid.lexical import (
+    NO_WORDS,
+    UNTITLED,
+    KeywordsDocidMap,
+    TitleDocidMap,
+    is_word,
+    without_words,
+)
 
 TITLES = ["The Cat sat", "A dog ran", "the cat SAT", "", "The cat sat.", "A dog ran far"]
 IDS = [f"d{i}" for i in range(len(TITLES))]
@@ -148,3 +155,10 @@ def test_docids_are_unique_and_invert_for_any_corpus(word_lists, scheme) -> None
 def test_without_words_removes_whole_words_whatever_their_case() -> None:
     text = "The Cat sat on the category mat. CAT!"
     assert without_words(text, ["cat", "the"]) == "sat on category mat. !"
+
+
+def test_words_are_told_from_suffixes_and_placeholders() -> None:
+    """What dsi.docid_tokens writes in the tokenizer's pieces (words) and as new tokens."""
+    m = TitleDocidMap.fit(IDS, TITLES)
+    assert {s for s in m.symbols if not is_word(s)} == {"#2", "#3", UNTITLED}
+    assert is_word("cat") and is_word("α2") and not is_word(NO_WORDS) and not is_word("a b")

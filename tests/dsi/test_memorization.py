@@ -8,11 +8,14 @@ import random
 import pytest
 import torch
 
-from docid.lexical import without_words
-from dsi.config import AddConfig
+from docid.lexical import KeywordsDocidMap, TitleDocidMap, without_words
+from dsi.config import AddConfig, IndexConfig
 from dsi.data import load_corpus
-from dsi.evaluation import memorization
+from dsi.docid_tokens import SpelledTokens
+from dsi.evaluation import memorization, record_memorization
 from dsi.index import GenerativeIndex
+from dsi.index_format import IndexLoadError, read_manifest, write_manifest
+from dsi.model import train_tokenizer
 from dsi.retriever import Retriever
 from dsi.seal import NgramGenerativeIndex
 from tests.conftest import WORDS, random_corpus, tiny_config
@@ -33,7 +36,8 @@ def memorized() -> dict[str, GenerativeIndex]:
 
 
 def _top1_share(retriever: Retriever, texts: list[str], doc_ids: list[str]) -> float:
-    hits = retriever.search(texts, k=1)
+    # k=10 as memorization searches: the beam width (at least k) can change the best docid.
+    hits = retriever.search(texts, k=10)
     return sum(h[0].doc_id == d for h, d in zip(hits, doc_ids, strict=True)) / len(doc_ids)
 
 
@@ -95,10 +99,17 @@ def test_decoding_returns_only_existing_docids_ranked_by_their_log_probability(
         # The score is the docid's log-probability under the model and nothing else.
         enc = index.tokenizer([query], max_length=64, truncation=True, return_tensors="pt")
         for hit in hits[:3]:
-            target = [index.docid_offset + s for s in index.docids.sequence(hit.doc_id)] + [eos]
+            target = index.docid_tokens.tokens(index.docids.sequence(hit.doc_id)) + [eos]
             with torch.no_grad():
                 loss = index.model(**enc, labels=torch.tensor([target])).loss
             assert hit.score == pytest.approx(-float(loss) * len(target), abs=1e-3)
+
+
+@pytest.mark.parametrize("scheme", ["semantic", "atomic", "naive", "title", "keywords"])
+def test_no_lexical_scoring_can_be_switched_on_for_a_docid_kind(scheme) -> None:
+    for option in ({"scoring": "bm25"}, {"preset": "default"}):
+        with pytest.raises(ValueError, match="unknown .* settings"):
+            IndexConfig(docids=scheme, docid_options=option)
 
 
 @pytest.mark.parametrize("scheme", ["keywords", "title"])
@@ -117,6 +128,122 @@ def test_add_gives_new_documents_lexical_docids_and_keeps_old_ones(scheme) -> No
         assert set(index.docids.docid_words(doc_id)) <= set(source.replace(".", " ").split())
     hits = Retriever(index, device="cpu").search(new.full_texts(), k=11)
     assert all({h.doc_id for h in row} <= set(index.docids.doc_ids) for row in hits)
+
+
+def _contains(tokens: list[int], part: list[int]) -> bool:
+    return any(tokens[i : i + len(part)] == part for i in range(len(tokens) - len(part) + 1))
+
+
+@pytest.mark.parametrize("scheme", ["keywords", "title"])
+def test_lexical_docids_are_the_tokenizers_pieces_of_words_the_document_holds(
+    memorized, scheme
+) -> None:
+    index = memorized[scheme]
+    tokens = index.docid_tokens
+    assert isinstance(tokens, SpelledTokens)
+    # Every word spells: the docids need no token of their own, so the vocabulary did not grow.
+    assert tokens.new_tokens == 0
+    assert index.model.config.vocab_size == index.docid_offset == len(index.tokenizer)
+    texts = index.tokenizer(index.corpus.full_texts(), add_special_tokens=False)["input_ids"]
+    for doc_id, text in zip(index.corpus.doc_ids, texts, strict=True):
+        written = tokens.tokens(index.docids.sequence(doc_id))
+        words = index.docids.docid_words(doc_id)
+        assert all(t < index.docid_offset for t in written)
+        assert index.tokenizer.decode(written) == " ".join(words)
+        assert tokens.doc_id(written) == doc_id
+        if scheme == "title":  # the document begins with its title: the docid is its first tokens
+            assert text[: len(written)] == written
+        else:  # each keyword stands in the document as the very tokens its docid has
+            for word in words:
+                spelled = index.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+                assert _contains(text, spelled)
+
+
+def test_suffixes_placeholders_and_unspelled_words_are_new_tokens_and_titles_end_in_eos(
+    tmp_path,
+) -> None:
+    tokenizer = train_tokenizer([" ".join(WORDS)] * 3, 60, tmp_path / "spm", lowercase=True)
+    # "river stone" begins "river stone lantern"; "river" twice; "ωmega" has a letter the
+    # tokenizer never saw; an empty title gets the placeholder.
+    titles = ["river stone", "river stone lantern", "River stone", "ωmega river", "", "river"]
+    doc_ids = [f"t{i}" for i in range(len(titles))]
+    docids = TitleDocidMap.fit(doc_ids, titles)
+    offset = len(tokenizer)
+    tokens = SpelledTokens(docids, offset, tokenizer)
+    names = {d: docids.symbol_names(d) for d in doc_ids}
+    assert names["t2"] == ["river", "stone", "#2"] and names["t4"] == ["<untitled>"]
+    # New tokens: "#2", "ωmega" and "<untitled>", numbered in symbol order.
+    assert tokens.new_tokens == 3
+    written = {d: tokens.tokens(docids.sequence(d)) for d in doc_ids}
+    assert written["t1"][: len(written["t0"])] == written["t0"]
+    assert written["t2"][:-1] == written["t0"] and written["t2"][-1] >= offset
+    assert written["t2"][-1] == offset  # "#2", the first symbol that is no word
+    assert written["t3"][0] == offset + 1 and written["t3"][1:] == written["t5"]  # "ωmega"
+    assert written["t4"] == [offset + 2]  # "<untitled>"
+    assert len(set(map(tuple, written.values()))) == len(doc_ids)
+    for doc_id, seq in written.items():
+        assert tokens.doc_id(seq) == doc_id
+    # A prefix of a docid that is no docid reads as nothing; EOS ends each in the trie.
+    assert tokens.doc_id(written["t1"][:-1]) in (None, "t0") and tokens.doc_id([offset + 9]) is None
+    tokens.check()
+    # Adding keeps old docids' tokens: new non-word symbols come after the old ones.
+    docids.add(["t6"], ["river stone"])
+    grown = SpelledTokens(docids, offset, tokenizer)
+    assert {d: grown.tokens(docids.sequence(d)) for d in doc_ids} == written
+    assert grown.new_tokens == 4 and grown.doc_id(grown.tokens(docids.sequence("t6"))) == "t6"
+
+
+def test_keyword_docids_decode_to_existing_documents_only(tmp_path) -> None:
+    corpus = random_corpus(random.Random(3), 12)
+    docids = KeywordsDocidMap.fit(corpus.doc_ids, corpus.full_texts(), max_words=2)
+    tokenizer = train_tokenizer(corpus.full_texts(), 80, tmp_path / "spm", lowercase=True)
+    tokens = SpelledTokens(docids, len(tokenizer), tokenizer)
+    for doc_id in corpus.doc_ids:
+        assert tokens.doc_id(tokens.tokens(docids.sequence(doc_id))) == doc_id
+    # Words that are no docid's, or a docid's words in another order, are no document.
+    first = docids.docid_words(corpus.doc_ids[0])
+    spelled = tokenizer(" ".join(reversed(first)), add_special_tokens=False)["input_ids"]
+    assert tokens.doc_id(spelled) is None
+    assert tokens.doc_id(tokenizer("zzz qqq", add_special_tokens=False)["input_ids"]) is None
+
+
+def test_an_index_built_before_words_were_pieces_is_refused(memorized, tmp_path) -> None:
+    saved = memorized["keywords"].save(tmp_path / "kw")
+    assert read_manifest(saved)["docid_words"] == "pieces"
+    GenerativeIndex.load(saved)
+    manifest = read_manifest(saved)
+    del manifest["docid_words"]
+    manifest.pop("manifest_sha256", None)
+    write_manifest(saved / "manifest.json", manifest)
+    with pytest.raises(IndexLoadError, match="before keywords docids were written in the"):
+        GenerativeIndex.load(saved)
+
+
+@pytest.mark.parametrize("scheme", ["atomic", "keywords"])
+def test_a_build_records_memorization_on_a_fixed_sample(memorized, scheme) -> None:
+    index = memorized[scheme]
+    found = record_memorization(index, sample=5, device="cpu")
+    assert (
+        found["memorization_documents"] == 5 and "5 of 8 documents" in found["memorization_sample"]
+    )
+    assert index.lineage[-1]["memorization"] == found
+    retriever = Retriever(index, device="cpu")
+    assert {k: found[k] for k in ("memorization@1", "memorization@10")} == {
+        k: v
+        for k, v in memorization(retriever, sample=5).items()
+        if k in ("memorization@1", "memorization@10")
+    }
+    assert ("memorization_without_docid_words@1" in found) is (scheme == "keywords")
+
+
+def test_memorization_of_chosen_documents() -> None:
+    index = _build("atomic", n_docs=6, steps=1)
+    retriever = Retriever(index, device="cpu")
+    some = index.corpus.doc_ids[:4]
+    assert memorization(retriever, doc_ids=some)["memorization_documents"] == 4
+    assert memorization(retriever, doc_ids=some, sample=2)["memorization_documents"] == 2
+    with pytest.raises(ValueError, match="not in the index"):
+        memorization(retriever, doc_ids=["nope"])
 
 
 def test_a_corpus_without_titles_gets_one_sentence_for_title_docids() -> None:
@@ -165,9 +292,21 @@ def test_cli_memorization_and_add_with_keyword_docids(cli_files) -> None:
     index = root / "kw"
     args = ["index", "--corpus", str(root / "corpus.jsonl"), "--output", str(index)]
     args += [*TINY, "--docids", "keywords", "--set", "train.learning_rate=0.01"]
-    dsi(*args, "--max-steps", "150", "--quiet")
+    built = json.loads(dsi(*args, "--max-steps", "150", "--quiet").stdout)
+    # The build measured its memorization (all 8 documents: fewer than the sample of 1000) ...
+    recorded = built["memorization"]
+    assert (
+        recorded["memorization_documents"] == 8
+        and "8 of 8 documents" in recorded["memorization_sample"]
+    )
+    # ... kept it in its statistics, which dsi info shows ...
+    info = json.loads(dsi("info", str(index)).stdout)
+    assert info["memorization"] == {"event": "build", **recorded}
+    assert info["lineage"][0]["memorization"] == recorded
     report = json.loads(_eval(root, index, "--memorization").stdout)
     block = report["dsi"]
+    # ... the same figures dsi eval --memorization measures.
+    assert block["memorization@1"] == recorded["memorization@1"]
     assert block["memorization_documents"] == 8 and block["memorization@1"] >= 0.875
     assert 0.0 <= block["memorization_without_docid_words@1"] <= 1.0
     sampled = json.loads(_eval(root, index, "--memorization-sample", "3", "--memorization").stdout)
@@ -188,7 +327,11 @@ def test_cli_refuses_memorization_of_an_ngram_index(cli_files) -> None:
     root = cli_files
     index = root / "ngram"
     args = ["index", "--corpus", str(root / "corpus.jsonl"), "--output", str(index)]
-    dsi(*args, *TINY, "--docids", "ngram", "--max-steps", "1", "--quiet")
+    proc = dsi(*args, *TINY, "--docids", "ngram", "--memorization-sample", "5", check=False)
+    assert proc.returncode == 2 and "n-gram identifiers" in proc.stderr, proc.stderr
+    built = json.loads(dsi(*args, *TINY, "--docids", "ngram", "--max-steps", "1", "--quiet").stdout)
+    assert "memorization" not in built
+    assert "memorization" not in json.loads(dsi("info", str(index)).stdout)
     for extra in (["--memorization"], ["--memorization", "--memorization-sample", "5"]):
         proc = _eval(root, index, *extra, check=False)
         assert proc.returncode == 2, proc.stderr
@@ -197,3 +340,16 @@ def test_cli_refuses_memorization_of_an_ngram_index(cli_files) -> None:
         assert lines[0].startswith("dsi: error: --memorization") and lines[0].endswith(".")
     proc = _eval(root, index, "--memorization-sample", "5", check=False)
     assert proc.returncode == 2 and "goes with --memorization" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_title_docids_of_a_corpus_without_titles_exit_2(tmp_path) -> None:
+    corpus = tmp_path / "untitled.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": f"river stone {i}"}) + "\n" for i in range(4))
+    )
+    args = ["index", "--corpus", str(corpus), "--output", str(tmp_path / "idx")]
+    proc = dsi(*args, *TINY, "--docids", "title", "--max-steps", "1", "--quiet", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "title docids need document titles" in lines[0]

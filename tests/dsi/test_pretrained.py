@@ -91,7 +91,7 @@ def test_copy_head_goes_on_top_of_the_pretrained_t5(tiny_t5):
     assert type(plain) is T5ForConditionalGeneration
 
 
-@pytest.mark.parametrize("docids", ["atomic", "ngram"])
+@pytest.mark.parametrize("docids", ["atomic", "ngram", "keywords"])
 def test_an_index_built_from_a_pretrained_t5_saves_loads_and_searches(tiny_t5, tmp_path, docids):
     corpus = random_corpus(random.Random(1), 8)
     config = _pretrained_config(tiny_t5, docids)
@@ -104,6 +104,9 @@ def test_an_index_built_from_a_pretrained_t5_saves_loads_and_searches(tiny_t5, t
     assert retriever.index.config.model == str(tiny_t5)
     hits = retriever.search([corpus.texts[0]], k=3)[0]
     assert len(hits) == 3 and all(hit.doc_id in corpus.doc_ids for hit in hits)
+    if docids == "keywords":  # written in the pretrained tokenizer's pieces: no new tokens
+        assert retriever.index.docid_tokens.new_tokens == 0
+        assert index.model.config.vocab_size == T5Config.from_pretrained(tiny_t5).vocab_size
 
 
 def test_another_architecture_loads_without_the_copy_head_and_is_refused_with_it(tmp_path):

@@ -41,3 +41,40 @@ def test_summary_counts_only_training_after_d0_and_d0_forgetting():
     assert summary["updates_after_d0"] == 30 and summary["passes_after_d0"] == 60
     assert summary["forgetting_d0"] == pytest.approx(0.15)  # best 0.6 before, 0.45 at the end
     assert summary["hits10_d0"] == [0.5, 0.6, 0.45]
+
+
+def _memorized(per_task: list[float | None], updates: int, memorization: float | None) -> dict:
+    step = _step(per_task, updates)
+    if memorization is not None:
+        step["eval"]["memorization_d0"] = {"memorization@1": memorization}
+    return step
+
+
+def test_memorization_of_d0_and_the_dsi_plus_plus_goal():
+    d0 = _memorized([0.5], 1000, 0.90)
+    generative = [d0, _memorized([0.5, 0.6], 10, 0.88), _memorized([0.5, 0.6, 0.7], 10, 0.86)]
+    finetune = [d0, _memorized([0.5, 0.6], 5, 0.70), _memorized([0.4, 0.6, 0.7], 5, 0.95)]
+    retrain = [d0, _memorized([0.5, 0.6], 60, 0.91), _memorized([0.5, 0.6, 0.7], 70, 0.92)]
+    summary = {
+        name: continual.summarize(steps, shared_d0=True)
+        for name, steps in (
+            ("generative", generative),
+            ("finetune", finetune),
+            ("retrain", retrain),
+        )
+    }
+    assert summary["generative"]["memorization_d0"] == [0.90, 0.88, 0.86]
+    # The largest drop at any step after D0, not only the last.
+    assert summary["finetune"]["memorization_d0_drop"] == pytest.approx(0.20)
+    goal = continual.memorization_goal(summary)
+    assert set(goal) == {"generative", "finetune"}
+    assert goal["generative"]["memorization_d0_drop"] == pytest.approx(0.04)
+    assert goal["generative"]["update_ratio_vs_retrain"] == pytest.approx(130 / 20)
+    assert goal["generative"]["goal_met"] is True
+    assert goal["finetune"]["goal_met"] is False  # 13x fewer updates, but 0.20 forgotten
+    # Without a retraining run there is nothing to compare updates with.
+    alone = continual.memorization_goal({"generative": summary["generative"]})
+    assert alone["generative"]["goal_met"] is None
+    # n-gram runs measure no memorization: no goal rows.
+    plain = [_step([0.5], 1000), _step([0.5, 0.6], 10)]
+    assert continual.memorization_goal({"generative": continual.summarize(plain, True)}) == {}
