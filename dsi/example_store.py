@@ -214,7 +214,9 @@ class _Table:
 class ExampleStore:
     """An opened, checked store: its tables and parts, memory-mapped."""
 
-    def __init__(self, directory: Path, key: str) -> None:
+    def __init__(self, directory: Path, key: str | None = None) -> None:
+        """Open the store at ``directory``, checked (:class:`StoreDamaged` if it cannot be
+        trained on); with ``key``, also that it was built from those inputs."""
         directory = Path(directory)
         try:
             meta = json.loads((directory / STORE_FILE).read_text())
@@ -227,7 +229,7 @@ class ExampleStore:
                 f"The example store at {directory} has version {meta.get('version')}, not "
                 f"{STORE_VERSION}."
             )
-        if meta.get("key") != key:
+        if key is not None and meta.get("key") != key:
             raise StoreDamaged(f"The example store at {directory} was built from other inputs.")
         for name, want in meta["files"].items():
             path = directory / name
