@@ -301,3 +301,38 @@ def test_example_set_reads_like_a_store_part():
     assert examples.lengths().tolist() == [4, 5]
     assert examples.pairs([1]) == [([6, 7, 1], [3, 1])]
     assert examples.task_counts() == {"a": 1, "b": 1}
+
+
+@pytest.mark.parametrize("replay", ["documents", "queries"])
+def test_addition_keeps_its_replay_pool_in_its_store(replay, tmp_path, monkeypatch, caplog):
+    import copy
+
+    from dsi.config import AddConfig
+
+    full = _corpus(23)
+    old, new = full.subset(full.doc_ids[:8]), full.subset(full.doc_ids[8:])
+    index = GenerativeIndex.build(old, tiny_config("atomic", steps=2), _training(old))
+    first, second = copy.deepcopy(index), copy.deepcopy(index)
+    config = AddConfig(replay=replay, max_steps=2)
+    work = tmp_path / "add.work"
+    entry = first.add(new, config=config, progress_bar=False, work_dir=work)
+    store = ExampleStore(work / "examples")
+    part = "replay" if replay == "documents" else "replay-query"
+    assert store.part(part).task_counts() == entry["replay"]["pool"] != {}
+    assert store.part(TRAIN).task_counts() == entry["examples"]
+    if replay == "documents":  # the old documents' views, as the build made them
+        views = _stored(store.part(part))
+        assert {t for _, _, t in views} == {"replay-index"}
+        assert len(views) >= len(old.doc_ids)
+
+    written = []
+    real = example_store.StoreWriter.tables_of
+    monkeypatch.setattr(
+        example_store.StoreWriter,
+        "tables_of",
+        lambda self, names, rows: written.append(names) or real(self, names, rows),
+    )
+    with caplog.at_level("INFO", logger="dsi.example_store"):
+        again = second.add(new, config=config, progress_bar=False, work_dir=work)
+    assert written == [] and "Reading the example store" in caplog.text
+    assert again["replay"]["pool"] == entry["replay"]["pool"]
