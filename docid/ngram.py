@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -137,12 +137,38 @@ def supervised_pairs(
 
     Targets are the title (if ``include_title`` and non-empty) and :func:`query_spans`.
     """
+    return list(
+        iter_supervised_pairs(
+            examples,
+            spans_per_query=spans_per_query,
+            min_words=min_words,
+            max_words=max_words,
+            temperature=temperature,
+            include_title=include_title,
+            seed=seed,
+            stopwords=stopwords,
+        )
+    )
+
+
+def iter_supervised_pairs(
+    examples: Iterable[tuple[str, str, str]],
+    *,
+    spans_per_query: int = 3,
+    min_words: int = 3,
+    max_words: int = 10,
+    temperature: float = 1.0,
+    include_title: bool = True,
+    seed: int = 0,
+    stopwords: Collection[str] = STOPWORDS,
+) -> Iterator[tuple[str, str]]:
+    """The pairs of :func:`supervised_pairs`, one at a time (the same pairs in the same order),
+    so that a large set is written out without being held."""
     rng = random.Random(seed)
-    pairs: list[tuple[str, str]] = []
     for query, title, text in examples:
         query = query.strip()
         if include_title and title.strip():
-            pairs.append((query, " ".join(title.split())))
+            yield (query, " ".join(title.split()))
         for span in query_spans(
             query,
             text,
@@ -153,8 +179,7 @@ def supervised_pairs(
             rng=rng,
             stopwords=stopwords,
         ):
-            pairs.append((query, span))
-    return pairs
+            yield (query, span)
 
 
 def unsupervised_pairs(
@@ -173,10 +198,34 @@ def unsupervised_pairs(
     span (``min_words..max_words``) that does not overlap it when the text is long enough,
     plus, if ``include_title``, title -> one random span.
     """
+    return list(
+        iter_unsupervised_pairs(
+            documents,
+            pairs_per_doc=pairs_per_doc,
+            source_words=source_words,
+            min_words=min_words,
+            max_words=max_words,
+            include_title=include_title,
+            seed=seed,
+        )
+    )
+
+
+def iter_unsupervised_pairs(
+    documents: Iterable[tuple[str, str]],
+    *,
+    pairs_per_doc: int = 3,
+    source_words: tuple[int, int] = (10, 30),
+    min_words: int = 3,
+    max_words: int = 10,
+    include_title: bool = True,
+    seed: int = 0,
+) -> Iterator[tuple[str, str]]:
+    """The pairs of :func:`unsupervised_pairs`, one at a time (the same pairs in the same
+    order)."""
     _check_lengths(min_words, max_words)
     _check_lengths(*source_words)
     rng = random.Random(seed)
-    pairs: list[tuple[str, str]] = []
     for title, text in documents:
         words = text.split()
         if not words:
@@ -184,15 +233,14 @@ def unsupervised_pairs(
         title = " ".join(title.split())
         if include_title and title:
             a, b = _span(words, rng, min_words, max_words)
-            pairs.append((title, " ".join(words[a:b])))
+            yield (title, " ".join(words[a:b]))
         for _ in range(pairs_per_doc):
             s0, s1 = _span(words, rng, *source_words)
             for _attempt in range(8):
                 t0, t1 = _span(words, rng, min_words, max_words)
                 if t1 <= s0 or t0 >= s1:
                     break
-            pairs.append((" ".join(words[s0:s1]), " ".join(words[t0:t1])))
-    return pairs
+            yield (" ".join(words[s0:s1]), " ".join(words[t0:t1]))
 
 
 def salient_span_pairs(
@@ -217,20 +265,49 @@ def salient_span_pairs(
     learns to *copy* the rare words of its input into corpus n-grams -- the behaviour that makes
     SEAL's frequency-corrected scoring work -- instead of only a corpus language model.
     """
+    return list(
+        iter_salient_span_pairs(
+            documents,
+            pairs_per_doc=pairs_per_doc,
+            source_words=source_words,
+            min_words=min_words,
+            max_words=max_words,
+            word_dropout=word_dropout,
+            rarity=rarity,
+            seed=seed,
+            stopwords=stopwords,
+        )
+    )
+
+
+def iter_salient_span_pairs(
+    documents: Sequence[str],
+    *,
+    pairs_per_doc: int = 4,
+    source_words: tuple[int, int] = (8, 24),
+    min_words: int = 1,
+    max_words: int = 4,
+    word_dropout: float = 0.25,
+    rarity: float = 1.0,
+    seed: int = 0,
+    stopwords: Collection[str] = STOPWORDS,
+) -> Iterator[tuple[str, str]]:
+    """The pairs of :func:`salient_span_pairs`, one at a time (the same pairs in the same order):
+    a first pass counts document frequencies, a second splits each document again, so that
+    neither the corpus's words nor the pairs are held all at once."""
     _check_lengths(min_words, max_words)
     _check_lengths(*source_words)
     if not 0.0 <= word_dropout < 1.0:
         raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
-    tokenized = [text.split() for text in documents]
-    normed = [[_norm(w) for w in words] for words in tokenized]
     df: dict[str, int] = {}
-    for words in normed:
-        for w in set(words):
+    for text in documents:
+        for w in {_norm(w) for w in text.split()}:
             df[w] = df.get(w, 0) + 1
-    n = max(1, len(tokenized))
+    n = max(1, len(documents))
     rng = random.Random(seed)
-    pairs: list[tuple[str, str]] = []
-    for words, norms in zip(tokenized, normed, strict=True):
+    for text in documents:
+        words = text.split()
+        norms = [_norm(w) for w in words]
         starts = [i for i, w in enumerate(norms) if w and w not in stopwords]
         if not starts:
             continue
@@ -245,8 +322,7 @@ def salient_span_pairs(
             kept = [
                 words[i] for i in range(lo, hi) if anchor <= i < end or rng.random() >= word_dropout
             ]
-            pairs.append((" ".join(kept), " ".join(words[anchor:end])))
-    return pairs
+            yield (" ".join(kept), " ".join(words[anchor:end]))
 
 
 # ---------------------------------------------------------------------------------- scoring

@@ -20,7 +20,7 @@ import torch
 
 from dsi.config import AddConfig
 from dsi.data import Corpus, TrainingQueries
-from dsi.examples import ExampleSet, count_tasks
+from dsi.examples import Examples, count_tasks
 from dsi.index_format import utc_now
 from dsi.train import TrainStats, train
 
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 def train_with_replay(
     model: torch.nn.Module,
-    examples: ExampleSet,
-    pool: ExampleSet,
+    examples: Examples,
+    pool: Examples,
     config: AddConfig,
     train_config: Any,
     work_dir: Path | None,
@@ -70,8 +70,8 @@ def add_entry(
     total_documents: int,
     pairs: list[tuple[str, str]],
     config: AddConfig,
-    examples: ExampleSet,
-    replay: tuple[ExampleSet, int, bool],
+    examples: Examples,
+    replay: tuple[Examples, int, bool],
     stats: TrainStats,
     started: float,
     **extra: Any,

@@ -45,13 +45,17 @@ from dsi.continual import (
 )
 from dsi.data import Corpus, TrainingQueries, load_corpus
 from dsi.docid_tokens import SPELLED, DocidTokens, SpelledTokens, docid_tokens, new_token_count
-from dsi.examples import (
-    ExampleSet,
-    count_tasks,
-    indexing_examples,
-    mix_examples,
-    retrieval_examples,
+from dsi.example_store import (
+    POOL,
+    TRAIN,
+    ExampleStore,
+    StoreWriter,
+    open_store,
+    tokenized,
+    write_pairs,
+    write_views,
 )
+from dsi.examples import Chain, Examples, count_tasks, mix_examples
 from dsi.index_format import (
     CONFIG_FILE,
     GENERATOR_DIR,
@@ -203,8 +207,6 @@ class IndexLifecycle:
             training_pairs=pairs,
             **parts,
         )
-        with stage("examples", timings):
-            examples, pool, per_epoch = index._kind_training_examples(pairs)
         with stage("query_generator", timings):
             generator, generated = kept_generator(
                 config,
@@ -214,12 +216,23 @@ class IndexLifecycle:
                 work_dir,
                 progress_bar,
             )
+        pseudo = (
+            [(q, d) for d, qs in zip(corpus.doc_ids, generated, strict=True) for q in qs]
+            if generated
+            else []
+        )
+
+        def fill(out: StoreWriter) -> dict[str, Any]:
+            per_epoch = index._kind_training_examples(pairs, out)
+            if pseudo:
+                index._kind_query_examples(pseudo, config.train, "pseudo", out, TRAIN)
+            return {"pool_per_epoch": per_epoch}
+
         with stage("examples", timings):
-            if generated:
-                pseudo = [
-                    (q, d) for d, qs in zip(corpus.doc_ids, generated, strict=True) for q in qs
-                ]
-                examples.extend(index._kind_query_examples(pseudo, config.train, "pseudo"))
+            key = store_key("build", config.to_dict(), len(corpus.doc_ids), pairs, pseudo)
+            store = example_store(work_dir, key, model.config.eos_token_id, fill)
+            examples, pool = store.part(TRAIN), store.part(POOL)
+            per_epoch = int(store.extra["pool_per_epoch"])
 
         def watch(live_model: torch.nn.Module, seconds: float) -> None:
             monitor(dataclasses.replace(index, model=live_model), seconds)
@@ -238,12 +251,10 @@ class IndexLifecycle:
                 pool_per_epoch=per_epoch,
             )
         index.model = model.cpu().eval()
-        if len(pool):
-            examples.extend(pool)
         entry = build_entry(
             corpus,
             training_queries,
-            examples,
+            Chain([examples, pool]),
             stats,
             generator,
             started,
@@ -319,8 +330,33 @@ class IndexLifecycle:
         train_config = config.train_config(self.config.train)
         pairs = [] if training_queries is None else training_queries.pairs(set(corpus.doc_ids))
         new = Addition(corpus, pairs, train_config, config, work_dir)
-        examples, added = self._kind_addition(new)
-        pool, generator_trained = self._replay_pool(config, train_config, work_dir, progress_bar)
+        added = self._kind_addition(new)
+        old, real, generated, generator_trained = self._replay_sources(
+            config, work_dir, progress_bar
+        )
+
+        def fill(out: StoreWriter) -> dict[str, Any]:
+            self._kind_addition_examples(new, added, out)
+            if config.replay == "documents":
+                self._kind_document_replay(old, train_config, config, out, "replay")
+            elif config.replay != "none":
+                self._kind_query_examples(real, train_config, "replay-query", out, "replay-query")
+                if config.replay == "generative":
+                    self._kind_query_examples(
+                        generated, train_config, "replay-generated", out, "replay"
+                    )
+            return {}
+
+        key = store_key(
+            "add",
+            config.to_dict(),
+            len(corpus.doc_ids),
+            pairs,
+            [len(self.corpus.doc_ids), old, real, generated],
+        )
+        store = example_store(work_dir, key, self.model.config.eos_token_id, fill)
+        examples = store.part(TRAIN)
+        pool = replay_pool(store, config)
         stats, per_epoch = train_with_replay(
             self.model, examples, pool, config, train_config, work_dir, progress_bar
         )
@@ -347,28 +383,23 @@ class IndexLifecycle:
         self.lineage.append(entry)
         return entry
 
-    def _replay_pool(
-        self,
-        config: AddConfig,
-        train_config: TrainConfig,
-        work_dir: Path | None,
-        progress_bar: bool,
-    ) -> tuple[ExampleSet, bool]:
-        """Examples of the documents already indexed to mix in; and whether a generator was
-        trained."""
+    def _replay_sources(
+        self, config: AddConfig, work_dir: Path | None, progress_bar: bool
+    ) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]], bool]:
+        """What an addition replays of the documents already indexed: their ids, their
+        training queries and generated queries as (query, doc id) pairs; and whether a
+        generator was trained."""
         if config.replay == "none":
-            return ExampleSet([], [], []), False
+            return [], [], [], False
         old = replay_doc_ids(self.corpus, config)
         if config.replay == "documents":
-            return self._kind_document_replay(old, train_config, config), False
+            return old, [], [], False
         wanted = set(old)
         real = [(q, d) for q, d in self.training_pairs if d in wanted]
-        real_pool = self._kind_query_examples(real, train_config, "replay-query")
         if config.replay == "queries":
-            return real_pool, False
+            return old, real, [], False
         generated, trained = generative_memory(self, old, config, work_dir, progress_bar)
-        pool = self._kind_query_examples(generated, train_config, "replay-generated")
-        return mix_examples(pool, real_pool, config.real_query_share), trained
+        return old, real, generated, trained
 
     # ------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
@@ -439,29 +470,44 @@ class IndexLifecycle:
         """The kind's own fields: its identifiers and the structures that constrain decoding."""
         raise NotImplementedError
 
-    def _kind_training_examples(
-        self, pairs: list[tuple[str, str]]
-    ) -> tuple[ExampleSet, ExampleSet, int]:
-        """A build's examples for the corpus and its (query, doc id) ``pairs``, and a pool
-        that many examples are drawn from afresh every epoch (the count; 0: no pool)."""
+    def _kind_training_examples(self, pairs: list[tuple[str, str]], out: StoreWriter) -> int:
+        """Write a build's examples for the corpus and its (query, doc id) ``pairs`` into part
+        ``TRAIN`` of ``out``, and into part ``POOL`` a pool that many examples are drawn from
+        afresh every epoch; return that count (0: no pool)."""
         raise NotImplementedError
 
     def _kind_query_examples(
-        self, pairs: list[tuple[str, str]], train_config: TrainConfig, task: str
-    ) -> ExampleSet:
-        """(query, doc id of this index) pairs as examples labelled ``task`` (generated
-        queries, replayed queries)."""
+        self,
+        pairs: list[tuple[str, str]],
+        train_config: TrainConfig,
+        task: str,
+        out: StoreWriter,
+        part: str,
+    ) -> None:
+        """Write (query, doc id of this index) pairs as examples labelled ``task`` (generated
+        queries, replayed queries) into ``part`` of ``out``."""
         raise NotImplementedError
 
-    def _kind_addition(self, new: Addition) -> tuple[ExampleSet, Any]:
-        """The examples of the added documents and their training queries, and whatever the kind made
-        for them that ``_kind_grown`` commits (new identifiers)."""
+    def _kind_addition(self, new: Addition) -> Any:
+        """Whatever the kind makes for the added documents that their examples read and
+        ``_kind_grown`` commits (new identifiers)."""
+        raise NotImplementedError
+
+    def _kind_addition_examples(self, new: Addition, added: Any, out: StoreWriter) -> None:
+        """Write the examples of the added documents and their training queries into part
+        ``TRAIN`` of ``out``."""
         raise NotImplementedError
 
     def _kind_document_replay(
-        self, doc_ids: list[str], train_config: TrainConfig, config: AddConfig
-    ) -> ExampleSet:
-        """Examples of indexed documents, replayed while adding (``replay="documents"``)."""
+        self,
+        doc_ids: list[str],
+        train_config: TrainConfig,
+        config: AddConfig,
+        out: StoreWriter,
+        part: str,
+    ) -> None:
+        """Write examples of indexed documents, replayed while adding (``replay="documents"``),
+        into ``part`` of ``out``."""
         raise NotImplementedError
 
     def _kind_grown(self, corpus: Corpus, added: Any) -> dict[str, Any]:
@@ -545,38 +591,52 @@ class GenerativeIndex(IndexLifecycle):
         trie = _docid_trie(docid_tokens(docids, offset, fitted.tokenizer), fitted.model)
         return {"docids": docids, "trie": trie, "docid_offset": offset}
 
-    def _kind_training_examples(
-        self, pairs: list[tuple[str, str]]
-    ) -> tuple[ExampleSet, ExampleSet, int]:
+    def _kind_training_examples(self, pairs: list[tuple[str, str]], out: StoreWriter) -> int:
         train_config = self.config.train
-        examples = self._document_examples(self.corpus, train_config, train_config.seed)
-        examples.extend(self._kind_query_examples(pairs, train_config, "retrieve"))
-        return examples, ExampleSet([], [], []), 0
+        self._document_examples(self.corpus, train_config, train_config.seed, out, TRAIN)
+        self._kind_query_examples(pairs, train_config, "retrieve", out, TRAIN)
+        return 0
 
-    def _document_examples(self, corpus: Corpus, train_config: TrainConfig, seed: int):
-        """Document -> docid examples of ``corpus``'s documents (all of them in this index)."""
-        tokens = self.tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
-        targets = [self._target(self.docids.sequence(d)) for d in corpus.doc_ids]
-        eos = self.model.config.eos_token_id
-        return indexing_examples(tokens, targets, train_config, eos, seed=seed)
+    def _document_examples(
+        self,
+        corpus: Corpus,
+        train_config: TrainConfig,
+        seed: int,
+        out: StoreWriter,
+        part: str,
+        task: str = "index",
+    ) -> None:
+        """Document -> docid examples of ``corpus``'s documents (all of them in this index),
+        their tokens stored once and their views index arithmetic over them."""
+        documents = zip(
+            tokenized(self.tokenizer, corpus.full_texts()),
+            (self._target(self.docids.sequence(d)) for d in corpus.doc_ids),
+            strict=True,
+        )
+        write_views(out, part, task, documents, train_config, seed)
 
     def _kind_query_examples(
-        self, pairs: list[tuple[str, str]], train_config: TrainConfig, task: str
-    ) -> ExampleSet:
+        self,
+        pairs: list[tuple[str, str]],
+        train_config: TrainConfig,
+        task: str,
+        out: StoreWriter,
+        part: str,
+    ) -> None:
+        if not pairs:
+            return
         # The build's and addition's own training queries are repeated; replayed or generated
         # ones are not.
         repeats = train_config.query_repeats if task == "retrieve" else 1
-        return _query_examples(
-            self.tokenizer,
-            [(q, self._target(self.docids.sequence(d))) for q, d in pairs],
-            train_config,
-            self.model.config.eos_token_id,
-            task,
-            repeats,
+        queries = zip(
+            tokenized(self.tokenizer, (q for q, _ in pairs)),
+            (self._target(self.docids.sequence(d)) for _, d in pairs),
+            strict=True,
         )
+        write_pairs(out, part, task, queries, train_config, repeats)
 
     # ------------------------------------------------------------ adding
-    def _kind_addition(self, new: Addition) -> tuple[ExampleSet, Any]:
+    def _kind_addition(self, new: Addition) -> tuple[DocidMap, int]:
         """Existing docids never change; new ones come from the docid scheme (semantic: the
         nearest leaf of the existing tree; atomic: new symbols; naive: the ids' characters;
         title, keywords: the new documents' words, suffixed where an old docid has them), and
@@ -586,18 +646,27 @@ class GenerativeIndex(IndexLifecycle):
             corpus.doc_ids, docid_texts(self.docids.scheme, corpus), new.work_dir
         )
         grow_vocabulary(self.model, self.docid_offset + new_token_count(docids, self.tokenizer))
+        return docids, len(docids.symbols) - len(self.docids.symbols)
+
+    def _kind_addition_examples(
+        self, new: Addition, added: tuple[DocidMap, int], out: StoreWriter
+    ) -> None:
         # The new documents' examples read the grown map; the index's stays until commit.
-        grown = dataclasses.replace(self, docids=docids)
-        examples = grown._document_examples(corpus, new.train_config, new.config.seed)
-        examples.extend(grown._kind_query_examples(new.pairs, new.train_config, "retrieve"))
-        return examples, (docids, len(docids.symbols) - len(self.docids.symbols))
+        grown = dataclasses.replace(self, docids=added[0])
+        grown._document_examples(new.corpus, new.train_config, new.config.seed, out, TRAIN)
+        grown._kind_query_examples(new.pairs, new.train_config, "retrieve", out, TRAIN)
 
     def _kind_document_replay(
-        self, doc_ids: list[str], train_config: TrainConfig, config: AddConfig
-    ) -> ExampleSet:
-        pool = self._document_examples(self.corpus.subset(doc_ids), train_config, config.seed)
-        pool.tasks = ["replay-index"] * len(pool)
-        return pool
+        self,
+        doc_ids: list[str],
+        train_config: TrainConfig,
+        config: AddConfig,
+        out: StoreWriter,
+        part: str,
+    ) -> None:
+        self._document_examples(
+            self.corpus.subset(doc_ids), train_config, config.seed, out, part, "replay-index"
+        )
 
     def _kind_grown(self, corpus: Corpus, added: tuple[DocidMap, int]) -> dict[str, Any]:
         docids = added[0]
@@ -702,7 +771,7 @@ def _docid_trie(tokens: DocidTokens, model: torch.nn.Module) -> PrefixTrie:
 def build_entry(
     corpus: Corpus,
     training_queries: TrainingQueries | None,
-    examples: ExampleSet,
+    examples: Examples,
     stats: TrainStats,
     generator: QueryGenerator | None,
     started: float,
@@ -783,14 +852,14 @@ def generative_memory(
 
 def train_model(
     model: torch.nn.Module,
-    examples: ExampleSet,
+    examples: Examples,
     config: IndexConfig,
     num_docs: int,
     work_dir: Path | None,
     progress_bar: bool,
     monitor: Callable[[torch.nn.Module, float], None] | None = None,
     monitor_minutes: float = 5.0,
-    pool: ExampleSet | None = None,
+    pool: Examples | None = None,
     pool_per_epoch: int = 0,
 ) -> TrainStats:
     """Train on ``examples`` (and ``pool_per_epoch`` examples drawn afresh from ``pool`` every
@@ -817,21 +886,44 @@ def train_model(
     )
 
 
-def _query_examples(
-    tokenizer,
-    pairs: list[tuple[str, list[int]]],
-    config,
-    eos: int,
-    task: str,
-    repeats: int = 1,
-) -> ExampleSet:
-    """(query text, docid target) pairs as retrieval examples labelled ``task``."""
-    if not pairs:
-        return ExampleSet([], [], [])
-    tokens = tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
-    out = retrieval_examples(tokens, [t for _, t in pairs], config, eos, repeats)
-    out.tasks = [task] * len(out)
-    return out
+def example_store(
+    work_dir: Path | None, key: str, eos: int, fill: Callable[[StoreWriter], dict[str, Any]]
+) -> ExampleStore:
+    """The example store of a build or an addition in ``work_dir`` (``examples/``; a temporary
+    one without a work directory): read when a run before completed it, written by ``fill``
+    otherwise. In a distributed run the main process writes it and the others read it."""
+    from accelerate import PartialState
+
+    directory = None if work_dir is None else work_dir / "examples"
+    state = PartialState()
+    if state.num_processes == 1 or directory is None:
+        return open_store(directory, key, eos, fill)
+    with state.main_process_first():
+        return open_store(directory, key, eos, fill)
+
+
+def store_key(purpose: str, settings: dict[str, Any], num_docs: int, pairs: Any, more: Any) -> str:
+    """What an example store is built from: the run's settings (budgets aside: a resumed run
+    may change them), its documents' count and its (query, doc id) pairs (the work directory's
+    fingerprint holds the rest)."""
+    settings = json.loads(json.dumps(settings, default=str))
+    for block in (settings, settings.get("train") or {}):
+        for budget in ("max_minutes", "max_steps", "max_epochs", "checkpoint_minutes"):
+            block.pop(budget, None)
+    record = [purpose, settings, num_docs, pairs, more]
+    return hashlib.sha256(json.dumps(record, default=str).encode()).hexdigest()
+
+
+def replay_pool(store: ExampleStore, config: AddConfig) -> Examples:
+    """An addition's replay pool in its store: the replayed documents' or queries' examples,
+    generated queries mixed with real ones at ``config.real_query_share``."""
+    if config.replay == "generative":
+        return mix_examples(
+            store.part("replay"), store.part("replay-query"), config.real_query_share
+        )
+    if config.replay == "queries":
+        return store.part("replay-query")
+    return store.part("replay")
 
 
 def kept_generator(

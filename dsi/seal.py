@@ -26,9 +26,10 @@ generated queries are replayed by additions (DSI++'s generative memory).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,16 +39,24 @@ import torch
 from docid.base import DocidMap, fit_docids
 from docid.io import atomic_write_text
 from docid.ngram import (
-    salient_span_pairs,
+    iter_salient_span_pairs,
+    iter_supervised_pairs,
+    iter_unsupervised_pairs,
     span_stopwords,
-    supervised_pairs,
-    unsupervised_pairs,
 )
 from docid.words import DEFAULT_LANGUAGE, WordIndex
 from dsi.config import DOCID_SETTINGS, AddConfig, IndexConfig, TrainConfig
 from dsi.continual import add_order
 from dsi.data import Corpus, TrainingQueries
-from dsi.examples import ExampleSet, indexing_examples, retrieval_examples
+from dsi.example_store import (
+    POOL,
+    TRAIN,
+    StoreWriter,
+    tokenized,
+    tokenized_pairs,
+    write_pairs,
+    write_views,
+)
 from dsi.fusion import MARKER_SYMBOL
 from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint, docid_texts
 from dsi.index_format import IndexLoadError
@@ -418,103 +427,126 @@ class NgramGenerativeIndex(IndexLifecycle):
             parts["fused"] = FusedDocids.make(fitted.identifiers.docids, fitted.offset, eos)
         return parts
 
-    def _kind_training_examples(
-        self, pairs: list[tuple[str, str]]
-    ) -> tuple[ExampleSet, ExampleSet, int]:
+    def _kind_training_examples(self, pairs: list[tuple[str, str]], out: StoreWriter) -> int:
         options, corpus, train_config = self.options, self.corpus, self.config.train
         eos = self.model.config.eos_token_id
         copies = options.salient_pairs_for(len(corpus.doc_ids), bool(pairs))
         pooled = options.salient_pool_for(len(corpus.doc_ids), bool(pairs))
-        pool, per_epoch = ExampleSet([], [], []), 0
+        per_epoch = 0
         if pooled:
-            pool = seal_examples(
-                *(self.tokenizer, corpus, [], train_config, options, eos),
+            seal_examples(
+                *(self.tokenizer, corpus, [], train_config, options, eos, out, POOL),
                 salient_pairs_per_doc=pooled,
                 language=self.config.language,
             )
             per_epoch, copies = copies * len(corpus.doc_ids), 0
-        examples = seal_examples(
-            *(self.tokenizer, corpus, pairs, train_config, options, eos),
+        seal_examples(
+            *(self.tokenizer, corpus, pairs, train_config, options, eos, out, TRAIN),
             salient_pairs_per_doc=copies,
             language=self.config.language,
         )
         if self.fused is not None:
             # The docid task learns what DSI does: every document's views, and the training
             # queries, -> its docid; copy pairs teach the n-gram task only.
-            examples.extend(self._docid_examples(corpus, train_config))
-            examples.extend(self._docid_query_examples(pairs, train_config, "fused-query"))
-        return examples, pool, per_epoch
+            self._docid_examples(corpus, train_config, out, TRAIN)
+            self._docid_query_examples(pairs, train_config, "fused-query", out, TRAIN)
+        return per_epoch
 
     def _kind_query_examples(
-        self, pairs: list[tuple[str, str]], train_config: TrainConfig, task: str
-    ) -> ExampleSet:
+        self,
+        pairs: list[tuple[str, str]],
+        train_config: TrainConfig,
+        task: str,
+        out: StoreWriter,
+        part: str,
+    ) -> None:
         options = self.options
         eos = self.model.config.eos_token_id
-        examples = query_examples(
+        query_examples(
             *(self.tokenizer, self.corpus, pairs, train_config, options, eos, options.seed, task),
+            out,
+            part,
             self.config.language,
         )
         if self.fused is not None:
-            examples.extend(self._docid_query_examples(pairs, train_config, f"{task}-docid"))
-        return examples
+            self._docid_query_examples(pairs, train_config, f"{task}-docid", out, part)
 
-    def _docid_examples(self, corpus: Corpus, train_config: TrainConfig) -> ExampleSet:
+    def _docid_examples(
+        self, corpus: Corpus, train_config: TrainConfig, out: StoreWriter, part: str
+    ) -> None:
         """Document views -> docid (the fused kind's indexing examples)."""
         assert self.fused is not None
         eos = self.model.config.eos_token_id
-        tokens = self.tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
-        targets = [self.fused.target(d, eos) for d in corpus.doc_ids]
-        examples = indexing_examples(tokens, targets, train_config, eos, seed=train_config.seed)
-        examples.tasks = ["fused-index"] * len(examples)
-        return examples
+        documents = zip(
+            tokenized(self.tokenizer, corpus.full_texts()),
+            (self.fused.target(d, eos) for d in corpus.doc_ids),
+            strict=True,
+        )
+        write_views(out, part, "fused-index", documents, train_config, train_config.seed)
 
     def _docid_query_examples(
-        self, pairs: Sequence[tuple[str, str]], train_config: TrainConfig, task: str
-    ) -> ExampleSet:
+        self,
+        pairs: Sequence[tuple[str, str]],
+        train_config: TrainConfig,
+        task: str,
+        out: StoreWriter,
+        part: str,
+    ) -> None:
         """(query, doc id) pairs -> docid examples, ``query_repeats`` times (the fused kind)."""
         if not pairs or self.fused is None:
-            return ExampleSet([], [], [])
+            return
         eos = self.model.config.eos_token_id
-        tokens = self.tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
-        targets = [self.fused.target(d, eos) for _, d in pairs]
-        out = retrieval_examples(tokens, targets, train_config, eos, train_config.query_repeats)
-        out.tasks = [task] * len(out)
-        return out
+        queries = zip(
+            tokenized(self.tokenizer, (q for q, _ in pairs)),
+            (self.fused.target(d, eos) for _, d in pairs),
+            strict=True,
+        )
+        write_pairs(out, part, task, queries, train_config, train_config.query_repeats)
 
     # ----------------------------------------------------------------- adding
-    def _kind_addition(self, new: Addition) -> tuple[ExampleSet, Any]:
+    def _kind_addition(self, new: Addition) -> None:
         if self.fused is not None:
             raise ValueError(
                 f"Adding documents to an {FUSED!r} index is not supported yet; build it again "
                 "with all the documents."
             )
+        return None
+
+    def _kind_addition_examples(self, new: Addition, added: None, out: StoreWriter) -> None:
         eos = self.model.config.eos_token_id
         # A seed of its own per addition, so new documents' spans are not drawn like old ones'.
         seed = new.config.seed + add_order(self.lineage)
-        examples = seal_examples(
+        seal_examples(
             *(self.tokenizer, new.corpus, new.pairs, new.train_config, self.options, eos),
+            out,
+            TRAIN,
             seed=seed,
             language=self.config.language,
         )
-        return examples, None
 
     def _kind_document_replay(
-        self, doc_ids: list[str], train_config: TrainConfig, config: AddConfig
-    ) -> ExampleSet:
+        self,
+        doc_ids: list[str],
+        train_config: TrainConfig,
+        config: AddConfig,
+        out: StoreWriter,
+        part: str,
+    ) -> None:
         options = self.options
         # A replay pool, not the documents' only lesson: the smaller count will do.
-        pool = seal_examples(
+        seal_examples(
             self.tokenizer,
             self.corpus.subset(doc_ids),
             [],
             train_config,
             options,
             self.model.config.eos_token_id,
+            out,
+            part,
             salient_pairs_per_doc=options.salient_pairs_per_doc,
             language=self.config.language,
+            span_task="replay-span",
         )
-        pool.tasks = ["replay-span"] * len(pool)
-        return pool
 
     def _kind_grown(self, corpus: Corpus, added: None) -> dict[str, Any]:
         return _ngram_structures(self.tokenizer, self.model, corpus, self.config.language)
@@ -626,19 +658,24 @@ def seal_examples(
     train_config: TrainConfig,
     options: SealOptions,
     eos: int,
+    out: StoreWriter,
+    part: str,
     seed: int | None = None,
     salient_pairs_per_doc: int | None = None,
     language: str = DEFAULT_LANGUAGE,
-) -> ExampleSet:
-    """Training examples for ``corpus``: span pairs of its documents and, for ``pairs`` of
-    (query, doc id in ``corpus``), query -> title / overlapping spans of the document.
+    span_task: str = "seal-span",
+) -> None:
+    """Write the training examples of ``corpus`` into ``part`` of ``out``: span pairs of its
+    documents (labelled ``span_task``) and, for ``pairs`` of (query, doc id in ``corpus``),
+    query -> title / overlapping spans of the document.
 
     ``salient_pairs_per_doc`` defaults to ``options.salient_pairs_for`` indexing with queries
-    when ``pairs`` has any, without them otherwise."""
+    when ``pairs`` has any, without them otherwise. Pairs are made, tokenized and written a
+    chunk at a time."""
     seed = options.seed if seed is None else seed
     if salient_pairs_per_doc is None:
         salient_pairs_per_doc = options.salient_pairs_for(len(corpus.doc_ids), bool(pairs))
-    span_pairs = salient_span_pairs(
+    span_pairs = iter_salient_span_pairs(
         corpus.full_texts(),
         pairs_per_doc=salient_pairs_per_doc,
         min_words=options.salient_words[0],
@@ -649,24 +686,33 @@ def seal_examples(
         stopwords=span_stopwords(language),
     )
     if options.pairs_per_doc:
-        span_pairs += unsupervised_pairs(
-            zip(corpus.titles, corpus.texts, strict=True),
-            pairs_per_doc=options.pairs_per_doc,
-            source_words=options.source_words,
-            min_words=options.min_words,
-            max_words=options.max_words,
-            include_title=options.include_title,
-            seed=seed,
+        span_pairs = itertools.chain(
+            span_pairs,
+            iter_unsupervised_pairs(
+                zip(corpus.titles, corpus.texts, strict=True),
+                pairs_per_doc=options.pairs_per_doc,
+                source_words=options.source_words,
+                min_words=options.min_words,
+                max_words=options.max_words,
+                include_title=options.include_title,
+                seed=seed,
+            ),
         )
-    examples = _text_examples(
-        tokenizer, span_pairs, train_config, options, eos, repeats=1, task="seal-span"
+    if salient_pairs_per_doc or options.pairs_per_doc:
+        _text_examples(tokenizer, span_pairs, train_config, options, eos, 1, span_task, out, part)
+    query_examples(
+        tokenizer,
+        corpus,
+        pairs,
+        train_config,
+        options,
+        eos,
+        seed,
+        "seal-query",
+        out,
+        part,
+        language,
     )
-    examples.extend(
-        query_examples(
-            tokenizer, corpus, pairs, train_config, options, eos, seed, "seal-query", language
-        )
-    )
-    return examples
 
 
 def query_examples(
@@ -678,14 +724,17 @@ def query_examples(
     eos: int,
     seed: int,
     task: str,
+    out: StoreWriter,
+    part: str,
     language: str = DEFAULT_LANGUAGE,
-) -> ExampleSet:
-    """(query -> title and spans of its relevant document) examples, ``query_repeats`` times."""
+) -> None:
+    """Write (query -> title and spans of its relevant document) examples, ``query_repeats``
+    times, into ``part`` of ``out``."""
     if not pairs:
-        return ExampleSet([], [], [])
+        return
     position = corpus.positions()
-    query_pairs = supervised_pairs(
-        [(q, corpus.titles[position[d]], corpus.texts[position[d]]) for q, d in pairs],
+    query_pairs = iter_supervised_pairs(
+        ((q, corpus.titles[position[d]], corpus.texts[position[d]]) for q, d in pairs),
         spans_per_query=options.spans_per_query,
         min_words=options.min_words,
         max_words=options.max_words,
@@ -694,27 +743,35 @@ def query_examples(
         seed=seed,
         stopwords=span_stopwords(language),
     )
-    return _text_examples(
-        tokenizer, query_pairs, train_config, options, eos, train_config.query_repeats, task
+    _text_examples(
+        tokenizer,
+        query_pairs,
+        train_config,
+        options,
+        eos,
+        train_config.query_repeats,
+        task,
+        out,
+        part,
     )
 
 
 def _text_examples(
     tokenizer: Any,
-    pairs: list[tuple[str, str]],
+    pairs: Iterable[tuple[str, str]],
     train_config: TrainConfig,
     options: SealOptions,
     eos: int,
     repeats: int,
     task: str,
-) -> ExampleSet:
-    """(source text, target text) pairs as examples; targets are cut to ``max_tokens`` + EOS."""
-    if not pairs:
-        return ExampleSet([], [], [])
-    sources = tokenizer([s for s, _ in pairs], add_special_tokens=False)["input_ids"]
-    targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    out: StoreWriter,
+    part: str,
+) -> None:
+    """Write (source text, target text) pairs as examples; targets are cut to ``max_tokens``
+    + EOS."""
     # A cut n-gram is still a prefix of a corpus n-gram, so decoding can reach it.
-    targets = [list(t[: options.max_tokens]) + [eos] for t in targets]
-    out = retrieval_examples(sources, targets, train_config, eos, repeats)
-    out.tasks = [task] * len(out)
-    return out
+    tokens = (
+        (source, list(target[: options.max_tokens]) + [eos])
+        for source, target in tokenized_pairs(tokenizer, pairs)
+    )
+    write_pairs(out, part, task, tokens, train_config, repeats)

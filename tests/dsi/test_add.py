@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dsi.config import AddConfig, TrainConfig
-from dsi.examples import ExampleSet, mix_examples
+from dsi.examples import ExampleSet, count_tasks, mix_examples
 from dsi.index import GenerativeIndex, TrainingQueries
 from dsi.index_format import TRAINING_QUERIES_FILE
 from dsi.pseudo_queries import QueryGenerator
@@ -239,9 +239,14 @@ def test_mix_examples_follows_the_share(share):
     generated = ExampleSet([[1]] * 40, [[2]] * 40, ["replay-generated"] * 40)
     real = ExampleSet([[3]] * 7, [[4]] * 7, ["replay-query"] * 7)
     pool = mix_examples(generated, real, share)
-    got = pool.tasks.count("replay-query") / len(pool)
+    counts = count_tasks(pool)
+    got = counts.get("replay-query", 0) / len(pool)
     assert abs(got - share) < 0.1
     # Nothing is lost: every example of a set that is in the mix is in the pool.
-    assert pool.tasks.count("replay-query") % 7 == 0
-    assert pool.tasks.count("replay-generated") in ((0, 40, 80) if share < 1 else (0,))
+    assert counts.get("replay-query", 0) % 7 == 0
+    assert counts.get("replay-generated", 0) in ((0, 40, 80) if share < 1 else (0,))
+    # ...and the pool reads them in place: its lengths and pairs are the sets' own.
+    assert len(pool.lengths()) == len(pool) == sum(counts.values())
+    last = tuple(pool.pairs([len(pool) - 1])[0])
+    assert last == (([1], [2]) if share == 0.0 else ([3], [4]))
     assert mix_examples(generated, ExampleSet([], [], []), 0.5) is generated

@@ -15,6 +15,7 @@ from docid.words import WordIndex, analyze
 from dsi.cli import main
 from dsi.config import AddConfig
 from dsi.docid_retriever import DocidRetriever
+from dsi.example_store import TRAIN, open_store
 from dsi.index import GenerativeIndex, TrainingQueries
 from dsi.index_format import MANIFEST_DIGEST, IndexLoadError, write_manifest
 from dsi.ngram_retriever import Generation, NgramRetriever
@@ -334,10 +335,16 @@ def test_copy_pairs_per_document_depend_on_training_queries(built):
     eos = index.model.config.eos_token_id
 
     def copy_pairs(pairs: list[tuple[str, str]], **kwargs) -> int:
-        made = seal_examples(
-            index.tokenizer, index.corpus, pairs, index.config.train, options, eos, **kwargs
-        )
-        return made.tasks.count("seal-span")
+        def fill(out):
+            seal_examples(
+                *(index.tokenizer, index.corpus, pairs, index.config.train, options, eos),
+                *(out, TRAIN),
+                **kwargs,
+            )
+            return {}
+
+        made = open_store(None, "copy pairs", eos, fill).part(TRAIN)
+        return made.task_counts().get("seal-span", 0)
 
     assert copy_pairs([]) == alone.salient_pairs_per_doc * index.num_docs
     assert copy_pairs([(index.corpus.titles[0], "d0")]) == queried.salient_pairs_per_doc * (
