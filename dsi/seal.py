@@ -47,6 +47,8 @@ from dsi.examples import ExampleSet, retrieval_examples
 from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint
 from dsi.index_format import IndexLoadError
 from dsi.pseudo_queries import QueryGenerator
+from dsi.timing import stage
+from dsi.tokens import WordCache, token_stream
 from trie.fmindex import NgramIndex
 
 log = logging.getLogger(__name__)
@@ -450,13 +452,17 @@ def _ngram_structures(
     """The n-gram index (documents apart by the pad id) and the word index of ``corpus``, its
     words stemmed and stopped for ``language``."""
     ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
-    return {"ngrams": ngrams, "word_index": WordIndex.build(corpus.full_texts(), language)}
+    with stage("word_index"):
+        words = WordIndex.build(corpus.full_texts(), language)
+    return {"ngrams": ngrams, "word_index": words}
 
 
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:
     """The n-gram index over ``tokenize(title + " " + text)`` of every document (no EOS)."""
-    doc_tokens = tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
-    return NgramIndex.build(doc_tokens, separator=separator)
+    with stage("tokenize_documents"):
+        ids, lengths = token_stream(tokenizer, corpus.full_texts())
+    with stage("ngram_index"):
+        return NgramIndex.from_stream(ids, lengths, separator=separator)
 
 
 def ngram_fingerprint(corpus: Corpus, config: IndexConfig, training: TrainingQueries | None) -> str:
@@ -559,8 +565,10 @@ def _text_examples(
     """(source text, target text) pairs as examples; targets are cut to ``max_tokens`` + EOS."""
     if not pairs:
         return ExampleSet([], [], [])
-    sources = tokenizer([s for s, _ in pairs], add_special_tokens=False)["input_ids"]
-    targets = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+    # One word cache for both sides: targets are words of the sources' documents.
+    cache = WordCache(tokenizer)
+    sources = cache.encode([s for s, _ in pairs])
+    targets = cache.encode([t for _, t in pairs])
     # A cut n-gram is still a prefix of a corpus n-gram, so decoding can reach it.
     targets = [list(t[: options.max_tokens]) + [eos] for t in targets]
     out = retrieval_examples(sources, targets, train_config, eos, repeats)
