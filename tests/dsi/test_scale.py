@@ -156,3 +156,26 @@ def test_scale_bench_runs_end_to_end_and_prints_one_json_object(tmp_path):
         check=True,
     )
     assert table.stdout.splitlines()[2].startswith("| 300 |")
+
+
+@pytest.mark.parametrize("chunk", [7, 50_000])
+def test_the_word_index_built_in_chunks_holds_every_documents_words(chunk):
+    from collections import Counter
+
+    from docid.words import WordIndex, analyze
+
+    rng = random.Random(4)
+    vocabulary = ["tumour", "tumours", "cell", "cells", "the", "of", "growth", "Growing", "rna"]
+    texts = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 9))) for _ in range(60)]
+    index = WordIndex.build(texts, chunk=chunk)
+    expected: dict[str, dict[int, int]] = {}
+    for doc, words in enumerate(analyze(texts)):
+        for word, count in Counter(words).items():
+            expected.setdefault(word, {})[doc] = count
+    assert set(index.vocabulary) == set(expected)
+    for word, i in index.vocabulary.items():
+        start, end = index.offsets[i], index.offsets[i + 1]
+        docs, counts = index.docs[start:end].tolist(), index.counts[start:end].tolist()
+        assert dict(zip(docs, counts, strict=True)) == expected[word]
+        assert index.docs[start:end].tolist() == sorted(expected[word])
+    assert index.doc_lengths.tolist() == [len(w) for w in analyze(texts)]
