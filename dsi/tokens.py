@@ -35,7 +35,8 @@ _BATCH = 4096
 
 
 def _wordwise(tokenizer: Any) -> Any | None:
-    """The Rust tokenizer of ``tokenizer`` when a text's ids are its words' ids, else None."""
+    """A copy of the Rust tokenizer of ``tokenizer`` when a text's ids are its words' ids, else
+    None."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
@@ -47,7 +48,14 @@ def _wordwise(tokenizer: Any) -> Any | None:
         return None
     if {k: v for k, v in pre.items()} != _WORDWISE:
         return None
-    return backend
+    # A copy of its own: the tokenizer leaves the padding and truncation of its last call set
+    # on its backend (a padded batch would pad every word here), and this one sets neither.
+    from tokenizers import Tokenizer
+
+    own = Tokenizer.from_str(backend.to_str())
+    own.no_padding()
+    own.no_truncation()
+    return own
 
 
 class WordCache:

@@ -60,6 +60,12 @@ def test_word_cached_ids_are_the_tokenizers(tokenizer):
     assert stream.tolist() == [t for e in expected for t in e]
 
 
+def test_a_padded_call_before_leaves_the_word_ids_alone(tokenizer):
+    texts = ["alpha beta gamma, delta.", "IOTA"]
+    tokenizer(["a", "a much longer text than that"], padding=True, truncation=True, max_length=3)
+    assert token_ids(tokenizer, texts) == tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def test_a_tokenizer_of_another_make_is_asked_itself(tokenizer):
     class Plain:
         """A tokenizer without a Rust backend: every text goes to its __call__."""
