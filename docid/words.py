@@ -127,29 +127,64 @@ class WordIndex:
         return len(self.doc_lengths)
 
     @classmethod
-    def build(cls, texts: Sequence[str], language: str = DEFAULT_LANGUAGE) -> WordIndex:
+    def build(
+        cls, texts: Sequence[str], language: str = DEFAULT_LANGUAGE, chunk: int = 50_000
+    ) -> WordIndex:
         """Index the stemmed words of ``texts`` (document ``i`` is ``texts[i]``), analysed in
-        ``language``."""
-        tokenized = analyze(texts, return_ids=True, language=language)
-        lengths = np.array([len(ids) for ids in tokenized.ids], dtype=np.int32)
-        words = np.fromiter(
-            (w for ids in tokenized.ids for w in ids), dtype=np.int64, count=int(lengths.sum())
-        )
-        owners = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-        # One key per (word, document): sorting groups each word's documents in order.
-        keys, counts = np.unique(words * max(len(lengths), 1) + owners, return_counts=True)
-        size = len(tokenized.vocab)
-        by_word = keys // max(len(lengths), 1)
+        ``language``, ``chunk`` documents at a time: a million passages then hold ~12 bytes per
+        (word, document) pair besides the result, not Python lists of every word.
+
+        Word ids are given in order of first sight (``bm25s.tokenize``'s own are in set order,
+        which differs between processes: nothing depends on them but the files)."""
+        vocabulary: dict[str, int] = {}
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # words, docs, counts
+        lengths_parts: list[np.ndarray] = []
+        for begin in range(0, len(texts), chunk):
+            part = texts[begin : begin + chunk]
+            tokenized = analyze(part, return_ids=True, language=language)
+            # The chunk's word ids -> the index's.
+            local = np.empty(len(tokenized.vocab), dtype=np.int64)
+            for word, i in tokenized.vocab.items():
+                local[i] = vocabulary.setdefault(word, len(vocabulary))
+            lengths = np.fromiter(map(len, tokenized.ids), dtype=np.int32, count=len(part))
+            words = local[
+                np.fromiter(
+                    (w for ids in tokenized.ids for w in ids),
+                    dtype=np.int64,
+                    count=int(lengths.sum()),
+                )
+            ]
+            del tokenized
+            owners = np.repeat(np.arange(len(part), dtype=np.int64), lengths)
+            # One key per (word, document): sorting groups each word's documents in order.
+            keys, counts = np.unique(words * len(part) + owners, return_counts=True)
+            del words, owners
+            parts.append(
+                (
+                    (keys // len(part)).astype(np.int32),
+                    (keys % len(part) + begin).astype(np.int32),
+                    counts.astype(np.int32),
+                )
+            )
+            lengths_parts.append(lengths)
+        size = len(vocabulary)
+        per_word = [np.bincount(words, minlength=size) for words, _, _ in parts]
         offsets = np.zeros(size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(by_word, minlength=size), out=offsets[1:])
-        return cls(
-            dict(tokenized.vocab),
-            offsets,
-            (keys % max(len(lengths), 1)).astype(np.int32),
-            counts.astype(np.int32),
-            lengths,
-            language,
-        )
+        np.cumsum(np.sum(per_word, axis=0) if per_word else np.zeros(size, int), out=offsets[1:])
+        docs = np.empty(int(offsets[-1]), dtype=np.int32)
+        counts = np.empty(int(offsets[-1]), dtype=np.int32)
+        # Each word's documents: those of the earlier chunks first (documents ascend).
+        before = offsets[:-1].copy()
+        for (words, part_docs, part_counts), sizes in zip(parts, per_word, strict=True):
+            starts = np.zeros(size, dtype=np.int64)
+            np.cumsum(sizes[:-1], out=starts[1:])
+            where = before[words] + np.arange(len(words), dtype=np.int64) - starts[words]
+            docs[where] = part_docs
+            counts[where] = part_counts
+            before += sizes
+        parts.clear()
+        lengths = np.concatenate(lengths_parts) if lengths_parts else np.zeros(0, dtype=np.int32)
+        return cls(vocabulary, offsets, docs, counts, lengths, language)
 
     def bm25(self, words: Iterable[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
         """BM25 score of every document for a query of ``words`` (analysed words; each counted

@@ -15,12 +15,13 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -807,13 +808,32 @@ def training_data_digest(corpus: Corpus, training_queries: TrainingQueries | Non
     texts = corpus.full_texts()
     queries = [] if training_queries is None else training_queries.texts()
     pairs = [] if training_queries is None else training_queries.pairs(set(corpus.doc_ids))
-    # JSON of lists: unambiguous where texts hold any separator character.
-    record = {
-        "tokenizer_texts": texts + queries,
-        "documents": [list(row) for row in zip(corpus.doc_ids, texts, strict=True)],
-        "query_pairs": [list(pair) for pair in pairs],
-    }
-    return hashlib.sha256(json.dumps(record, ensure_ascii=False).encode("utf-8")).hexdigest()
+    # JSON of lists: unambiguous where texts hold any separator character. The bytes of
+    # json.dumps({"tokenizer_texts": texts + queries, "documents": [[id, text], ...],
+    # "query_pairs": [[query, id], ...]}, ensure_ascii=False), hashed a piece at a time: the
+    # whole string would be twice the corpus (gigabytes at a million passages).
+    digest = hashlib.sha256()
+    digest.update(b'{"tokenizer_texts": ')
+    _hash_json_list(digest, itertools.chain(texts, queries))
+    digest.update(b', "documents": ')
+    _hash_json_list(digest, zip(corpus.doc_ids, texts, strict=True))
+    digest.update(b', "query_pairs": ')
+    _hash_json_list(digest, pairs)
+    digest.update(b"}")
+    return digest.hexdigest()
+
+
+def _hash_json_list(digest: Any, items: Iterable[Any], chunk: int = 10_000) -> None:
+    """Add to ``digest`` the UTF-8 bytes of ``json.dumps(list(items), ensure_ascii=False)``
+    (tuples are lists in JSON), ``chunk`` items at a time."""
+    digest.update(b"[")
+    first = True
+    items = iter(items)
+    while batch := list(itertools.islice(items, chunk)):
+        text = ", ".join(json.dumps(item, ensure_ascii=False) for item in batch)
+        digest.update((text if first else ", " + text).encode("utf-8"))
+        first = False
+    digest.update(b"]")
 
 
 def generative_memory(

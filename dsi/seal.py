@@ -29,7 +29,7 @@ import dataclasses
 import itertools
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,8 +52,8 @@ from dsi.example_store import (
     POOL,
     TRAIN,
     StoreWriter,
+    chunks,
     tokenized,
-    tokenized_pairs,
     write_pairs,
     write_views,
 )
@@ -61,6 +61,8 @@ from dsi.fusion import MARKER_SYMBOL
 from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint, docid_texts
 from dsi.index_format import IndexLoadError
 from dsi.pseudo_queries import QueryGenerator
+from dsi.timing import stage
+from dsi.tokens import WordCache, token_stream
 from trie.fmindex import NgramIndex
 from trie.prefix import PrefixTrie
 
@@ -634,13 +636,17 @@ def _ngram_structures(
     """The n-gram index (documents apart by the pad id) and the word index of ``corpus``, its
     words stemmed and stopped for ``language``."""
     ngrams = build_ngram_index(tokenizer, corpus, separator=model.config.pad_token_id)
-    return {"ngrams": ngrams, "word_index": WordIndex.build(corpus.full_texts(), language)}
+    with stage("word_index"):
+        words = WordIndex.build(corpus.full_texts(), language)
+    return {"ngrams": ngrams, "word_index": words}
 
 
 def build_ngram_index(tokenizer: Any, corpus: Corpus, separator: int = 0) -> NgramIndex:
     """The n-gram index over ``tokenize(title + " " + text)`` of every document (no EOS)."""
-    doc_tokens = tokenizer(corpus.full_texts(), add_special_tokens=False)["input_ids"]
-    return NgramIndex.build(doc_tokens, separator=separator)
+    with stage("tokenize_documents"):
+        ids, lengths = token_stream(tokenizer, corpus.full_texts())
+    with stage("ngram_index"):
+        return NgramIndex.from_stream(ids, lengths, separator=separator)
 
 
 def ngram_fingerprint(corpus: Corpus, config: IndexConfig, training: TrainingQueries | None) -> str:
@@ -769,9 +775,15 @@ def _text_examples(
 ) -> None:
     """Write (source text, target text) pairs as examples; targets are cut to ``max_tokens``
     + EOS."""
-    # A cut n-gram is still a prefix of a corpus n-gram, so decoding can reach it.
-    tokens = (
-        (source, list(target[: options.max_tokens]) + [eos])
-        for source, target in tokenized_pairs(tokenizer, pairs)
-    )
-    write_pairs(out, part, task, tokens, train_config, repeats)
+    # One word cache for both sides: targets are words of the sources' documents.
+    cache = WordCache(tokenizer)
+
+    def tokens() -> Iterator[tuple[list[int], list[int]]]:
+        for chunk in chunks(pairs):
+            sources = cache.encode([s for s, _ in chunk])
+            targets = cache.encode([t for _, t in chunk])
+            # A cut n-gram is still a prefix of a corpus n-gram, so decoding can reach it.
+            for source, target in zip(sources, targets, strict=True):
+                yield source, list(target[: options.max_tokens]) + [eos]
+
+    write_pairs(out, part, task, tokens(), train_config, repeats)
