@@ -19,8 +19,14 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from docid.ngram import best_logprobs
 from docid.words import analyze
-from dsi.decoding import EMPTY_SLOT, ConstrainedRetriever, Hit, constrained_generate
-from dsi.feedback import GenerativeFeedback
+from dsi.decoding import (
+    EMPTY_SLOT,
+    ConstrainedRetriever,
+    Hit,
+    constrained_generate,
+    keep_heap_flat,
+)
+from dsi.feedback import GenerativeFeedback, read_documents
 from dsi.scoring import Scored, contributions, score_documents
 from dsi.seal import NgramGenerativeIndex
 from trie.ngram_processor import NgramLogitsProcessor
@@ -171,6 +177,27 @@ class NgramRetriever(ConstrainedRetriever):
         """Per document (by index), the analysed words the model generates reading it, each
         with its share of them (:meth:`dsi.feedback.GenerativeFeedback.words_of`)."""
         return self.feedback.words_of(docs, batch_size, num_beams or self.num_beams)
+
+    def prepare_feedback(self, batch_size: int = 32, progress_bar: bool = True) -> int:
+        """Read the documents the index's feedback table lacks (all of them when it has none,
+        or one of another beam count), so that searching pays only for its queries; the
+        table is saved with the index. Returns how many documents were read (0 when these
+        options ask for no feedback)."""
+        if not GenerativeFeedback.wanted(self.options):
+            return 0
+        index: NgramGenerativeIndex = self.index
+        stored = index.feedback_words
+        if stored is not None and stored.beams != self.num_beams:
+            stored = None
+        start = 0 if stored is None else stored.num_docs
+        if start >= index.num_docs:
+            return 0
+        keep_heap_flat()  # tens of thousands of distinct windows (dsi.decoding)
+        more = read_documents(
+            index.corpus, self._read, self.num_beams, batch_size, start, progress_bar
+        )
+        index.feedback_words = more if stored is None else stored.extended(more)
+        return index.num_docs - start
 
     def _read(self, texts: list[str], batch_size: int, beams: int) -> list[list[str]]:
         """The analysed words the model generates for each of ``texts`` (the feedback stage's

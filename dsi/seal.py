@@ -44,6 +44,7 @@ from dsi.config import DOCID_SETTINGS, AddConfig, IndexConfig, TrainConfig
 from dsi.continual import add_order
 from dsi.data import Corpus, TrainingQueries
 from dsi.examples import ExampleSet, retrieval_examples
+from dsi.feedback import FEEDBACK_DIR, FeedbackWords
 from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint
 from dsi.index_format import IndexLoadError
 from dsi.pseudo_queries import QueryGenerator
@@ -285,6 +286,9 @@ class NgramGenerativeIndex(IndexLifecycle):
     word_index: WordIndex | None = None
     # The loss history of the build's training (``TrainStats.history``): training_log.jsonl.
     training_log: list[dict[str, float]] = field(default_factory=list)
+    # What the model generated reading each document, for feedback (dsi.feedback; read at
+    # index time by NgramRetriever.prepare_feedback): feedback/, or None.
+    feedback_words: FeedbackWords | None = None
 
     @property
     def num_docs(self) -> int:
@@ -396,6 +400,8 @@ class NgramGenerativeIndex(IndexLifecycle):
     def _kind_save(self, staged: Path) -> None:
         self.ngrams.save(staged / NGRAM_DIR)
         self.words.save(staged / WORD_DIR)
+        if self.feedback_words is not None:
+            self.feedback_words.save(staged / FEEDBACK_DIR)
 
     def _kind_manifest(self) -> dict[str, Any]:
         return {
@@ -419,10 +425,18 @@ class NgramGenerativeIndex(IndexLifecycle):
     @classmethod
     def _kind_load(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
         # Indexes saved before word scoring have none; ``words`` builds it when needed.
+        # Mapped, not read: a search touches a few pages of each (docs/scaling.md).
         word_index = None
         if (directory / WORD_DIR).is_dir():
-            word_index = WordIndex.load(directory / WORD_DIR)
-        return {"ngrams": NgramIndex.load(directory / NGRAM_DIR), "word_index": word_index}
+            word_index = WordIndex.load(directory / WORD_DIR, mmap=True)
+        feedback = None
+        if (directory / FEEDBACK_DIR).is_dir():
+            feedback = FeedbackWords.load(directory / FEEDBACK_DIR, mmap=True)
+        return {
+            "ngrams": NgramIndex.load(directory / NGRAM_DIR, mmap=True),
+            "word_index": word_index,
+            "feedback_words": feedback,
+        }
 
     def _kind_check_loaded(self, directory: Path, manifest: Mapping[str, Any]) -> None:
         config, ngrams, corpus, word_index = self.config, self.ngrams, self.corpus, self.word_index
@@ -440,6 +454,12 @@ class NgramGenerativeIndex(IndexLifecycle):
         if word_index is not None and word_index.num_docs != len(corpus.doc_ids):
             raise IndexLoadError(
                 f"Index {directory} is inconsistent: its word index holds {word_index.num_docs} "
+                f"documents and documents.jsonl {len(corpus.doc_ids)}."
+            )
+        feedback = self.feedback_words
+        if feedback is not None and feedback.num_docs > len(corpus.doc_ids):
+            raise IndexLoadError(
+                f"Index {directory} is inconsistent: its feedback words hold {feedback.num_docs} "
                 f"documents and documents.jsonl {len(corpus.doc_ids)}."
             )
 
