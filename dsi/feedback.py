@@ -91,14 +91,25 @@ class FeedbackWords:
             )
         }
 
-    def all_counts(self) -> Iterable[dict[str, int]]:
-        return (self.counts_of(doc) for doc in range(self.num_docs))
-
     def extended(self, more: FeedbackWords) -> FeedbackWords:
-        """This table followed by ``more``'s documents (an addition's)."""
+        """This table followed by ``more``'s documents (an addition's); arrays are joined, not
+        read document by document."""
         if more.beams != self.beams:
             raise ValueError(f"feedback words at {more.beams} beams cannot follow {self.beams}")
-        return FeedbackWords.from_counts(self.beams, [*self.all_counts(), *more.all_counts()])
+        vocabulary = list(self.vocabulary)
+        ids = {word: i for i, word in enumerate(vocabulary)}
+        for word in more.vocabulary:
+            if word not in ids:
+                ids[word] = len(vocabulary)
+                vocabulary.append(word)
+        remap = np.array([ids[word] for word in more.vocabulary], dtype=np.int32)
+        return FeedbackWords(
+            self.beams,
+            vocabulary,
+            np.concatenate([self.offsets, more.offsets[1:] + self.offsets[-1]]),
+            np.concatenate([self.words, remap[more.words]]).astype(np.int32),
+            np.concatenate([self.counts, more.counts]).astype(np.int32),
+        )
 
     def save(self, directory: Path) -> None:
         """Write the table into ``directory``, each file atomically, the header last."""
