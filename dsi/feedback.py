@@ -26,9 +26,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from docid.io import atomic_open, atomic_write_text
-from docid.ngram import best_first
 from docid.words import WordIndex
 from dsi.data import Corpus
+from dsi.scoring import Ranking
 
 # Feedback reads documents in windows as long as the longest the model was trained to copy from
 # (docid.ngram.salient_span_pairs' source_words).
@@ -223,6 +223,23 @@ def add_feedback(
     words with the largest summed share in ``shares`` (one mapping of word -> share per
     document read), scaled so that its best document gets ``feedback_weight`` times
     ``ranked``'s best score; best first, cut to ``k``."""
+    first = Ranking(np.zeros(word_index.num_docs), np.zeros(word_index.num_docs, dtype=bool))
+    for doc, score in ranked:
+        first.scores[doc] = score
+        first.ranked[doc] = True
+    return add_feedback_to(options, first, ranked[0][1] if ranked else None, shares, word_index, k)
+
+
+def add_feedback_to(
+    options: Any,
+    first: Ranking,
+    best: float | None,
+    shares: Sequence[Mapping[str, float]],
+    word_index: WordIndex,
+    k: int | None,
+) -> list[tuple[int, float]]:
+    """:func:`add_feedback` of a :class:`Ranking` whose best score is ``best`` (None: it ranks
+    nothing)."""
     weights: dict[str, float] = {}
     for document in shares:
         for word, share in document.items():
@@ -231,12 +248,14 @@ def add_feedback(
     extra = word_index.weighted_bm25(
         dict(heaviest[: options.feedback_words]), options.k1, options.b
     )
-    scores = dict(ranked)
-    if ranked and extra.max() > 0:
-        scale = options.feedback_weight * ranked[0][1] / extra.max()
-        for doc in np.flatnonzero(extra).tolist():
-            scores[doc] = scores.get(doc, 0.0) + scale * float(extra[doc])
-    return best_first(list(scores.items()), k)
+    if best is None or not extra.max() > 0:
+        return first.top(k)
+    scale = options.feedback_weight * best / extra.max()
+    where = np.flatnonzero(extra)
+    scores, ranked = first.scores.copy(), first.ranked.copy()
+    scores[where] += scale * extra[where]
+    ranked[where] = True
+    return Ranking(scores, ranked).top(k)
 
 
 class GenerativeFeedback:
@@ -263,19 +282,26 @@ class GenerativeFeedback:
     def rerank(
         self,
         options: Any,
-        rankings: list[list[tuple[int, float]]],
+        rankings: list[Ranking],
         k: int,
         batch_size: int,
         beams: int,
     ) -> list[list[tuple[int, float]]]:
-        """Each full first ranking plus the BM25 of the words generated from its best
-        documents (``options.feedback_docs``), cut to ``k``."""
-        best_docs = [[doc for doc, _ in ranked[: options.feedback_docs]] for ranked in rankings]
-        shares = self.words_of(sorted({d for docs in best_docs for d in docs}), batch_size, beams)
+        """Each first ranking of the whole corpus plus the BM25 of the words generated from
+        its best documents (``options.feedback_docs``), best first, cut to ``k``."""
+        best = [ranking.top(options.feedback_docs) for ranking in rankings]
+        shares = self.words_of(sorted({d for top in best for d, _ in top}), batch_size, beams)
         words = self.index.words
         return [
-            add_feedback(options, ranked, [shares[doc] for doc in docs], words, k)
-            for ranked, docs in zip(rankings, best_docs, strict=True)
+            add_feedback_to(
+                options,
+                ranking,
+                top[0][1] if top else None,
+                [shares[doc] for doc, _ in top],
+                words,
+                k,
+            )
+            for ranking, top in zip(rankings, best, strict=True)
         ]
 
     def words_of(

@@ -27,7 +27,7 @@ from dsi.decoding import (
     keep_heap_flat,
 )
 from dsi.feedback import GenerativeFeedback, read_documents
-from dsi.scoring import Scored, contributions, score_documents
+from dsi.scoring import Scored, contributions, score_corpus, score_documents
 from dsi.seal import NgramGenerativeIndex
 from trie.ngram_processor import NgramLogitsProcessor
 
@@ -147,21 +147,20 @@ class NgramRetriever(ConstrainedRetriever):
         scores_words = bool(self.options.word_weight)
         words = self.query_words(generated) if scores_words else [[] for _ in generated]
         word_index = self.index.words if scores_words else None
-        feedback = GenerativeFeedback.wanted(self.options)
-        ranked_all = [
-            score_documents(
-                self.options,
-                generation.beams + generation.unigrams,
-                self.index.ngrams,
-                None if feedback else k,
-                query_words,
-                word_index,
-            )
-            for generation, query_words in zip(generated, words, strict=True)
-        ]
-        if feedback:
+        ngrams_of = [generation.beams + generation.unigrams for generation in generated]
+        if GenerativeFeedback.wanted(self.options):
+            # Whole-corpus rankings as arrays: feedback reranks all of each first ranking.
+            firsts = [
+                score_corpus(self.options, ngrams, self.index.ngrams, query_words, word_index)
+                for ngrams, query_words in zip(ngrams_of, words, strict=True)
+            ]
             beams = num_beams or self.num_beams
-            ranked_all = self.feedback.rerank(self.options, ranked_all, k, batch_size, beams)
+            ranked_all = self.feedback.rerank(self.options, firsts, k, batch_size, beams)
+        else:
+            ranked_all = [
+                score_documents(self.options, ngrams, self.index.ngrams, k, query_words, word_index)
+                for ngrams, query_words in zip(ngrams_of, words, strict=True)
+            ]
         doc_ids = self.index.corpus.doc_ids
         results = []
         for generation, ranked in zip(generated, ranked_all, strict=True):

@@ -87,8 +87,9 @@ _GATHER_LIMIT = 2048
 # suffixes to gather) are pinned outside the LRU so cheap entries never evict them; there are
 # at most len(tokens) / _PIN_BLOCK such blocks per n-gram length.
 _PIN_BLOCK = 1 << 16
-# Load checks of a mapped index read this many evenly spaced documents and suffixes.
-_SAMPLE = 4096
+# Load checks of a mapped index read this many evenly spaced documents and suffixes (each
+# read maps its neighbouring pages too: a few thousand would map all of a 1M-passage index).
+_SAMPLE = 64
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
 
