@@ -9,6 +9,13 @@ Starts ``dsi serve`` as a subprocess on 127.0.0.1 (a free port), then N concurre
 ``--queries-per-request`` queries drawn from examples/tiny/queries.jsonl. Reports requests/s,
 queries/s, latency percentiles, errors (any non-200 or transport failure) and, from the server's
 ``/stats``, how many decode calls served the load. Exits 1 if any request failed.
+
+    python -m bench.load_test --index runs/cran --distinct 10000 --rss-at 1000,10000
+
+``--distinct N`` sends N distinct queries instead, each once (spans of 3 to 12 words of the
+index's own documents, drawn with a fixed seed), and reports the server's resident memory
+(``/proc/PID/status``) when 1,000, ... queries have been answered (``--rss-at``): memory
+that grows with the number of distinct queries shows there.
 """
 
 from __future__ import annotations
@@ -149,6 +156,74 @@ async def run_clients(url: str, queries: list[str], args: argparse.Namespace) ->
     }
 
 
+def distinct_queries(index: Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct spans of 3 to 12 words of the index's documents."""
+    with open(index / "documents.jsonl", encoding="utf-8") as handle:
+        texts = [json.loads(line)["text"].split() for line in handle if line.strip()]
+    rng = random.Random(seed)
+    out: dict[str, None] = {}
+    attempts = 0
+    while len(out) < n and attempts < 50 * n:
+        attempts += 1
+        words = rng.choice(texts)
+        length = rng.randint(3, 12)
+        start = rng.randint(0, max(len(words) - length, 0))
+        out.setdefault(" ".join(words[start : start + length])[:2000], None)
+    return [q for q in out if q]
+
+
+def server_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+async def run_distinct(
+    url: str, queries: list[str], pid: int, marks: list[int], args: argparse.Namespace
+) -> dict:
+    """Send every query once (``args.clients`` at a time); the server's RSS at each mark."""
+    rss: dict[str, float] = {"0": server_rss_mb(pid)}
+    errors: list[str] = []
+    answered = 0
+    pending = iter(queries)
+    started = time.perf_counter()
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    async with httpx.AsyncClient(
+        base_url=url, timeout=120, trust_env=False, limits=limits
+    ) as client:
+
+        async def one_client() -> None:
+            nonlocal answered
+            for query in pending:
+                try:
+                    reply = await client.post("/search", json={"queries": [query], "k": args.k})
+                    if reply.status_code != 200:
+                        errors.append(f"{reply.status_code}: {reply.text[:200]}")
+                except httpx.HTTPError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                answered += 1
+                if answered in marks:
+                    rss[str(answered)] = server_rss_mb(pid)
+                    elapsed = round(time.perf_counter() - started, 1)
+                    print(f"{answered} queries, {elapsed} s, RSS {rss[str(answered)]} MB",
+                          file=sys.stderr, flush=True)  # fmt: skip
+
+        await asyncio.gather(*(one_client() for _ in range(args.clients)))
+        health = (await client.get("/health")).json()
+    elapsed = time.perf_counter() - started
+    return {
+        "distinct_queries": len(queries),
+        "clients": args.clients,
+        "seconds": round(elapsed, 1),
+        "queries_per_s": round(len(queries) / elapsed, 2),
+        "rss_mb_at": rss,
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "server_healthy_after": health["status"] == "ok",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index", default=None, help="index directory (default: build a tiny one)")
@@ -161,6 +236,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--distinct", type=int, default=0, help="send this many distinct queries, each once"
+    )
+    parser.add_argument(
+        "--rss-at", default="1000,10000", help="with --distinct: answered counts to read RSS at"
+    )
     args = parser.parse_args()
 
     lines = (REPO / "examples" / "tiny" / "queries.jsonl").read_text().splitlines()
@@ -175,7 +256,12 @@ def main() -> int:
         manifest = json.loads((index / "manifest.json").read_text())
         proc, url = start_server(index, args)
         try:
-            report = asyncio.run(run_clients(url, queries, args))
+            if args.distinct:
+                marks = [int(m) for m in args.rss_at.split(",") if m]
+                wanted = distinct_queries(index, args.distinct)
+                report = asyncio.run(run_distinct(url, wanted, proc.pid, marks, args))
+            else:
+                report = asyncio.run(run_clients(url, queries, args))
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

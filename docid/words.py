@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import struct
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +128,11 @@ class WordIndex:
     def num_docs(self) -> int:
         return len(self.doc_lengths)
 
+    @functools.cached_property
+    def _average_length(self) -> float:
+        # Once per index, not per query: a mapped index would read every length each time.
+        return max(float(self.doc_lengths.mean()), 1e-9)
+
     @classmethod
     def build(
         cls, texts: Sequence[str], language: str = DEFAULT_LANGUAGE, chunk: int = 50_000
@@ -201,7 +208,7 @@ class WordIndex:
         )
         if not known:
             return scores
-        average = max(float(self.doc_lengths.mean()), 1e-9)
+        average = self._average_length
         for word, weight in known:
             start, end = self.offsets[word], self.offsets[word + 1]
             docs, tf = self.docs[start:end], self.counts[start:end]
@@ -235,21 +242,26 @@ class WordIndex:
         atomic_write_text(directory / HEADER, json.dumps(header, ensure_ascii=False))
 
     @classmethod
-    def load(cls, directory: Path) -> WordIndex:
-        """Read an index written by :meth:`save`; raises ``ValueError`` if it is malformed."""
+    def load(cls, directory: Path, mmap: bool = False) -> WordIndex:
+        """Read an index written by :meth:`save` (``mmap``: its postings mapped, not read);
+        raises ``ValueError`` if it is malformed."""
         directory = Path(directory)
         try:
             header = json.loads((directory / HEADER).read_text(encoding="utf-8"))
-            with np.load(directory / POSTINGS, allow_pickle=False) as arrays:
-                made = cls(
-                    {w: i for i, w in enumerate(header["vocabulary"])},
-                    arrays["offsets"],
-                    arrays["docs"],
-                    arrays["counts"],
-                    arrays["doc_lengths"],
-                    header.get("language", DEFAULT_LANGUAGE),
-                )
-        except (OSError, KeyError, ValueError) as exc:
+            if mmap:
+                arrays = _mapped_npz(directory / POSTINGS)
+            else:
+                with np.load(directory / POSTINGS, allow_pickle=False) as loaded:
+                    arrays = {name: loaded[name] for name in loaded.files}
+            made = cls(
+                {w: i for i, w in enumerate(header["vocabulary"])},
+                arrays["offsets"],
+                arrays["docs"],
+                arrays["counts"],
+                arrays["doc_lengths"],
+                header.get("language", DEFAULT_LANGUAGE),
+            )
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"word index {directory} cannot be read: {exc}") from exc
         if header.get("format") != FORMAT or header.get("version") != VERSION:
             raise ValueError(
@@ -264,3 +276,48 @@ class WordIndex:
         if not sizes_agree:
             raise ValueError(f"word index {directory} is inconsistent: its array sizes disagree.")
         return made
+
+
+def _mapped_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` (``np.savez``) mapped read-only where they lie in
+    the archive, so that a search reads only the pages of the words it scores."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                raise ValueError(f"{path} member {info.filename} is not a stored .npy array")
+            # The local file header: 30 bytes, then the name and an extra field.
+            handle.seek(info.header_offset)
+            local = handle.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path} member {info.filename} has no local header")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            handle.seek(info.header_offset + 30 + name_length + extra_length)
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            if dtype.hasobject:
+                raise ValueError(f"{path} member {info.filename} holds Python objects")
+            offset = handle.tell()
+            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if offset + size > info.header_offset + 30 + name_length + extra_length + (
+                info.file_size
+            ):
+                raise ValueError(f"{path} member {info.filename} is shorter than its header says")
+            name = info.filename[: -len(".npy")]
+            if size == 0:
+                arrays[name] = np.zeros(shape, dtype=dtype)
+            else:
+                mapped = np.memmap(
+                    path,
+                    dtype=dtype,
+                    mode="r",
+                    offset=offset,
+                    shape=tuple(shape),
+                    order="F" if fortran else "C",
+                )
+                # A plain array over the map (which it keeps open), as np.load(mmap_mode) gives.
+                arrays[name] = mapped.view(np.ndarray)
+    return arrays

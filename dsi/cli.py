@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -324,6 +325,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also draw the training log (loss over steps and time, dev metrics if logged) "
         "into FILE.png (or .pdf, .svg; needs matplotlib)",
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check the sha256 of every file (a load hashes files up to 64 MiB and checks "
+        "the size of larger ones, which it maps)",
+    )
     p.set_defaults(func=_cmd_info)
 
     p = _subcommand(sub, "serve", "serve an index over HTTP (needs the serve extra)")
@@ -391,7 +398,7 @@ def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, 
     from dsi.config import IndexConfig
     from dsi.data import load_corpus
     from dsi.evaluation import BUILD_MEMORIZATION_SAMPLE, record_memorization
-    from dsi.kinds import index_class, index_kind, prepare_work_dir
+    from dsi.kinds import index_class, index_kind, prepare_search, prepare_work_dir
     from dsi.model import model_label
 
     sample = args.memorization_sample
@@ -416,6 +423,7 @@ def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, 
     if index_kind(config.docids) != "ngram" and sample != 0:
         # Part of the build's statistics (its lineage entry), measured before the index is saved.
         record_memorization(index, BUILD_MEMORIZATION_SAMPLE if sample is None else sample)
+    prepare_search(index, progress_bar=not args.quiet)
     index.save(output)
     shutil.rmtree(work_dir, ignore_errors=True)
     stats = index.lineage[-1]
@@ -505,7 +513,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from dsi.config import AddConfig
     from dsi.data import load_corpus
     from dsi.index_format import WORK_KIND, claim_index
-    from dsi.kinds import load_index
+    from dsi.kinds import load_index, prepare_search
     from dsi.model import is_hub_name
 
     if PartialState().num_processes > 1:
@@ -548,6 +556,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         index = load_index(source)
         started = time.monotonic()
         entry = index.add(corpus, training, config, work_dir=work_dir, progress_bar=not args.quiet)
+        prepare_search(index, progress_bar=not args.quiet)
         index.save(output)
         shutil.rmtree(work_dir, ignore_errors=True)
     print(
@@ -837,8 +846,15 @@ def _search_with_bar(retriever: Any, texts: list[str], args: argparse.Namespace)
 
 # ---------------------------------------------------------------------------- info
 def _cmd_info(args: argparse.Namespace) -> int:
-    """Print what an index is from its manifest and settings; no model, no checksums."""
-    from dsi.index_format import CONFIG_FILE, IndexLoadError, read_manifest, resolve_index_dir
+    """Print what an index is from its manifest and settings; no model, no checksums unless
+    ``--verify``."""
+    from dsi.index_format import (
+        CONFIG_FILE,
+        IndexLoadError,
+        read_manifest,
+        resolve_index_dir,
+        verify_checksums,
+    )
     from dsi.kinds import index_kind
 
     directory = resolve_index_dir(Path(args.directory))
@@ -882,6 +898,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     missing = [name for name, size in sizes.items() if size is None]
     if missing:
         info["missing_files"] = missing
+    if args.verify:
+        verify_checksums(directory, manifest, hashes="full")  # one sentence (exit 2) if not
+        info["verified"] = True
     if args.plot:
         from dsi.index_format import TRAINING_LOG_FILE, load_training_log
         from dsi.plots import plot_training_log
@@ -939,6 +958,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from dsi.decoding import keep_heap_flat
     from dsi.retriever import Retriever
 
     names = ("batch_size", "max_batch", "max_wait_ms", "max_queries", "max_query_chars", "max_k")
@@ -949,6 +969,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if os.environ.get("DSI_DYNAMIC_MMAP_THRESHOLD") != "1":  # 1: glibc's default, to compare
+        keep_heap_flat()  # memory that stays flat over many distinct queries
     retriever = Retriever.load(args.index, device=args.device, num_beams=args.num_beams)
     log.info("Serving %d documents from %s.", retriever.num_docs, args.index)
     try:

@@ -116,6 +116,22 @@ class Corpus:
         records, source = _record_source(records, source)
         return _build_corpus(_corpus_records(records, source), source, skip_empty=skip_empty)
 
+    @classmethod
+    def of_checked(
+        cls,
+        doc_ids: Sequence[str],
+        titles: Sequence[str],
+        texts: Sequence[str],
+        source: str = "",
+    ) -> Corpus:
+        """A corpus of columns checked before (an index's saved documents), built without
+        reading them: they may be sequences that read a document when asked for it
+        (:func:`dsi.index_format.load_documents`)."""
+        corpus = cls.__new__(cls)
+        corpus.doc_ids, corpus.titles, corpus.texts = doc_ids, titles, texts  # type: ignore[assignment]
+        corpus.source = source
+        return corpus
+
     def __len__(self) -> int:
         return len(self.doc_ids)
 

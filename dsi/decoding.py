@@ -8,6 +8,8 @@ build on :class:`ConstrainedRetriever` and answer :class:`Searcher`.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +19,31 @@ from transformers import LogitsProcessorList
 
 # transformers fills the slots of beams that found no hypothesis with a score of -1e9.
 EMPTY_SLOT = -1e8
+
+
+# glibc's mallopt parameter, and the size from which blocks are mapped (and unmapped when freed).
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 256 << 10
+
+
+@functools.cache
+def keep_heap_flat() -> bool:
+    """Have glibc map every block of 256 KiB or more on its own, for a process that decodes
+    many distinct inputs (``dsi serve``, reading every document for feedback); True where set.
+
+    glibc maps a large block and unmaps it when freed, but each time it does it raises that
+    threshold (up to 32 MB), so after the first decode the tensors of a decode step (megabytes,
+    shaped by each batch's lengths) come from the heap, between the small arrays that the
+    decoding caches keep (``trie.ngram_processor``, ``trie.fmindex``): freed, the heap cannot
+    shrink past those, and the process grew by ~3 MB per batch of 8 windows, to 18 GB reading
+    SciFact's documents. A fixed threshold keeps the transient tensors off the heap
+    (docs/serving-memory.md). Process-wide, so training processes are not switched.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl may lack it)
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from dsi.continual import (
     replay_doc_ids,
     train_with_replay,
 )
-from dsi.data import Corpus, TrainingQueries, load_corpus
+from dsi.data import Corpus, TrainingQueries
 from dsi.docid_tokens import SPELLED, DocidTokens, SpelledTokens, docid_tokens, new_token_count
 from dsi.example_store import (
     POOL,
@@ -65,6 +65,7 @@ from dsi.index_format import (
     TRAINING_QUERIES_FILE,
     WORK_KIND,
     IndexLoadError,
+    load_documents,
     load_training_log,
     load_training_pairs,
     read_manifest,
@@ -413,9 +414,11 @@ class IndexLifecycle:
         return save_index(self, Path(directory), self._kind_save, **self._kind_manifest())
 
     @classmethod
-    def load(cls, directory: str | Path, verify: bool = True) -> Any:
+    def load(cls, directory: str | Path, verify: bool | str = True) -> Any:
         """Load an index directory, checking its format version, files and checksums
-        (``verify=False``: that every file it lists is there, not their checksums)."""
+        (``verify=False``: that every file it lists is there, not their checksums; ``True``:
+        the sha256 of files up to ``dsi.index_format.HASH_ON_LOAD_BYTES``, the size of larger
+        ones, which are mapped; ``"full"``: the sha256 of every file)."""
         directory = resolve_index_dir(Path(directory))
         manifest = read_manifest(directory)
         cls._kind_check_scheme(directory, manifest.get("docid_scheme"))
@@ -425,7 +428,7 @@ class IndexLifecycle:
             tokenizer = load_tokenizer(directory / "model")
             model = open_model(directory / "model", use_safetensors=True).eval()
             parts = cls._kind_load(directory, manifest)
-            corpus = load_corpus(directory / "documents.jsonl")
+            corpus = load_documents(directory)
             pairs = load_training_pairs(directory / TRAINING_QUERIES_FILE)
             generator = None
             if (directory / GENERATOR_DIR).is_dir():
@@ -727,7 +730,8 @@ class GenerativeIndex(IndexLifecycle):
     def _kind_load(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "docids": DocidMap.load(directory),
-            "trie": PrefixTrie.load(directory / "trie.marisa"),
+            # Mapped: decoding touches the few pages of the prefixes it walks.
+            "trie": PrefixTrie.load(directory / "trie.marisa", mmap=True),
             "docid_offset": int(manifest["docid_offset"]),
         }
 

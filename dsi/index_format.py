@@ -7,6 +7,8 @@ Directory layout (format version 2)::
     index.json        IndexConfig, exactly as IndexConfig.from_dict reads it back
     model/            config + safetensors weights + tokenizer files
     documents.jsonl   the indexed documents, so evaluation, replay and additions need no corpus path
+    documents.offsets.npy  where each line of documents.jsonl starts (and the end), so that a
+                      load maps the documents and parses only those a search names
     training_queries.jsonl  (optional) the training queries as {"query", "doc_id"} lines, for replay
     query_generator/  (optional) a query generator (dsi.pseudo_queries) for generative replay
     README.md         model card (dsi.card): corpus, counts, settings, training, evaluation
@@ -20,19 +22,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import platform
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
 import torch
 
 import dsi
 from docid.guard import Kind, claim, ensure_replaceable
 from docid.io import (
+    atomic_open,
     atomic_write_text,
     backup_path,
     publish_dir,
@@ -70,8 +75,27 @@ TRAINING_LOG_FILE = "training_log.jsonl"
 GENERATOR_DIR = "query_generator"
 
 
+DOCUMENTS_FILE = "documents.jsonl"
+
+
+# Where each line of documents.jsonl starts, then its size (int64); indexes saved before it
+# have none, and a load finds the lines by reading the file once.
+DOCUMENT_OFFSETS_FILE = "documents.offsets.npy"
+
+
 # sha256 of the manifest's other contents; manifests written before it existed have none.
 MANIFEST_DIGEST = "manifest_sha256"
+
+
+# The byte size of every file (manifest "sizes"), beside its sha256.
+MANIFEST_SIZES = "sizes"
+
+
+# A load hashes files up to this size whole; a larger file (the arrays and documents of a
+# large corpus, which a load maps rather than reads) is checked by its size, and by its sha256
+# only on a full verification (``verify="full"``, ``dsi info --verify``): hashing 1 GB on every
+# load would read every page that the memory maps leave on disk.
+HASH_ON_LOAD_BYTES = 64 << 20
 
 
 # What dsi may replace: an index (its manifest says so), a work directory (its fingerprint).
@@ -97,18 +121,33 @@ def claim_index(directory: Path, lock: bool = True) -> Iterator[None]:
         yield
 
 
-def verify_checksums(directory: Path, manifest: Mapping[str, Any], hashes: bool = True) -> None:
+def verify_checksums(
+    directory: Path, manifest: Mapping[str, Any], hashes: bool | str = True
+) -> None:
     """Check that every file the manifest lists exists and (``hashes``) matches its sha256.
 
-    With ``hashes``, a file the manifest does not list (hidden files aside) is refused too: it
+    ``hashes=True`` hashes every file up to ``HASH_ON_LOAD_BYTES`` and checks the size of a
+    larger one the manifest records the size of (what a load does); ``"full"`` hashes every
+    file. With hashes, a file the manifest does not list (hidden files aside) is refused too: it
     would be read unverified.
     """
     checksums = manifest["checksums"]
+    sizes = manifest.get(MANIFEST_SIZES) or {}
     for name, expected in checksums.items():
         path = Path(directory) / name
         if not path.is_file():
             raise IndexLoadError(f"Index {directory} is missing its file {name}.")
-        if hashes and sha256_file(path) != expected:
+        if not hashes:
+            continue
+        size = path.stat().st_size
+        recorded = sizes.get(name)
+        if recorded is not None and size != recorded:
+            raise IndexLoadError(
+                f"Index {directory} is corrupted: {name} does not match its checksum (it holds "
+                f"{size} bytes, the manifest says {recorded})."
+            )
+        whole = hashes == "full" or recorded is None or size <= HASH_ON_LOAD_BYTES
+        if whole and sha256_file(path) != expected:
             raise IndexLoadError(
                 f"Index {directory} is corrupted: {name} does not match its checksum."
             )
@@ -140,7 +179,7 @@ def save_index(
                 index.model.save_pretrained(staged / "model", safe_serialization=True)
                 index.tokenizer.save_pretrained(staged / "model")
                 write_parts(staged)
-                save_documents(index.corpus, staged / "documents.jsonl")
+                save_documents(index.corpus, staged / DOCUMENTS_FILE)
                 if index.training_pairs:
                     save_training_pairs(index.training_pairs, staged / TRAINING_QUERIES_FILE)
                 if index.query_generator is not None:
@@ -186,6 +225,7 @@ def publish_index(
         "versions": library_versions(),
         "lineage": lineage,
         "checksums": {name: sha256_file(stage / name) for name in files},
+        MANIFEST_SIZES: {name: (stage / name).stat().st_size for name in files},
     }
     write_manifest(stage / "manifest.json", manifest)
     publish_dir(stage, directory, kind=INDEX_KIND)
@@ -257,6 +297,13 @@ def _check_manifest_types(manifest: dict[str, Any], path: Path) -> None:
             )
     if not isinstance(manifest["lineage"], list):
         raise IndexLoadError(f"Index manifest {path} is corrupted: lineage is not a list.")
+    sizes = manifest.get(MANIFEST_SIZES, {})
+    if not isinstance(sizes, dict) or any(
+        not isinstance(size, int) or isinstance(size, bool) or size < 0 for size in sizes.values()
+    ):
+        raise IndexLoadError(
+            f"Index manifest {path} is corrupted: sizes is not a table of file sizes."
+        )
 
 
 def resolve_index_dir(directory: Path) -> Path:
@@ -271,12 +318,133 @@ def resolve_index_dir(directory: Path) -> Path:
 
 # ----------------------------------------------------------------------- helpers
 def save_documents(corpus: Corpus, path: Path) -> None:
-    """Write ``corpus`` as BEIR-style JSONL that ``load_corpus`` reads back unchanged."""
-    lines = (
-        json.dumps({"_id": d, "title": t, "text": x}, ensure_ascii=False)
-        for d, t, x in zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True)
+    """Write ``corpus`` as BEIR-style JSONL that ``load_corpus`` reads back unchanged, and
+    where each line starts beside it (``DOCUMENT_OFFSETS_FILE``), for :func:`load_documents`."""
+    offsets = np.zeros(len(corpus.doc_ids) + 1, dtype=np.int64)
+    with atomic_open(path) as handle:
+        records = zip(corpus.doc_ids, corpus.titles, corpus.texts, strict=True)
+        for i, (d, t, x) in enumerate(records):
+            line = json.dumps({"_id": d, "title": t, "text": x}, ensure_ascii=False) + "\n"
+            data = line.encode("utf-8")
+            handle.write(data)
+            offsets[i + 1] = offsets[i] + len(data)
+    with atomic_open(path.with_name(DOCUMENT_OFFSETS_FILE)) as handle:
+        np.save(handle, offsets, allow_pickle=False)
+
+
+class SavedDocuments:
+    """An index's ``documents.jsonl``, mapped: a document's line is parsed when it is asked
+    for, so that a load reads none and a search the few it returns (``load_documents``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        size = self.path.stat().st_size
+        if size == 0:
+            raise IndexLoadError(f"{self.path} holds no documents.")
+        with open(self.path, "rb") as handle:
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        offsets_path = self.path.with_name(DOCUMENT_OFFSETS_FILE)
+        if offsets_path.is_file():
+            offsets = np.load(offsets_path, mmap_mode="r", allow_pickle=False)
+        else:  # an index saved before the offsets were: find the lines once
+            offsets = _line_offsets(self.path)
+        if (
+            offsets.ndim != 1
+            or offsets.dtype != np.int64
+            or len(offsets) < 2
+            or offsets[0] != 0
+            or offsets[-1] != size
+        ):
+            raise IndexLoadError(
+                f"{offsets_path} does not match {self.path}: its lines end elsewhere."
+            )
+        self._offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def record(self, i: int) -> tuple[str, str, str]:
+        """(doc id, title, text) of document ``i``."""
+        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        try:
+            obj = json.loads(self._map[start:end])
+            return obj["_id"], obj.get("title", ""), obj["text"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IndexLoadError(
+                f"{self.path} line {i + 1} is not a saved document ({exc})."
+            ) from None
+
+    def column(self, field: int) -> DocumentColumn:
+        return DocumentColumn(self, field)
+
+
+class DocumentColumn(Sequence[str]):
+    """One field of :class:`SavedDocuments` (0 doc ids, 1 titles, 2 texts) as a read-only
+    sequence of strings: what a :class:`dsi.data.Corpus` holds in lists."""
+
+    def __init__(self, documents: SavedDocuments, field: int) -> None:
+        self._documents = documents
+        self._field = field
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"document {i} of {n}")
+        return self._documents.record(j)[self._field]
+
+    def __iter__(self) -> Iterator[str]:
+        for j in range(len(self)):
+            yield self._documents.record(j)[self._field]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, DocumentColumn)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like a list
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} documents' field {self._field} of {self._documents.path}>"
+
+
+def load_documents(directory: Path) -> Corpus:
+    """An index's documents (``save_documents``), mapped rather than read: a
+    :class:`dsi.data.Corpus` whose columns parse a line when asked for it. The documents were
+    checked when the index was built, so they are not checked again."""
+    documents = SavedDocuments(Path(directory) / DOCUMENTS_FILE)
+    return Corpus.of_checked(
+        documents.column(0),
+        documents.column(1),
+        documents.column(2),
+        source=str(Path(directory) / DOCUMENTS_FILE),
     )
-    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _line_offsets(path: Path, chunk: int = 1 << 24) -> np.ndarray:
+    """Where each line of ``path`` starts, then its size (read in chunks, not mapped)."""
+    starts = [np.zeros(1, dtype=np.int64)]
+    done = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+            starts.append(ends.astype(np.int64) + done + 1)
+            done += len(block)
+    offsets = np.concatenate(starts)
+    if offsets[-1] != done:  # a last line without its newline
+        offsets = np.append(offsets, done)
+    return offsets
 
 
 def save_training_pairs(pairs: list[tuple[str, str]], path: Path) -> None:

@@ -91,7 +91,14 @@ def prepare_work_dir(
     index_class(config.docids).prepare_work_dir(state, corpus, config, training, work_dir)
 
 
-def load_index(directory: str | Path, verify: bool = True) -> Any:
+def prepare_search(index: Any, progress_bar: bool = True) -> None:
+    """Before saving a built or grown index: compute what its searches would otherwise compute
+    on first use (the n-gram kind's feedback words, :meth:`NgramRetriever.prepare_feedback`)."""
+    if kind_of_index(index).retriever is NgramRetriever:
+        NgramRetriever(index).prepare_feedback(progress_bar=progress_bar)
+
+
+def load_index(directory: str | Path, verify: bool | str = True) -> Any:
     """Load an index directory of any kind: docid (``GenerativeIndex``) or n-gram (SEAL);
     ``directory`` may be a hub repo id (:func:`dsi.hub.locate_index`)."""
     resolved = resolve_index_dir(locate_index(directory))

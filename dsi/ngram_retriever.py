@@ -25,10 +25,11 @@ from dsi.decoding import (
     DecodingError,
     Hit,
     constrained_generate,
+    keep_heap_flat,
 )
-from dsi.feedback import GenerativeFeedback
+from dsi.feedback import GenerativeFeedback, read_documents
 from dsi.fusion import Chain, ExcludeFirst, PlanningPrior, PrefixRanges, fuse, lexical_vectors
-from dsi.scoring import Scored, contributions, score_documents
+from dsi.scoring import Scored, contributions, score_corpus, score_documents
 from dsi.seal import NgramGenerativeIndex
 from trie.ngram_processor import NgramLogitsProcessor
 from trie.processor import TrieLogitsProcessor
@@ -296,23 +297,20 @@ class NgramRetriever(ConstrainedRetriever):
         scores_words = bool(self.options.word_weight)
         words = self.query_words(generated) if scores_words else [[] for _ in generated]
         word_index = self.index.words if scores_words else None
-        feedback = GenerativeFeedback.wanted(self.options)
-        ranked_all = [
-            score_documents(
-                self.options,
-                generation.beams + generation.unigrams,
-                self.index.ngrams,
-                None if feedback else k,
-                query_words,
-                word_index,
-            )
-            for generation, query_words in zip(generated, words, strict=True)
-        ]
-        if feedback:
+        ngrams_of = [generation.beams + generation.unigrams for generation in generated]
+        if GenerativeFeedback.wanted(self.options):
+            # Whole-corpus rankings as arrays: feedback reranks all of each first ranking.
+            firsts = [
+                score_corpus(self.options, ngrams, self.index.ngrams, query_words, word_index)
+                for ngrams, query_words in zip(ngrams_of, words, strict=True)
+            ]
             beams = num_beams or self.num_beams
             depth = self.num_docs if k is None else k
-            ranked_all = self.feedback.rerank(self.options, ranked_all, depth, batch_size, beams)
-        return ranked_all
+            return self.feedback.rerank(self.options, firsts, depth, batch_size, beams)
+        return [
+            score_documents(self.options, ngrams, self.index.ngrams, k, query_words, word_index)
+            for ngrams, query_words in zip(ngrams_of, words, strict=True)
+        ]
 
     def _hits(
         self, generated: Sequence[Generation], rankings: Sequence[Ranking], k: int
@@ -335,6 +333,27 @@ class NgramRetriever(ConstrainedRetriever):
         """Per document (by index), the analysed words the model generates reading it, each
         with its share of them (:meth:`dsi.feedback.GenerativeFeedback.words_of`)."""
         return self.feedback.words_of(docs, batch_size, num_beams or self.num_beams)
+
+    def prepare_feedback(self, batch_size: int = 32, progress_bar: bool = True) -> int:
+        """Read the documents the index's feedback table lacks (all of them when it has none,
+        or one of another beam count), so that searching pays only for its queries; the
+        table is saved with the index. Returns how many documents were read (0 when these
+        options ask for no feedback)."""
+        if not GenerativeFeedback.wanted(self.options):
+            return 0
+        index: NgramGenerativeIndex = self.index
+        stored = index.feedback_words
+        if stored is not None and stored.beams != self.num_beams:
+            stored = None
+        start = 0 if stored is None else stored.num_docs
+        if start >= index.num_docs:
+            return 0
+        keep_heap_flat()  # tens of thousands of distinct windows (dsi.decoding)
+        more = read_documents(
+            index.corpus, self._read, self.num_beams, batch_size, start, progress_bar
+        )
+        index.feedback_words = more if stored is None else stored.extended(more)
+        return index.num_docs - start
 
     def _read(self, texts: list[str], batch_size: int, beams: int) -> list[list[str]]:
         """The analysed words the model generates for each of ``texts`` (the feedback stage's

@@ -11,16 +11,35 @@ an object with :class:`dsi.seal.SealOptions`' field names.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from docid.ngram import best_first, best_logprobs, bm25_score, seal_score
+from docid.ngram import best_logprobs, bm25_score, seal_score
 from docid.words import WordIndex
 from trie.fmindex import NgramIndex
 
 # An n-gram's token ids and its summed log-probability.
 Scored = tuple[tuple[int, ...], float]
+
+
+class Ranking(NamedTuple):
+    """A ranking of the whole corpus as arrays: each document's score and whether it is ranked
+    at all. A ranking of a million documents as a Python list of pairs costs seconds to sort."""
+
+    scores: np.ndarray  # float64, one per document (0 where unranked)
+    ranked: np.ndarray  # bool
+
+    def top(self, k: int | None) -> list[tuple[int, float]]:
+        """The ``k`` best ranked documents (all: None) as ``(doc, score)``, ties broken by lower
+        index, as ``docid.ngram.best_first`` orders them."""
+        docs = np.flatnonzero(self.ranked)
+        if k is not None and len(docs) > k:
+            values = self.scores[docs]
+            kth = np.partition(values, len(values) - k)[len(values) - k]
+            docs = docs[values >= kth]  # the k best, with every tie of the k-th
+        docs = docs[np.lexsort((docs, -self.scores[docs]))][:k]
+        return [(int(doc), float(self.scores[doc])) for doc in docs]
 
 
 def score_documents(
@@ -35,13 +54,27 @@ def score_documents(
     ``options.word_weight`` and ``word_index`` are set, any of the analysed ``words``), best
     first, cut to ``k`` (None: all)."""
     use_words = bool(options.word_weight and words and word_index is not None)
-    ranked = ngram_scores(options, ngrams, index, None if use_words else k)
     if not use_words:
-        return ranked
-    scores = word_scores(options, words, word_index)
-    for doc, score in ranked:
-        scores[doc] = scores.get(doc, 0.0) + score
-    return best_first(list(scores.items()), k)
+        return ngram_scores(options, ngrams, index, k)
+    return score_corpus(options, ngrams, index, words, word_index).top(k)
+
+
+def score_corpus(
+    options: Any,
+    ngrams: Sequence[Scored],
+    index: NgramIndex,
+    words: Sequence[str] = (),
+    word_index: WordIndex | None = None,
+) -> Ranking:
+    """:func:`score_documents`' scores of every document, as a :class:`Ranking`."""
+    ranking = Ranking(np.zeros(index.num_docs), np.zeros(index.num_docs, dtype=bool))
+    if options.word_weight and words and word_index is not None:
+        scores = options.word_weight * word_index.bm25(words, options.k1, options.b)
+        ranking = Ranking(scores, scores != 0)
+    for doc, score in ngram_scores(options, ngrams, index, None):
+        ranking.scores[doc] += score  # the word score, then the n-gram's
+        ranking.ranked[doc] = True
+    return ranking
 
 
 def ngram_scores(

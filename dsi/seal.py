@@ -57,6 +57,7 @@ from dsi.example_store import (
     write_pairs,
     write_views,
 )
+from dsi.feedback import FEEDBACK_DIR, FeedbackWords
 from dsi.fusion import MARKER_SYMBOL
 from dsi.index import Addition, Fitted, IndexLifecycle, build_fingerprint, docid_texts
 from dsi.index_format import IndexLoadError
@@ -382,6 +383,9 @@ class NgramGenerativeIndex(IndexLifecycle):
     training_log: list[dict[str, float]] = field(default_factory=list)
     # The fused kind's docids (``docids: "ngram+semantic"``); None for plain n-grams.
     fused: FusedDocids | None = None
+    # What the model generated reading each document, for feedback (dsi.feedback; read at
+    # index time by NgramRetriever.prepare_feedback): feedback/, or None.
+    feedback_words: FeedbackWords | None = None
 
     @property
     def num_docs(self) -> int:
@@ -563,6 +567,8 @@ class NgramGenerativeIndex(IndexLifecycle):
         if self.fused is not None:
             (staged / FUSED_DIR).mkdir()
             self.fused.save(staged / FUSED_DIR, self.model.config.eos_token_id)
+        if self.feedback_words is not None:
+            self.feedback_words.save(staged / FEEDBACK_DIR)
 
     def _kind_manifest(self) -> dict[str, Any]:
         return {
@@ -589,16 +595,21 @@ class NgramGenerativeIndex(IndexLifecycle):
     @classmethod
     def _kind_load(cls, directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
         # Indexes saved before word scoring have none; ``words`` builds it when needed.
+        # Mapped, not read: a search touches a few pages of each (docs/scaling.md).
         word_index = None
         if (directory / WORD_DIR).is_dir():
-            word_index = WordIndex.load(directory / WORD_DIR)
+            word_index = WordIndex.load(directory / WORD_DIR, mmap=True)
         fused = None
         if manifest.get("docid_scheme") == FUSED:
             fused = FusedDocids.load(directory / FUSED_DIR)
+        feedback = None
+        if (directory / FEEDBACK_DIR).is_dir():
+            feedback = FeedbackWords.load(directory / FEEDBACK_DIR, mmap=True)
         return {
-            "ngrams": NgramIndex.load(directory / NGRAM_DIR),
+            "ngrams": NgramIndex.load(directory / NGRAM_DIR, mmap=True),
             "word_index": word_index,
             "fused": fused,
+            "feedback_words": feedback,
         }
 
     def _kind_check_loaded(self, directory: Path, manifest: Mapping[str, Any]) -> None:
@@ -626,6 +637,12 @@ class NgramGenerativeIndex(IndexLifecycle):
         if word_index is not None and word_index.num_docs != len(corpus.doc_ids):
             raise IndexLoadError(
                 f"Index {directory} is inconsistent: its word index holds {word_index.num_docs} "
+                f"documents and documents.jsonl {len(corpus.doc_ids)}."
+            )
+        feedback = self.feedback_words
+        if feedback is not None and feedback.num_docs > len(corpus.doc_ids):
+            raise IndexLoadError(
+                f"Index {directory} is inconsistent: its feedback words hold {feedback.num_docs} "
                 f"documents and documents.jsonl {len(corpus.doc_ids)}."
             )
 

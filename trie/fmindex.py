@@ -77,6 +77,8 @@ FORMAT = "dsi-ngram-index"
 VERSION = 1
 HEADER_NAME = "ngram_index.json"
 ARRAY_NAMES = ("tokens", "sa", "doc_starts")
+# Optional (indexes saved before it have none): each token id that occurs and its count, 2 x U.
+UNIGRAMS = "unigrams.npy"
 
 # Below this block size a slice is gathered and np.searchsorted'ed; above it we binary-search
 # element by element so narrowing a huge block (a frequent token) stays O(log n).
@@ -85,6 +87,9 @@ _GATHER_LIMIT = 2048
 # suffixes to gather) are pinned outside the LRU so cheap entries never evict them; there are
 # at most len(tokens) / _PIN_BLOCK such blocks per n-gram length.
 _PIN_BLOCK = 1 << 16
+# Load checks of a mapped index read this many evenly spaced documents and suffixes (each
+# read maps its neighbouring pages too: a few thousand would map all of a 1M-passage index).
+_SAMPLE = 64
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
 
@@ -139,25 +144,30 @@ class NgramIndex:
         separator: int,
         *,
         cache_size: int = 65536,
+        unigrams: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.tokens = tokens
         self.sa = sa
         self.doc_starts = doc_starts
         self.separator = int(separator)
         self._n = len(tokens)
-        # Suffixes are sorted by their first token, so the block of every unigram is a run of
-        # the sorted token multiset (the FM-index "C" array, kept sparse over ids that occur).
-        if self._n and int(tokens.max()) < 2**24:
-            counts = np.bincount(tokens)
-            ids = np.flatnonzero(counts)
-            counts = counts[ids]
-        else:
-            # Huge ids: read the first token of each suffix in order instead of a dense table.
-            first = tokens[sa]
-            cuts = np.flatnonzero(first[1:] != first[:-1]) + 1
-            run_starts = np.concatenate(([0], cuts)).astype(np.int64)
-            ids = first[run_starts] if self._n else np.zeros(0, dtype=np.int64)
-            counts = np.diff(np.append(run_starts, self._n)) if self._n else ids
+        # The block of every unigram (see _unigram_table): given by a loaded index that saved
+        # it, else computed on first use, since it reads the whole token stream.
+        self._unigrams = unigrams
+        self._uni_ids: np.ndarray
+        self._uni_counts: np.ndarray
+        self._uni_starts: np.ndarray
+        self._root: tuple[np.ndarray, np.ndarray]
+        self._uni_ready = False
+        self._next_cache = _LRU(cache_size)
+        self._range_cache = _LRU(cache_size)
+        self._pinned: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._doc_lengths: np.ndarray | None = None
+
+    def _ensure_unigrams(self) -> None:
+        if self._uni_ready:
+            return
+        ids, counts = self._unigrams or _unigram_table(self.tokens, self.sa)
         self._uni_ids = _frozen(ids.astype(np.int64))
         self._uni_counts = _frozen(counts.astype(np.int64))
         starts = np.zeros(len(ids) + 1, dtype=np.int64)
@@ -165,10 +175,7 @@ class NgramIndex:
         self._uni_starts = starts
         keep = self._uni_ids != self.separator
         self._root = (_frozen(self._uni_ids[keep].copy()), _frozen(self._uni_counts[keep].copy()))
-        self._next_cache = _LRU(cache_size)
-        self._range_cache = _LRU(cache_size)
-        self._pinned: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._doc_lengths: np.ndarray | None = None
+        self._uni_ready = True
 
     # ------------------------------------------------------------------ construction
 
@@ -320,6 +327,7 @@ class NgramIndex:
         """
         key = tuple(int(t) for t in ngram)
         if not key:
+            self._ensure_unigrams()
             return self._root
         hit = self._cached_next(key)
         if hit is not None:
@@ -394,6 +402,7 @@ class NgramIndex:
         return (lo, hi)
 
     def _unigram_range(self, token: int) -> tuple[int, int]:
+        self._ensure_unigrams()
         i = int(np.searchsorted(self._uni_ids, token))
         if i == len(self._uni_ids) or self._uni_ids[i] != token:
             return (0, 0)
@@ -450,6 +459,10 @@ class NgramIndex:
         for name, array in arrays.items():
             _atomic_save_npy(directory / f"{name}.npy", np.ascontiguousarray(array))
             names.append(f"{name}.npy")
+        # The unigram blocks, so that a mapped index need not read its whole token stream.
+        self._ensure_unigrams()
+        _atomic_save_npy(directory / UNIGRAMS, np.stack([self._uni_ids, self._uni_counts]))
+        names.append(UNIGRAMS)
         header = {
             "format": FORMAT,
             "version": VERSION,
@@ -497,18 +510,69 @@ class NgramIndex:
         tokens, sa, starts = arrays["tokens"], arrays["sa"], arrays["doc_starts"]
         if len(tokens) != n or len(sa) != n or len(starts) != num_docs:
             raise ValueError(f"{header_path}: array lengths disagree with num_tokens/num_docs")
+        # Mapped, the checks that read every token or suffix read a sample instead: reading
+        # all would page the whole index in (the index directory's checksums cover the rest).
+        ends = starts[1:] - 1
+        suffixes = sa
+        if mmap and num_docs > _SAMPLE:
+            ends = ends[np.linspace(0, len(ends) - 1, _SAMPLE).astype(np.int64)]
+        if mmap and n > _SAMPLE:
+            suffixes = sa[np.linspace(0, n - 1, _SAMPLE).astype(np.int64)]
         if (
             num_docs < 1
             or starts[0] != 0
             or np.any(np.diff(starts) < 1)
             or starts[-1] >= n
             or tokens[n - 1] != header["separator"]
-            or np.any(tokens[starts[1:] - 1] != header["separator"])
+            or np.any(tokens[ends] != header["separator"])
         ):
             raise ValueError(f"{directory}: document boundaries do not match the separator")
-        if int(sa.min()) < 0 or int(sa.max()) >= n:
+        if int(suffixes.min()) < 0 or int(suffixes.max()) >= n:
             raise ValueError(f"{directory / 'sa.npy'} points outside the token stream")
-        return cls(tokens, sa, starts, header["separator"], cache_size=cache_size)
+        unigrams = None
+        if (directory / UNIGRAMS).is_file():
+            unigrams = _load_unigrams(directory / UNIGRAMS, n)
+        return cls(
+            tokens, sa, starts, header["separator"], cache_size=cache_size, unigrams=unigrams
+        )
+
+
+def _unigram_table(tokens: np.ndarray, sa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each token id that occurs in ``tokens`` and its count, by id.
+
+    Suffixes are sorted by their first token, so the block of every unigram is a run of the
+    sorted token multiset (the FM-index "C" array, kept sparse over ids that occur).
+    """
+    n = len(tokens)
+    if n and int(tokens.max()) < 2**24:
+        counts = np.bincount(tokens)
+        ids = np.flatnonzero(counts)
+        return ids, counts[ids]
+    # Huge ids: read the first token of each suffix in order instead of a dense table.
+    first = tokens[sa]
+    cuts = np.flatnonzero(first[1:] != first[:-1]) + 1
+    run_starts = np.concatenate(([0], cuts)).astype(np.int64)
+    ids = first[run_starts] if n else np.zeros(0, dtype=np.int64)
+    counts = np.diff(np.append(run_starts, n)) if n else ids
+    return ids, counts
+
+
+def _load_unigrams(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The table :meth:`NgramIndex.save` wrote, checked against the stream's length."""
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable numeric .npy file: {exc}") from None
+    ids, counts = (table[0], table[1]) if table.ndim == 2 and len(table) == 2 else (None, None)
+    if (
+        ids is None
+        or table.dtype != np.int64
+        or np.any(counts < 1)
+        or np.any(np.diff(ids) < 1)
+        or int(counts.sum()) != n
+    ):
+        raise ValueError(f"{path} is not the unigram table of a {n}-token stream")
+    return ids, counts
 
 
 def _owner(where: np.ndarray, lengths: np.ndarray) -> int:

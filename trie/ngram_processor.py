@@ -65,6 +65,8 @@ class NgramLogitsProcessor(LogitsProcessor):
         if len(ids) == 0:
             # An n-gram outside the corpus (e.g. forced tokens): end it rather than emit NaNs.
             ids = self._eos_only
+        if self.cache_size <= 0:
+            return ids
         if len(self._cache) >= self.cache_size:
             self._cache.pop(next(iter(self._cache)))
         self._cache[ngram] = ids

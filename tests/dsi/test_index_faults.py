@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dsi.index import GenerativeIndex, TrainingQueries
@@ -318,7 +319,12 @@ def test_no_index_file_is_a_pickle() -> None:
         head = path.read_bytes()[:4]
         assert not (head[:1] == b"\x80" and 2 <= head[1] <= 5), f"{path.name} is a pickle"
         assert head != b"PK\x03\x04", f"{path.name} is a zip archive (torch.save format)"
-        assert path.suffix in {".json", ".jsonl", ".safetensors", ".marisa", ".md"}, path.name
+        # .npy: documents.offsets.npy, plain int64 (np.load refuses a pickle without allow_pickle).
+        assert path.suffix in {".json", ".jsonl", ".safetensors", ".marisa", ".md", ".npy"}, (
+            path.name
+        )
+        if path.suffix == ".npy":
+            assert not np.load(path, allow_pickle=False).dtype.hasobject, path.name
 
 
 def test_load_and_search_run_no_pickle(monkeypatch, expected) -> None:

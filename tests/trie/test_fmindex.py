@@ -134,18 +134,38 @@ def test_save_load_roundtrip(tmp_path: Path, mmap: bool):
     docs = [rng.integers(1, 30, size=rng.integers(0, 40)).tolist() for _ in range(50)]
     index = NgramIndex.build(docs)
     names = index.save(tmp_path / "ix")
-    assert sorted(names) == sorted(["tokens.npy", "sa.npy", "doc_starts.npy", "ngram_index.json"])
+    expected = ["tokens.npy", "sa.npy", "doc_starts.npy", "unigrams.npy", "ngram_index.json"]
+    assert sorted(names) == sorted(expected)
     assert not [p for p in (tmp_path / "ix").iterdir() if ".tmp" in p.name]
     loaded = NgramIndex.load(tmp_path / "ix", mmap=mmap)
+    if mmap:
+        assert isinstance(loaded.tokens, np.memmap) and isinstance(loaded.sa, np.memmap)
+    # An index saved before the unigram table existed computes it on first use.
+    (tmp_path / "old").mkdir()
+    for name in expected:
+        if name != "unigrams.npy":
+            (tmp_path / "old" / name).write_bytes((tmp_path / "ix" / name).read_bytes())
+    older = NgramIndex.load(tmp_path / "old", mmap=mmap)
     queries = [()] + [
         tuple(d[i : i + n]) for d in docs[:20] for i in range(0, 30, 7) for n in (1, 3)
     ]
     queries += [tuple(rng.integers(1, 30, size=2).tolist()) for _ in range(50)]
     for q in queries:
-        assert loaded.count(q) == index.count(q)
-        a, b = loaded.next_tokens(q), index.next_tokens(q)
-        assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
-        assert loaded.documents(q).tolist() == index.documents(q).tolist()
+        for other in (loaded, older):
+            assert other.count(q) == index.count(q)
+            a, b = other.next_tokens(q), index.next_tokens(q)
+            assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
+            assert other.documents(q).tolist() == index.documents(q).tolist()
+
+
+def test_a_wrong_unigram_table_is_refused(tmp_path: Path):
+    NgramIndex.build([[1, 2, 3], [2, 3]]).save(tmp_path)
+    table = np.load(tmp_path / "unigrams.npy")
+    assert table.tolist() == [[0, 1, 2, 3], [2, 1, 2, 2]]  # the separator closes 2 documents
+    table[1, 2] = 3
+    np.save(tmp_path / "unigrams.npy", table)
+    with pytest.raises(ValueError, match="not the unigram table"):
+        NgramIndex.load(tmp_path, mmap=True)
 
 
 def test_load_validation(tmp_path: Path):
