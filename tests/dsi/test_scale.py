@@ -131,6 +131,7 @@ def test_scale_bench_runs_end_to_end_and_prints_one_json_object(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "bench.scale_bench", "--docs", "300", "--size", "tiny"]
     command += ["--steps", "3", "--searches", "3", "--vocab-size", "300", "--work", str(tmp_path)]
+    command += ["--feedback-sample", "20"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
@@ -142,7 +143,11 @@ def test_scale_bench_runs_end_to_end_and_prints_one_json_object(tmp_path):
     for name in ("build", "training", "write", "load", "search"):
         assert stages[name]["seconds"] >= 0 and stages[name]["peak_rss_mb"] > 0
     assert result["peak_rss_mb"] >= max(s["peak_rss_mb"] for s in stages.values()) - 1
-    assert "skipped" in result["feedback"] or result["feedback"]["stages"]
+    feedback = result["feedback"]
+    assert feedback["stages"] == ["feedback_sample"] and feedback["sampled_docs"] == 20
+    assert feedback["extrapolated_cpu_seconds_all_docs"] == pytest.approx(
+        feedback["cpu_seconds_per_doc"] * 300, rel=0.01, abs=0.1
+    )
     assert (tmp_path / "index" / "manifest.json").exists()
     table = subprocess.run(
         [sys.executable, "-m", "bench.scale_bench", "--table", str(tmp_path / "r.json")],
