@@ -1032,9 +1032,11 @@ def make_model(config, texts, training_queries, docids: DocidMap, work_dir: Path
     if config.model:
         # A pretrained T5 gets the copy head on top of its weights; another architecture
         # (BART, ...) trains without it: model_config describes only models built from scratch.
+        # The model's configuration is read first: a name that is no model is that error.
+        copy_head = takes_copy_head(config.model)
         tokenizer = load_tokenizer(config.model)
         count = new_token_count(docids, tokenizer)
-        model, offset = load_model(config.model, count, takes_copy_head(config.model))
+        model, offset = load_model(config.model, count, copy_head)
         return tokenizer, model, offset
     tok_dir = (work_dir or Path(tempfile.mkdtemp(prefix="dsi-tokenizer-"))) / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
