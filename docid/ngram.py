@@ -26,7 +26,7 @@ import math
 import random
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -124,32 +124,15 @@ def query_spans(
 
 
 def supervised_pairs(
-    examples: Iterable[tuple[str, str, str]],
-    *,
-    spans_per_query: int = 3,
-    min_words: int = 3,
-    max_words: int = 10,
-    temperature: float = 1.0,
-    include_title: bool = True,
-    seed: int = 0,
-    stopwords: Collection[str] = STOPWORDS,
+    examples: Iterable[tuple[str, str, str]], **options: Any
 ) -> list[tuple[str, str]]:
     """``(query, target)`` pairs from ``(query, title, text)`` of each relevant document.
 
     Targets are the title (if ``include_title`` and non-empty) and :func:`query_spans`.
+
+    ``options`` are :func:`iter_supervised_pairs`'s keywords.
     """
-    return list(
-        iter_supervised_pairs(
-            examples,
-            spans_per_query=spans_per_query,
-            min_words=min_words,
-            max_words=max_words,
-            temperature=temperature,
-            include_title=include_title,
-            seed=seed,
-            stopwords=stopwords,
-        )
-    )
+    return list(iter_supervised_pairs(examples, **options))
 
 
 def iter_supervised_pairs(
@@ -184,32 +167,17 @@ def iter_supervised_pairs(
 
 
 def unsupervised_pairs(
-    documents: Iterable[tuple[str, str]],
-    *,
-    pairs_per_doc: int = 3,
-    source_words: tuple[int, int] = (10, 30),
-    min_words: int = 3,
-    max_words: int = 10,
-    include_title: bool = True,
-    seed: int = 0,
+    documents: Iterable[tuple[str, str]], **options: Any
 ) -> list[tuple[str, str]]:
     """``(source, target)`` pairs from ``(title, text)`` documents, no queries needed.
 
     Per document: ``pairs_per_doc`` pairs of a source span (``source_words`` words) -> a target
     span (``min_words..max_words``) that does not overlap it when the text is long enough,
     plus, if ``include_title``, title -> one random span.
+
+    ``options`` are :func:`iter_unsupervised_pairs`'s keywords.
     """
-    return list(
-        iter_unsupervised_pairs(
-            documents,
-            pairs_per_doc=pairs_per_doc,
-            source_words=source_words,
-            min_words=min_words,
-            max_words=max_words,
-            include_title=include_title,
-            seed=seed,
-        )
-    )
+    return list(iter_unsupervised_pairs(documents, **options))
 
 
 def iter_unsupervised_pairs(
@@ -244,18 +212,7 @@ def iter_unsupervised_pairs(
             yield (" ".join(words[s0:s1]), " ".join(words[t0:t1]))
 
 
-def salient_span_pairs(
-    documents: Sequence[str],
-    *,
-    pairs_per_doc: int = 4,
-    source_words: tuple[int, int] = (8, 24),
-    min_words: int = 1,
-    max_words: int = 4,
-    word_dropout: float = 0.25,
-    rarity: float = 1.0,
-    seed: int = 0,
-    stopwords: Collection[str] = STOPWORDS,
-) -> list[tuple[str, str]]:
+def salient_span_pairs(documents: Sequence[str], **options: Any) -> list[tuple[str, str]]:
     """``(noisy passage, salient span of it)`` pairs from document texts, no queries needed.
 
     The source is a window of ``source_words`` words of a document with ``word_dropout`` of its
@@ -265,20 +222,10 @@ def salient_span_pairs(
     :func:`unsupervised_pairs`, the target overlaps the source, so a model trained from scratch
     learns to *copy* the rare words of its input into corpus n-grams -- the behaviour that makes
     SEAL's frequency-corrected scoring work -- instead of only a corpus language model.
+
+    ``options`` are :func:`iter_salient_span_pairs`'s keywords.
     """
-    return list(
-        iter_salient_span_pairs(
-            documents,
-            pairs_per_doc=pairs_per_doc,
-            source_words=source_words,
-            min_words=min_words,
-            max_words=max_words,
-            word_dropout=word_dropout,
-            rarity=rarity,
-            seed=seed,
-            stopwords=stopwords,
-        )
-    )
+    return list(iter_salient_span_pairs(documents, **options))
 
 
 def iter_salient_span_pairs(
