@@ -52,10 +52,12 @@ from experiments.provenance import config_fingerprint
 from experiments.quality import (
     ROOT,
     SHARED,
+    add_point,
     code_state,
     data_digest,
     generative_search,
     load_dataset,
+    measured_curve,
     provenance,
     stale_data,
     trained_index,
@@ -128,11 +130,11 @@ def run_kind(data: dict[str, Any], kind: str, args) -> dict[str, Any]:
             log.info("%s/%s: already done, kept.", data["name"], kind)
             return saved
         log.warning("%s/%s: %s; training it again.", data["name"], kind, stale or "changed")
-    curve = _measured(work / "curve.json", fingerprint, digest)
+    curve = measured_curve(work / "curve.json", fingerprint, digest)
 
     def monitor(index: Any, seconds: float) -> None:
         point = {"minutes": round(seconds / 60, 2), **measure(index, data, args)}
-        _add(curve, point)
+        add_point(curve, point)
         record = {"fingerprint": fingerprint, "data_digest": digest, "points": curve}
         atomic_write_text(work / "curve.json", json.dumps(record, indent=2) + "\n")
         log.info("%s/%s at %.1f min: %s", data["name"], kind, seconds / 60, _brief(point))
@@ -148,7 +150,7 @@ def run_kind(data: dict[str, Any], kind: str, args) -> dict[str, Any]:
     built = index.lineage[0]
     stats = built["training"]
     final = {"minutes": round(stats["seconds"] / 60, 2), **measure(index, data, args)}
-    _add(curve, final)
+    add_point(curve, final)
     log.info("%s/%s at the end: %s", data["name"], kind, _brief(final))
     result = {
         "name": kind,
@@ -162,20 +164,6 @@ def run_kind(data: dict[str, Any], kind: str, args) -> dict[str, Any]:
     }
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _measured(path: Path, fingerprint: dict[str, Any], digest: str) -> list[dict[str, Any]]:
-    """The points a killed run of ``fingerprint`` on the data of ``digest`` measured."""
-    if not path.exists():
-        return []
-    record = json.loads(path.read_text(encoding="utf-8"))
-    same = record.get("fingerprint") == fingerprint and record.get("data_digest") == digest
-    return record["points"] if same else []
-
-
-def _add(curve: list[dict[str, Any]], point: dict[str, Any]) -> None:
-    """Append ``point``; a run resumed from an earlier checkpoint measures later points again."""
-    curve[:] = [p for p in curve if p["minutes"] < point["minutes"]] + [point]
 
 
 def baselines(data: dict[str, Any]) -> list[dict[str, Any]]:

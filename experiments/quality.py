@@ -381,12 +381,12 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
             (work / "tuned.json").unlink(missing_ok=True)  # tuned around the old defaults
             return evaluate_again(data, name, args, saved, fingerprint, old_decoding)
     (work / "tuned.json").unlink(missing_ok=True)  # tuned on the model about to be replaced
-    curve = _measured_curve(work / "curve.json", fingerprint, digest)
+    curve = measured_curve(work / "curve.json", fingerprint, digest)
     queries = data["queries"]
 
     def monitor(index: Any, seconds: float) -> None:
         metrics = evaluate(generative_search(index), queries, data["dev"])
-        _add_point(curve, {"minutes": round(seconds / 60, 2), **metrics})
+        add_point(curve, {"minutes": round(seconds / 60, 2), **metrics})
         # Kept as measured, so that a run resumed from its checkpoint keeps its earlier points.
         record = {"fingerprint": fingerprint, "data_digest": digest, "points": curve}
         atomic_write_text(work / "curve.json", json.dumps(record, indent=2) + "\n")
@@ -407,7 +407,7 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     built = index.lineage[0]
     stats = built["training"]
     dev = evaluate(generative_search(index), queries, data["dev"])
-    _add_point(curve, {"minutes": round(stats["seconds"] / 60, 2), **dev})
+    add_point(curve, {"minutes": round(stats["seconds"] / 60, 2), **dev})
     test = evaluate(generative_search(index), queries, data["test"])
     log.info("%s/%s test: %s", data["name"], name, _brief(test))
     speed = latency(index, [queries[q] for q in sorted(data["test"])[:64]])
@@ -429,7 +429,7 @@ def run_config(data: dict[str, Any], name: str, args) -> dict[str, Any]:
     return result
 
 
-def _measured_curve(
+def measured_curve(
     path: Path, fingerprint: dict[str, Any], digest: str | None = None
 ) -> list[dict[str, Any]]:
     """The dev points measured so far by the run of ``fingerprint`` on the data of ``digest``
@@ -441,7 +441,7 @@ def _measured_curve(
     return record["points"] if same else []
 
 
-def _add_point(curve: list[dict[str, Any]], point: dict[str, Any]) -> None:
+def add_point(curve: list[dict[str, Any]], point: dict[str, Any]) -> None:
     """Append ``point``, dropping points measured at or after it: a run resumed from an earlier
     checkpoint (or started afresh) measures those again."""
     curve[:] = [p for p in curve if p["minutes"] < point["minutes"]] + [point]

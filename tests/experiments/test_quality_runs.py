@@ -57,19 +57,19 @@ def test_other_docid_schemes_have_no_decoding_settings():
 def test_a_resumed_run_keeps_its_earlier_dev_points(tmp_path):
     fingerprint = _fingerprint({})
     path = tmp_path / "curve.json"
-    assert quality._measured_curve(path, fingerprint) == []
+    assert quality.measured_curve(path, fingerprint) == []
     curve = [{"minutes": m, "nDCG@10": m / 100} for m in (10.0, 20.0, 30.0)]
     path.write_text(json.dumps({"fingerprint": fingerprint, "points": curve}))
-    kept = quality._measured_curve(path, fingerprint)
+    kept = quality.measured_curve(path, fingerprint)
     assert kept == curve
     # Resumed from the checkpoint at 25 minutes: the point at 30 is measured again.
-    quality._add_point(kept, {"minutes": 30.0, "nDCG@10": 0.5})
+    quality.add_point(kept, {"minutes": 30.0, "nDCG@10": 0.5})
     assert [(p["minutes"], p["nDCG@10"]) for p in kept] == [(10.0, 0.1), (20.0, 0.2), (30.0, 0.5)]
     # Started afresh: every later point goes.
-    quality._add_point(kept, {"minutes": 10.0, "nDCG@10": 0.05})
+    quality.add_point(kept, {"minutes": 10.0, "nDCG@10": 0.05})
     assert kept == [{"minutes": 10.0, "nDCG@10": 0.05}]
     # Another run's points are not its own.
-    assert quality._measured_curve(path, _fingerprint({"train.learning_rate": 1e-3})) == []
+    assert quality.measured_curve(path, _fingerprint({"train.learning_rate": 1e-3})) == []
 
 
 def _beir_folder(folder: Path, train_queries: int, test_queries: int) -> None:
@@ -189,5 +189,5 @@ def test_a_finished_run_trained_on_other_data_is_not_reused(tmp_path, monkeypatc
     # Dev points measured on other data are measured again.
     path = work / "curve.json"
     path.write_text(json.dumps({"fingerprint": fingerprint, "data_digest": digest, "points": [1]}))
-    assert quality._measured_curve(path, fingerprint, digest) == [1]
-    assert quality._measured_curve(path, fingerprint, quality.data_digest(extra)) == []
+    assert quality.measured_curve(path, fingerprint, digest) == [1]
+    assert quality.measured_curve(path, fingerprint, quality.data_digest(extra)) == []
