@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dsi.cli import main
+from dsi.decoding import keep_heap_flat
 from dsi.feedback import FEEDBACK_DIR, FeedbackWords
 from dsi.kinds import prepare_search
 from dsi.ngram_retriever import NgramRetriever
@@ -73,6 +74,18 @@ def test_a_search_reads_the_table_and_ranks_as_reading_the_documents(built, corp
     # Another beam count than the table's reads the documents again.
     loaded.feedback.read = retriever._read
     assert loaded.search(_queries(corpus)[:1], k=5, num_beams=3)
+
+
+def test_reading_documents_keeps_the_heap_flat(built, corpus):
+    """Reading documents (index time, or a search's cold path) fixes glibc's mmap threshold
+    first: with the default one the heap grew ~8 MB a document read and never shrank."""
+    keep_heap_flat.cache_clear()
+    retriever = NgramRetriever(built, device="cpu")
+    assert keep_heap_flat.cache_info().misses == 0  # a plain retriever leaves malloc alone
+    # Another beam count than any stored table's: the model reads the documents.
+    words = retriever.generated_words_of([0, 1], batch_size=2, num_beams=retriever.num_beams + 1)
+    assert set(words) == {0, 1}
+    assert keep_heap_flat.cache_info().misses == 1
 
 
 def test_the_table_round_trips_and_refuses_damage(tmp_path):
