@@ -423,7 +423,7 @@ def _index(args: argparse.Namespace, config: Any, output: Path, work_dir: Path, 
     if index_kind(config.docids) != "ngram" and sample != 0:
         # Part of the build's statistics (its lineage entry), measured before the index is saved.
         record_memorization(index, BUILD_MEMORIZATION_SAMPLE if sample is None else sample)
-    prepare_search(index, progress_bar=not args.quiet)
+    prepare_search(index, progress_bar=not args.quiet, work_dir=work_dir)
     index.save(output)
     shutil.rmtree(work_dir, ignore_errors=True)
     stats = index.lineage[-1]
@@ -556,7 +556,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         index = load_index(source)
         started = time.monotonic()
         entry = index.add(corpus, training, config, work_dir=work_dir, progress_bar=not args.quiet)
-        prepare_search(index, progress_bar=not args.quiet)
+        prepare_search(index, progress_bar=not args.quiet, work_dir=work_dir)
         index.save(output)
         shutil.rmtree(work_dir, ignore_errors=True)
     print(

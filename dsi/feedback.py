@@ -16,19 +16,25 @@ count) are read at search time and cached.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from docid.io import atomic_open, atomic_write_text
 from docid.words import WordIndex
 from dsi.data import Corpus
 from dsi.scoring import Ranking
+
+log = logging.getLogger(__name__)
 
 # Feedback reads documents in windows as long as the longest the model was trained to copy from
 # (docid.ngram.salient_span_pairs' source_words).
@@ -43,6 +49,10 @@ _FORMAT = "dsi-feedback-words"
 _VERSION = 1
 _HEADER = "feedback.json"
 _ARRAYS = ("offsets", "words", "counts")
+# Beside a kept table (read_documents' ``keep``): the model that read it, and how far.
+_CHECKPOINT = "checkpoint.json"
+# How often a long read keeps what it has read (a million passages take hours on a CPU).
+KEEP_SECONDS = 600.0
 
 
 @dataclass
@@ -192,18 +202,74 @@ def read_documents(
     start: int = 0,
     progress_bar: bool = True,
     chunk: int = 256,
+    keep: Callable[[FeedbackWords], None] | None = None,
+    keep_seconds: float = KEEP_SECONDS,
 ) -> FeedbackWords:
     """What the model generates reading documents ``start:`` of ``corpus``, in batches of
-    ``batch_size`` windows (``chunk`` documents at a time, with a progress bar)."""
+    ``batch_size`` windows (``chunk`` documents at a time, with a progress bar). With
+    ``keep``, every ``keep_seconds`` the table of the documents read so far is handed to it
+    (:func:`keep_table`), so that an interrupted read can resume (:func:`kept_table`)."""
     docs = range(start, len(corpus.doc_ids))
     counted: list[dict[str, int]] = []
+    kept = time.monotonic()
     with tqdm(total=len(docs), desc="feedback words", unit="doc", disable=not progress_bar) as bar:
         for first in range(0, len(docs), chunk):
             part = list(docs[first : first + chunk])
             counts = read_counts(corpus, part, read, batch_size, beams)
             counted += [counts[doc] for doc in part]
             bar.update(len(part))
+            more = first + chunk < len(docs)
+            if keep is not None and more and time.monotonic() - kept >= keep_seconds:
+                keep(FeedbackWords.from_counts(beams, counted))
+                kept = time.monotonic()
     return FeedbackWords.from_counts(beams, counted)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A digest of ``model``'s weights: a kept table is only resumed by the model that read it."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def keep_table(directory: Path, table: FeedbackWords, fingerprint: str) -> None:
+    """Keep ``table`` (the documents read so far) in ``directory`` with the ``fingerprint`` of
+    the model that read it; its note is written last, so a table cut short is not resumed."""
+    directory = Path(directory)
+    (directory / _CHECKPOINT).unlink(missing_ok=True)
+    table.save(directory)
+    note = {"fingerprint": fingerprint, "num_docs": table.num_docs, "beams": table.beams}
+    atomic_write_text(directory / _CHECKPOINT, json.dumps(note))
+
+
+def kept_table(directory: Path, fingerprint: str, beams: int) -> FeedbackWords | None:
+    """The table :func:`keep_table` kept in ``directory``, if the model of ``fingerprint`` read
+    it at ``beams`` beams; None when there is none (or another model's, with a warning)."""
+    directory = Path(directory)
+    if not (directory / _CHECKPOINT).exists():
+        return None
+    try:
+        note = json.loads((directory / _CHECKPOINT).read_text(encoding="utf-8"))
+        table = FeedbackWords.load(directory, mmap=False)
+    except (OSError, ValueError) as exc:
+        log.warning(
+            "The kept feedback words in %s cannot be read (%s); reading again.", directory, exc
+        )
+        return None
+    if (note.get("fingerprint"), note.get("num_docs"), table.beams) != (
+        fingerprint,
+        table.num_docs,
+        beams,
+    ):
+        log.warning(
+            "The kept feedback words in %s were read by another model or beam count; "
+            "reading again.",
+            directory,
+        )
+        return None
+    return table
 
 
 def shares_of(counted: Mapping[str, int]) -> dict[str, float]:

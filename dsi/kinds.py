@@ -91,11 +91,15 @@ def prepare_work_dir(
     index_class(config.docids).prepare_work_dir(state, corpus, config, training, work_dir)
 
 
-def prepare_search(index: Any, progress_bar: bool = True) -> None:
+def prepare_search(
+    index: Any, progress_bar: bool = True, work_dir: str | Path | None = None
+) -> None:
     """Before saving a built or grown index: compute what its searches would otherwise compute
-    on first use (the n-gram kind's feedback words, :meth:`NgramRetriever.prepare_feedback`)."""
+    on first use (the n-gram kind's feedback words, :meth:`NgramRetriever.prepare_feedback`),
+    keeping what is done in ``work_dir`` so that an interrupted run resumes it."""
     if kind_of_index(index).retriever is NgramRetriever:
-        NgramRetriever(index).prepare_feedback(progress_bar=progress_bar)
+        keep_in = None if work_dir is None else Path(work_dir) / "feedback"
+        NgramRetriever(index).prepare_feedback(progress_bar=progress_bar, keep_in=keep_in)
 
 
 def load_index(directory: str | Path, verify: bool | str = True) -> Any:

@@ -9,6 +9,7 @@ with the words the model generates reading the best documents.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,12 +28,21 @@ from dsi.decoding import (
     constrained_generate,
     keep_heap_flat,
 )
-from dsi.feedback import GenerativeFeedback, read_documents
+from dsi.feedback import (
+    FeedbackWords,
+    GenerativeFeedback,
+    keep_table,
+    kept_table,
+    model_fingerprint,
+    read_documents,
+)
 from dsi.fusion import Chain, ExcludeFirst, PlanningPrior, PrefixRanges, fuse, lexical_vectors
 from dsi.scoring import Scored, contributions, score_corpus, score_documents
 from dsi.seal import NgramGenerativeIndex
 from trie.ngram_processor import NgramLogitsProcessor
 from trie.processor import TrieLogitsProcessor
+
+log = logging.getLogger(__name__)
 
 # A query's lexical ranking: (document index, score), best first.
 Ranking = list[tuple[int, float]]
@@ -334,10 +344,14 @@ class NgramRetriever(ConstrainedRetriever):
         with its share of them (:meth:`dsi.feedback.GenerativeFeedback.words_of`)."""
         return self.feedback.words_of(docs, batch_size, num_beams or self.num_beams)
 
-    def prepare_feedback(self, batch_size: int = 32, progress_bar: bool = True) -> int:
+    def prepare_feedback(
+        self, batch_size: int = 32, progress_bar: bool = True, keep_in: Path | None = None
+    ) -> int:
         """Read the documents the index's feedback table lacks (all of them when it has none,
         or one of another beam count), so that searching pays only for its queries; the
-        table is saved with the index. Returns how many documents were read (0 when these
+        table is saved with the index. With ``keep_in`` (a build's work directory), what has
+        been read is kept there every few minutes and a later call resumes from it (hours at
+        a million passages on a CPU). Returns how many documents were read (0 when these
         options ask for no feedback)."""
         if not GenerativeFeedback.wanted(self.options):
             return 0
@@ -348,10 +362,29 @@ class NgramRetriever(ConstrainedRetriever):
         start = 0 if stored is None else stored.num_docs
         if start >= index.num_docs:
             return 0
-        more = read_documents(
-            index.corpus, self._read, self.num_beams, batch_size, start, progress_bar
-        )
-        index.feedback_words = more if stored is None else stored.extended(more)
+        keep = None
+        if keep_in is not None:
+            fingerprint = model_fingerprint(self.model)
+            kept = kept_table(keep_in, fingerprint, self.num_beams)
+            if kept is not None and start < kept.num_docs <= index.num_docs:
+                log.info(
+                    "Resuming the feedback words at document %d of %d (kept in %s).",
+                    kept.num_docs,
+                    index.num_docs,
+                    keep_in,
+                )
+                stored, start = kept, kept.num_docs
+            base = stored
+
+            def keep(part: FeedbackWords) -> None:
+                keep_table(keep_in, part if base is None else base.extended(part), fingerprint)
+
+        if start < index.num_docs:
+            more = read_documents(
+                index.corpus, self._read, self.num_beams, batch_size, start, progress_bar, keep=keep
+            )
+            stored = more if stored is None else stored.extended(more)
+        index.feedback_words = stored
         return index.num_docs - start
 
     def _read(self, texts: list[str], batch_size: int, beams: int) -> list[list[str]]:

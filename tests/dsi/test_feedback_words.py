@@ -8,7 +8,9 @@ then rank exactly as one that reads the documents itself, without running the mo
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import random
 
 import numpy as np
@@ -16,7 +18,14 @@ import pytest
 
 from dsi.cli import main
 from dsi.decoding import keep_heap_flat
-from dsi.feedback import FEEDBACK_DIR, FeedbackWords
+from dsi.feedback import (
+    FEEDBACK_DIR,
+    FeedbackWords,
+    document_windows,
+    keep_table,
+    model_fingerprint,
+    read_documents,
+)
 from dsi.kinds import prepare_search
 from dsi.ngram_retriever import NgramRetriever
 from dsi.retriever import Retriever
@@ -101,6 +110,50 @@ def test_the_table_round_trips_and_refuses_damage(tmp_path):
     np.save(tmp_path / "fb" / "counts.npy", np.zeros(2, dtype=np.int32))
     with pytest.raises(ValueError, match="inconsistent"):
         FeedbackWords.load(tmp_path / "fb")
+
+
+def _table_of(index) -> list[dict[str, int]]:
+    table = index.feedback_words
+    return [table.counts_of(doc) for doc in range(table.num_docs)]
+
+
+def test_an_interrupted_read_resumes_from_what_was_kept(built, corpus, tmp_path, caplog):
+    """A long read keeps what it has read; a later call by the same model reads only the rest
+    and ends with the table an uninterrupted read makes; another model's kept table is not used."""
+    whole = copy.copy(built)
+    whole.feedback_words = None
+    reader = NgramRetriever(whole, device="cpu")
+    assert reader.prepare_feedback(progress_bar=False) == len(corpus)
+    expected = _table_of(whole)
+
+    kept: list[FeedbackWords] = []
+    read_documents(corpus, reader._read, reader.num_beams, 4, 0, False, 4, kept.append, 0.0)
+    assert [table.num_docs for table in kept] == [4, 8]  # not after the last chunk
+    assert [kept[1].counts_of(doc) for doc in range(8)] == expected[:8]
+
+    keep_in = tmp_path / "feedback"
+    keep_table(keep_in, kept[1], model_fingerprint(reader.model))
+    fresh = copy.copy(built)
+    fresh.feedback_words = None
+    resumed = NgramRetriever(fresh, device="cpu")
+    windows = document_windows(corpus, range(8, len(corpus)))[0]
+    seen: list[str] = []
+
+    def read(texts, batch_size, beams):
+        seen.extend(texts)
+        return reader._read(texts, batch_size, beams)
+
+    resumed._read = read
+    assert resumed.prepare_feedback(progress_bar=False, keep_in=keep_in) == len(corpus) - 8
+    assert sorted(seen) == sorted(windows)
+    assert _table_of(fresh) == expected
+
+    keep_table(keep_in, kept[1], "another model")
+    fresh.feedback_words = None
+    with caplog.at_level(logging.WARNING):
+        assert resumed.prepare_feedback(progress_bar=False, keep_in=keep_in) == len(corpus)
+    assert "another model or beam count" in caplog.text
+    assert _table_of(fresh) == expected
 
 
 def test_nothing_is_read_when_the_options_ask_for_no_feedback(corpus):
