@@ -92,14 +92,23 @@ class DecodingError(RuntimeError):
 
 
 def constrained_generate(
-    model, enc, beams: int, max_new_tokens: int, processor, length_penalty: float = 0.0
+    model,
+    enc,
+    beams: int,
+    max_new_tokens: int,
+    processor,
+    length_penalty: float = 0.0,
+    first_logits: list[torch.Tensor] | None = None,
 ) -> tuple[list[list[int]], list[float]]:
     """``beams`` decoded sequences per input (without the start token) and their log-probabilities.
 
     With one beam transformers decodes greedily and returns no sequence scores, so they are summed
     from the raw logits; ``processor`` must then not mask in place (it would mask those logits).
+    Given a list as ``first_logits``, the raw logits of the first decoding step, one row per
+    input, are appended to it (the same forward pass; what a caller would otherwise run again).
     """
     greedy = beams == 1
+    keep_logits = greedy or first_logits is not None
     out = model.generate(
         **enc,
         num_beams=beams,
@@ -107,11 +116,13 @@ def constrained_generate(
         max_new_tokens=max_new_tokens,
         logits_processor=LogitsProcessorList([processor]),
         do_sample=False,
-        output_logits=greedy,
+        output_logits=keep_logits,
         output_scores=True,
         return_dict_in_generate=True,
         **({} if greedy else {"length_penalty": length_penalty, "early_stopping": True}),
     )
+    if first_logits is not None:
+        first_logits.append(out.logits[0][::beams])
     if not greedy:
         scores = out.sequences_scores
     else:

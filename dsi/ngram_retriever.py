@@ -469,6 +469,7 @@ class NgramRetriever(ConstrainedRetriever):
         self, encoded: BaseModelOutput, mask: torch.Tensor, beams: int
     ) -> list[Generation]:
         """Per encoded query, its beams' n-grams, best first tokens and completed words."""
+        first: list[torch.Tensor] = []
         sequences, scores = constrained_generate(
             self.model,
             # generate() repeats the encoder states for the beams inside the object it is given.
@@ -477,9 +478,10 @@ class NgramRetriever(ConstrainedRetriever):
             self.options.max_tokens + 1,
             self._ngram_processor,
             0.0,
+            first_logits=first if self.options.unigrams else None,
         )
         count = mask.shape[0]
-        unigrams = self._best_unigrams(encoded, mask) if self.options.unigrams else [[]] * count
+        unigrams = self._best_unigrams(first[0]) if self.options.unigrams else [[]] * count
         words = self._word_starts_of(unigrams)
         if self.options.complete_words:
             words = self._complete_words(encoded, mask, words)
@@ -500,15 +502,10 @@ class NgramRetriever(ConstrainedRetriever):
             results.append(Generation(ngrams, unigrams[row], words[row]))
         return results
 
-    def _best_unigrams(self, encoded: BaseModelOutput, mask: torch.Tensor) -> list[list[Scored]]:
-        """Per query, the ``unigrams`` corpus tokens most likely as the first decoded token."""
-        start = torch.full(
-            (mask.shape[0], 1), self.model.config.decoder_start_token_id, device=self.device
-        )
-        logits = self.model(
-            encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=start
-        ).logits[:, 0]
-        logits = logits.float()
+    def _best_unigrams(self, logits: torch.Tensor) -> list[list[Scored]]:
+        """Per query, the ``unigrams`` corpus tokens most likely as the first decoded token,
+        from the decoder's first-step ``logits`` (one row per query; beam search's own)."""
+        logits = logits.float().clone()
         if self._first_excluded:  # the fused kind: the docid marker's mass is not the n-grams'
             logits[:, self._first_excluded] = float("-inf")
         allowed = torch.as_tensor(self._processor.allowed(()), device=self.device)

@@ -306,6 +306,39 @@ def test_best_unigrams_join_the_generated_ngrams(built):
     assert all(1 <= len(row) <= 3 for row in hits)
 
 
+def test_best_unigrams_are_the_first_decoder_step_without_a_pass_of_their_own(built):
+    """They come from beam search's first step: the same tokens and log-probabilities as a
+    decoder pass from the start token would give, and one pass fewer per query."""
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    retriever.options = dataclasses.replace(retriever.options, unigrams=7, complete_words=False)
+    model = retriever.model
+    passes = []
+    hook = model.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        generated = retriever.generate(queries[:3], num_beams=4)
+        with_unigrams = len(passes)
+        retriever.options = dataclasses.replace(retriever.options, unigrams=0)
+        passes.clear()
+        retriever.generate(queries[:3], num_beams=4)
+    finally:
+        hook.remove()
+    assert with_unigrams == len(passes)  # no pass of their own
+    encoded, mask = retriever._encode(queries[:3])
+    start = torch.full((3, 1), model.config.decoder_start_token_id)
+    with torch.inference_mode():
+        logits = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=start)
+    logprobs = logits.logits[:, 0].float().log_softmax(dim=-1)
+    for row, generation in enumerate(generated):
+        assert len(generation.unigrams) == 7
+        for (token,), logprob in generation.unigrams:
+            assert logprob == pytest.approx(float(logprobs[row, token]), abs=1e-4)
+        allowed = torch.as_tensor(retriever._processor.allowed(()))
+        allowed = allowed[allowed != model.config.eos_token_id]
+        best = logprobs[row, allowed].topk(7).indices
+        assert {t for (t,), _ in generation.unigrams} == set(allowed[best].tolist())
+
+
 def test_monitor_sees_the_index_during_training():
     corpus = random_corpus(random.Random(8), 6)
     seen = []
