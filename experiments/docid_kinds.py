@@ -67,15 +67,24 @@ from experiments.quality import (
 log = logging.getLogger("docid_kinds")
 KINDS = ("semantic", "atomic", "naive", "title", "keywords")
 DEV_METRICS = ("nDCG@10", "Hits@10", "MRR@10", "Recall@10")
+DEFAULT_MINUTES = 60.0
 CURVE_KEYS = ("nDCG@10", "Hits@10", "memorization@1", "memorization@10")
 MASKED_KEYS = ("memorization_without_docid_words@1", "memorization_without_docid_words@10")
+
+
+def budget_minutes(args) -> float | None:
+    """The training minutes of each kind: ``--minutes``; without it 60, or no time limit when
+    ``--max-steps`` is given (as ``dsi index --max-steps`` has none: steps decide)."""
+    if args.minutes is not None:
+        return args.minutes
+    return None if args.max_steps is not None else DEFAULT_MINUTES
 
 
 def kind_config(kind: str, args) -> IndexConfig:
     """``dsi index --docids KIND``'s settings with this run's budget, seed and ``--set``."""
     settings: dict[str, Any] = {
         "docids": kind,
-        "train.max_minutes": args.minutes,
+        "train.max_minutes": budget_minutes(args),
         "train.seed": args.seed,
     }
     if args.max_steps is not None:
@@ -192,8 +201,15 @@ def table(data: dict[str, Any], rows: list[dict[str, Any]], args) -> list[str]:
         f"# Docid kinds on {data['name']}: dev ({len(data['dev'])} queries), "
         f"{len(data['corpus'].doc_ids)} documents",
         "",
-        f"Each kind trained from scratch for at most {args.minutes:g} minutes"
-        + (f" / {args.max_steps} steps" if args.max_steps is not None else "")
+        "Each kind trained from scratch for at most "
+        + " / ".join(
+            part
+            for part in (
+                f"{budget_minutes(args):g} minutes" if budget_minutes(args) is not None else "",
+                f"{args.max_steps} steps" if args.max_steps is not None else "",
+            )
+            if part
+        )
         + f", seed {args.seed}; memorization on {args.memorization_sample} documents (seed 0). "
         "Rankings are the docids' log-probabilities alone. `masked`: memorization from the "
         "text with the docid's words removed (title and keyword docids).",
@@ -235,7 +251,7 @@ def write_report(data: dict[str, Any], rows: list[dict[str, Any]], args) -> None
         "dataset": name,
         "command": "python -m experiments.docid_kinds " + " ".join(sys.argv[1:]),
         "provenance": code_state(),
-        "minutes": args.minutes,
+        "minutes": budget_minutes(args),
         "max_steps": args.max_steps,
         "seed": args.seed,
         "memorization_sample": args.memorization_sample,
@@ -292,7 +308,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["scifact", "cranfield"])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=available_schemes())
-    parser.add_argument("--minutes", type=float, default=60.0, help="training budget per kind")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training budget per kind (default 60; none with --max-steps, which then decides)",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="step budget per kind")
     parser.add_argument("--eval-every", type=float, default=10.0, help="minutes between points")
     parser.add_argument("--memorization-sample", type=int, default=500)

@@ -77,3 +77,8 @@ def test_each_kind_is_built_as_dsi_index_builds_it(tmp_path) -> None:
     assert title.train.seed == 13 and title.train.max_steps is None
     with pytest.raises(ValueError, match="not a setting"):
         docid_kinds.kind_config("atomic", _args(tmp_path, set=["train.nope=1"]))
+    # Steps without minutes: the steps decide, as with dsi index --max-steps.
+    steps = docid_kinds.kind_config("semantic", _args(tmp_path, minutes=None, max_steps=14184))
+    assert steps.train.max_minutes is None and steps.train.max_steps == 14184
+    default = docid_kinds.kind_config("semantic", _args(tmp_path, minutes=None))
+    assert default.train.max_minutes == 60.0 and default.train.max_steps is None
