@@ -408,12 +408,37 @@ def bm25_score(
     or occurring more than ``max_occurrences`` times drop out. Returns ``(doc_index, score)`` best
     first (ties: lower index first), only documents with a positive score, cut to ``k`` if given.
     """
+    docs, scores = bm25_scores(
+        ngrams_with_logprobs,
+        index,
+        gamma=gamma,
+        k1=k1,
+        b=b,
+        max_occurrences=max_occurrences,
+    )
+    order = np.lexsort((docs, -scores))  # best first, ties: lower index first
+    if k is not None:
+        order = order[:k]
+    return list(zip(docs[order].tolist(), scores[order].tolist(), strict=True))
+
+
+def bm25_scores(
+    ngrams_with_logprobs: Iterable[tuple[Sequence[int], float]],
+    index: NgramCounts,
+    *,
+    gamma: float = 0.25,
+    k1: float = 1.2,
+    b: float = 0.75,
+    max_occurrences: int = 1500,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bm25_score`'s documents (ascending) and their scores, as arrays: only documents
+    with a positive score, unsorted by score."""
     best = best_logprobs(ngrams_with_logprobs)
     lengths = index.doc_lengths
     num_docs = len(lengths)
     # Only the documents an n-gram occurs in are touched: no pass over the whole corpus.
     average_length = max(int(index.total_tokens) / max(num_docs, 1), 1e-9)
-    scores: dict[int, float] = {}
+    hit_docs, hit_gains = [], []
     for key, logprob in best.items():
         count = int(index.count(key))
         if count == 0 or count > max_occurrences:
@@ -422,10 +447,16 @@ def bm25_score(
         idf = math.log1p((num_docs - len(docs) + 0.5) / (len(docs) + 0.5))
         weight = math.exp(gamma * min(logprob, 0.0)) * idf
         length_norm = k1 * (1.0 - b + b * lengths[docs] / average_length)
-        gains = weight * tf * (k1 + 1.0) / (tf + length_norm)
-        for doc, gain in zip(docs.tolist(), gains.tolist(), strict=True):
-            scores[doc] = scores.get(doc, 0.0) + gain
-    return best_first([(doc, score) for doc, score in scores.items() if score > 0.0], k)
+        hit_docs.append(docs)
+        hit_gains.append(weight * tf * (k1 + 1.0) / (tf + length_norm))
+    if not hit_docs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    # Summed per document in the order of the n-grams, as a running sum would (bincount adds
+    # its weights in input order), so the scores are those of a loop over the documents.
+    docs, where = np.unique(np.concatenate(hit_docs), return_inverse=True)
+    scores = np.bincount(where, weights=np.concatenate(hit_gains), minlength=len(docs))
+    keep = scores > 0.0
+    return docs[keep], scores[keep]
 
 
 def best_logprobs(

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from docid.ngram import best_logprobs, bm25_score, seal_score
+from docid.ngram import best_logprobs, bm25_score, bm25_scores, seal_score
 from docid.words import WordIndex
 from trie.fmindex import NgramIndex
 
@@ -71,10 +71,25 @@ def score_corpus(
     if options.word_weight and words and word_index is not None:
         scores = options.word_weight * word_index.bm25(words, options.k1, options.b)
         ranking = Ranking(scores, scores != 0)
+    if options.scoring == "bm25":  # arrays: a large index scores many documents an n-gram
+        docs, scores = bm25_scores(list(ngrams), index, **_bm25_settings(options))
+        ranking.scores[docs] += scores  # the word score, then the n-gram's
+        ranking.ranked[docs] = True
+        return ranking
     for doc, score in ngram_scores(options, ngrams, index, None):
-        ranking.scores[doc] += score  # the word score, then the n-gram's
+        ranking.scores[doc] += score
         ranking.ranked[doc] = True
     return ranking
+
+
+def _bm25_settings(options: Any) -> dict[str, Any]:
+    """The n-gram BM25's settings in ``options``."""
+    return {
+        "gamma": options.gamma,
+        "k1": options.k1,
+        "b": options.b,
+        "max_occurrences": options.max_occurrences,
+    }
 
 
 def ngram_scores(
@@ -82,15 +97,7 @@ def ngram_scores(
 ) -> list[tuple[int, float]]:
     """The documents containing ``ngrams`` by ``options.scoring``: "bm25" or "intersective"."""
     if options.scoring == "bm25":
-        return bm25_score(
-            list(ngrams),
-            index,
-            gamma=options.gamma,
-            k1=options.k1,
-            b=options.b,
-            max_occurrences=options.max_occurrences,
-            k=k,
-        )
+        return bm25_score(list(ngrams), index, k=k, **_bm25_settings(options))
     return seal_score(
         list(ngrams),
         index,

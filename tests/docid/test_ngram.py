@@ -9,6 +9,7 @@ import pytest
 
 from docid.ngram import (
     bm25_score,
+    bm25_scores,
     ngram_weight,
     salient_span_pairs,
     seal_score,
@@ -217,3 +218,29 @@ def test_bm25_score_with_real_index():
     assert [d for d, _ in ranked] == [d for d, _ in brute]
     assert [s for _, s in ranked] == pytest.approx([s for _, s in brute])
     assert {3, 7, 9} <= {d for d, _ in ranked}
+    # The arrays a whole-corpus ranking adds in: the same documents and the same floats.
+    docs_, scores = bm25_scores(ngrams, index, max_occurrences=10**6)
+    assert docs_.tolist() == sorted(d for d, _ in ranked)
+    assert dict(zip(docs_.tolist(), scores.tolist(), strict=True)) == dict(ranked)
+    # Summed in the n-grams' order, as a running sum per document would.
+    expected: dict[int, float] = {}
+    for doc, tf_gain in _running_sums(ngrams, index):
+        expected[doc] = expected.get(doc, 0.0) + tf_gain
+    assert dict(ranked) == {d: v for d, v in expected.items() if v > 0}
+
+
+def _running_sums(ngrams, index, gamma=0.25, k1=1.2, b=0.75):
+    """(document, gain) per n-gram occurrence's document, in the n-grams' order (the loop
+    bm25_score replaced)."""
+    from docid.ngram import best_logprobs
+
+    lengths = index.doc_lengths
+    average = int(index.total_tokens) / len(lengths)
+    for key, logprob in best_logprobs(ngrams).items():
+        if int(index.count(key)) == 0:
+            continue
+        docs, tf = np.unique(index.occurrences(key)[0], return_counts=True)
+        idf = math.log1p((len(lengths) - len(docs) + 0.5) / (len(docs) + 0.5))
+        weight = math.exp(gamma * min(logprob, 0.0)) * idf
+        gains = weight * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * lengths[docs] / average))
+        yield from zip(docs.tolist(), gains.tolist(), strict=True)
