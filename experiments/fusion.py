@@ -174,18 +174,33 @@ def latency(dev: DevSet, weight: float, plan: float, count: int | None) -> list[
     return rows
 
 
-def write_dev_qrels(dataset: str, output: Path) -> None:
-    """The dev qrels of ``dataset`` as ``experiments/quality.py`` splits it (seed 13), as a
-    qrels TSV: Cranfield's 45 held-out queries, ``scifact_unsupervised``'s 809 training
-    queries."""
+def write_dev_qrels(dataset: str, output: Path, split: str = "dev") -> None:
+    """The ``split`` qrels of ``dataset`` as ``experiments/quality.py`` splits it (seed 13), as
+    a qrels TSV: dev is Cranfield's 45 held-out queries or ``scifact_unsupervised``'s 809
+    training queries; test is what is left of the test queries (Cranfield's other 180)."""
     from experiments.quality import load_dataset
 
-    dev = load_dataset(dataset, 13)["dev"]
+    qrels = load_dataset(dataset, 13)[split]
     lines = ["query-id\tcorpus-id\tscore"]
-    lines += [f"{q}\t{d}\t{g}" for q in sorted(dev) for d, g in sorted(dev[q].items())]
+    lines += [f"{q}\t{d}\t{g}" for q in sorted(qrels) for d, g in sorted(qrels[q].items())]
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, "\n".join(lines) + "\n")
-    print(f"{len(dev)} dev queries of {dataset} -> {output}")
+    print(f"{len(qrels)} {split} queries of {dataset} -> {output}")
+
+
+LEVEL = 0.002  # the rule's tie: within this of the best dev nDCG@10 counts as level
+
+
+def decide(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """experiments/rules/fusion_dev.md's choice: the best mean dev nDCG@10; of the candidates
+    within ``LEVEL`` of it, fusion weight 0 if level, else the smallest plan weight, then the
+    smallest fusion weight."""
+    best = max(r["mean nDCG@10"] for r in rows)
+    level = [r for r in rows if r["mean nDCG@10"] >= best - LEVEL - 1e-12]
+    chosen = min(
+        level, key=lambda r: (r["fusion_weight"] != 0, r["plan_weight"], r["fusion_weight"])
+    )
+    return {k: chosen[k] for k in ("fusion_weight", "plan_weight")}
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -206,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--dataset", help="dev-qrels: write this dataset's dev qrels (experiments/quality.py's)"
     )
     parser.add_argument(
+        "--split", choices=("dev", "test"), default="dev", help="dev-qrels: which split's qrels"
+    )
+    parser.add_argument(
         "--dev",
         nargs=3,
         action="append",
@@ -220,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.what == "dev-qrels":
         if not args.dataset:
             parser.error("dev-qrels needs --dataset.")
-        write_dev_qrels(args.dataset, args.output)
+        write_dev_qrels(args.dataset, args.output, args.split)
         return
     if not args.dev:
         parser.error(f"{args.what} needs --dev INDEX QUERIES QRELS.")
@@ -238,10 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     if args.what == "grid":
         rows = grid(devs, FUSION_WEIGHTS, PLAN_WEIGHTS)
-        best = max(rows, key=lambda r: (r["mean nDCG@10"], r["mean Hits@10"]))
-        result.update(rows=rows, best={k: best[k] for k in ("fusion_weight", "plan_weight")})
+        result.update(rows=rows, best=decide(rows))
         columns = ["fusion_weight", "plan_weight", "mean nDCG@10", "mean Hits@10"]
-        text = table(rows, columns) + f"\n\nBest mean dev nDCG@10: {result['best']}.\n"
+        text = table(rows, columns) + f"\n\nChosen by the rule: {result['best']}.\n"
     elif args.what == "ablation":
         rows = ablation(devs, *args.weights)
         result.update(rows=rows, weights=args.weights)

@@ -68,3 +68,26 @@ def test_grid_ablation_and_latency_write_their_tables(fused_dir, tmp_path):
     assert [r["ranking"] for r in rows] == ["lexical", "fused", "fused+plan"]
     assert all(r["batch32_ms"] > 0 and r["batch1_ms"] > 0 for r in rows)
     assert (tmp_path / "lat.md").read_text().startswith("# fusion latency")
+
+
+def _row(fusion_weight: float, plan_weight: float, ndcg: float) -> dict:
+    return {"fusion_weight": fusion_weight, "plan_weight": plan_weight, "mean nDCG@10": ndcg}
+
+
+def test_the_rule_takes_the_cheapest_of_the_level_candidates():
+    rows = [
+        _row(0.0, 0.0, 0.700),
+        _row(0.5, 1.0, 0.710),
+        _row(1.0, 0.0, 0.7085),
+        _row(2.0, 4.0, 0.701),
+    ]
+    # 0.7085 is within 0.002 of the best 0.710 and needs no planning prior: it wins.
+    assert fusion.decide(rows) == {"fusion_weight": 1.0, "plan_weight": 0.0}
+    rows.append(_row(0.5, 0.0, 0.7095))  # level too, and a smaller fusion weight
+    assert fusion.decide(rows) == {"fusion_weight": 0.5, "plan_weight": 0.0}
+    rows.append(_row(0.0, 0.0, 0.7081))  # the lexical ranking alone is level: it wins
+    assert fusion.decide(rows) == {"fusion_weight": 0.0, "plan_weight": 0.0}
+    assert fusion.decide([_row(0.0, 0.0, 0.6), _row(0.25, 2.0, 0.65)]) == {
+        "fusion_weight": 0.25,
+        "plan_weight": 2.0,
+    }
