@@ -549,6 +549,7 @@ class NgramRetriever(ConstrainedRetriever):
                 encoder_outputs=_rows(encoded, rows),
                 attention_mask=attention[rows],
                 decoder_input_ids=decoder_ids,
+                use_cache=False,  # each step runs the whole prefix: a cache would only cost
             ).logits[:, -1]
             logits = logits.float()
             step = self._processor(decoder_ids, logits.log_softmax(dim=-1))
