@@ -114,6 +114,13 @@ class NgramPreset:
     # and the words of its best documents add what the query lacks (chosen on dev by
     # experiments/feedback.py).
     feedback_docs: int
+    # The fused kind's weights (SealOptions.fusion_weight, plan_weight), chosen on dev by
+    # experiments/rules/fusion_dev.md: with training queries, SciFact dev nDCG@10 0.707 at 1
+    # and 4 against 0.689 for the lexical ranking alone (experiments/results/fusion_dev_scifact).
+    # Without, not chosen yet (the pooled Cranfield + SciFact-from-documents grid): simple fusion
+    # at an even weight until then.
+    fusion_weight: float
+    plan_weight: float
 
 
 WITH_QUERIES = "with_queries"
@@ -122,10 +129,20 @@ WITHOUT_QUERIES = "without_queries"
 # whether it has training queries (and search by whether the index has any).
 NGRAM_PRESETS: dict[str, NgramPreset] = {
     WITH_QUERIES: NgramPreset(
-        salient_pairs_per_doc=6, salient_pool_per_doc=60, word_weight=0.75, feedback_docs=0
+        salient_pairs_per_doc=6,
+        salient_pool_per_doc=60,
+        word_weight=0.75,
+        feedback_docs=0,
+        fusion_weight=1.0,
+        plan_weight=4.0,
     ),
     WITHOUT_QUERIES: NgramPreset(
-        salient_pairs_per_doc=120, salient_pool_per_doc=0, word_weight=3.0, feedback_docs=5
+        salient_pairs_per_doc=120,
+        salient_pool_per_doc=0,
+        word_weight=3.0,
+        feedback_docs=5,
+        fusion_weight=0.5,
+        plan_weight=0.0,
     ),
 }
 
@@ -206,11 +223,10 @@ class SealOptions:
     # The fused kind only (FUSED, dsi.fusion): a document the docid beams reach gains
     # ``fusion_weight`` times the query's best lexical score times its docid's share of the
     # beams' probability; ``plan_weight`` weighs PAG's planning prior (the best lexical score
-    # under a docid prefix, over the query's best) in the docid beam search (0 = off). Not yet
-    # chosen on dev (experiments/fusion.py, experiments/rules/fusion_dev.md): simple fusion
-    # at an even weight until then.
-    fusion_weight: float = 0.5
-    plan_weight: float = 0.0
+    # under a docid prefix, over the query's best) in the docid beam search (0 = off). Both come
+    # from the preset (``for_search``; chosen on dev, experiments/rules/fusion_dev.md).
+    fusion_weight: float = NGRAM_PRESETS[WITH_QUERIES].fusion_weight
+    plan_weight: float = NGRAM_PRESETS[WITH_QUERIES].plan_weight
 
     # Settings that only change how a trained model is searched, not how it is trained.
     DECODING: ClassVar[tuple[str, ...]] = ("scoring",)
@@ -246,10 +262,15 @@ class SealOptions:
 
     def for_search(self, with_queries: bool) -> SealOptions:
         """These options as a model trained with (or without) training queries is searched:
-        ``word_weight`` and ``feedback_docs`` from its preset (``preset_for``)."""
+        ``word_weight``, ``feedback_docs`` and the fused kind's two weights from its preset
+        (``preset_for``)."""
         chosen = self.preset_for(with_queries)
         return dataclasses.replace(
-            self, word_weight=chosen.word_weight, feedback_docs=chosen.feedback_docs
+            self,
+            word_weight=chosen.word_weight,
+            feedback_docs=chosen.feedback_docs,
+            fusion_weight=chosen.fusion_weight,
+            plan_weight=chosen.plan_weight,
         )
 
     def salient_pairs_for(self, num_docs: int, with_queries: bool) -> int:

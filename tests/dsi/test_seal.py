@@ -145,8 +145,15 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
     # It reads its best documents too (the preset without queries; tested on its own below).
     assert queried.feedback_docs == 0 < alone.feedback_docs
     assert retriever.options == dataclasses.replace(
-        options, word_weight=weight, feedback_docs=alone.feedback_docs
+        options,
+        word_weight=weight,
+        feedback_docs=alone.feedback_docs,
+        fusion_weight=alone.fusion_weight,
+        plan_weight=alone.plan_weight,
     )
+    # The fused kind's weights follow the preset too (chosen on dev for each).
+    assert (options.fusion_weight, options.plan_weight) == (1.0, 4.0)
+    assert (queried.fusion_weight, queried.plan_weight) == (1.0, 4.0)
     retriever.options = dataclasses.replace(retriever.options, feedback_docs=0)
     generated = retriever.generate(queries[:4])
     words = retriever.query_words(generated)
