@@ -91,3 +91,41 @@ def test_the_rule_takes_the_cheapest_of_the_level_candidates():
         "fusion_weight": 0.25,
         "plan_weight": 2.0,
     }
+
+
+@pytest.mark.slow
+def test_word_expansion_scores_each_candidate_and_leaves_the_index_as_it_was(fused_dir, tmp_path):
+    from experiments import word_expansion
+
+    dev = fusion.load_dev(
+        str(fused_dir), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv")
+    )
+    index = dev.retriever.index
+    plain, options = index.words, dev.retriever.options
+    rows = word_expansion.candidates(dev, word_expansion.CANDIDATES)
+    assert [(r["expand"], r["word_weight"]) for r in rows] == list(word_expansion.CANDIDATES)
+    assert all(0.0 <= r["fused nDCG@10"] <= 1.0 for r in rows)
+    assert index.word_index is plain and dev.retriever.options == options
+    # The expanded word index holds the training queries' words: it is longer than the plain one.
+    expanded = word_expansion.WordIndex.build(
+        word_expansion.expanded_corpus(index.corpus, index.training_pairs).full_texts()
+    )
+    assert expanded.doc_lengths.sum() > plain.doc_lengths.sum()
+
+
+def _expansion_row(expand: bool, weight: float, ndcg: float) -> dict:
+    return {"expand": expand, "word_weight": weight, "fused nDCG@10": ndcg}
+
+
+def test_word_expansion_is_adopted_only_by_the_rule_s_margin():
+    from experiments.word_expansion import decide
+
+    today = _expansion_row(False, 0.75, 0.700)
+    assert decide([today, _expansion_row(True, 0.75, 0.709), _expansion_row(True, 3.0, 0.705)]) == {
+        "expand": False,
+        "word_weight": 0.75,
+    }
+    rows = [today, _expansion_row(True, 0.75, 0.7195), _expansion_row(True, 1.5, 0.721)]
+    assert decide(rows) == {"expand": True, "word_weight": 0.75}  # level: nearest to 0.75
+    rows.append(_expansion_row(True, 3.0, 0.74))
+    assert decide(rows) == {"expand": True, "word_weight": 3.0}

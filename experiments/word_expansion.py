@@ -1,0 +1,130 @@
+"""The word index of documents expanded with their training queries, scored on dev (issue 29;
+rule: experiments/rules/word_expansion.md).
+
+    python -m experiments.word_expansion --rule experiments/rules/word_expansion.md \\
+        --dev runs/fusion/scifact ../shared/data/scifact/queries.jsonl runs/data/scifact_dev.dev.tsv \\
+        --output experiments/results/word_expansion_dev_scifact
+
+The n-gram kinds score generated words with BM25 over each document's words. ``bm25+queries``
+scores documents with the text of the training queries that judge them appended
+(``dsi.baselines.expanded_corpus``). This script searches a trained fused index again with its
+word index built from those expanded texts, at several ``word_weight`` (the model, the n-gram
+index and the docids untouched), and reports dev nDCG@10 of the fused and the lexical-alone
+rankings; the rule decides. Writes ``OUT.json`` and ``OUT.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from docid.io import atomic_write_text
+from docid.words import WordIndex
+from dsi.baselines import expanded_corpus
+from dsi.fusion import fuse
+from dsi.metrics import mean_metrics
+from experiments.fusion import ROOT, DevSet, load_dev, scores_of, table
+from experiments.provenance import add_rule_argument, checked_rule, git_state
+
+K = 10
+# (expand, word_weight): today's scoring first (rules/word_expansion.md).
+CANDIDATES = ((False, 0.75), (True, 0.75), (True, 1.5), (True, 3.0))
+LEVEL = 0.002
+MARGIN = 0.01
+
+
+def candidates(dev: DevSet, grid: Sequence[tuple[bool, float]]) -> list[dict[str, Any]]:
+    """Dev metrics of the fused and the lexical-alone ranking for each (expand, word_weight)."""
+    retriever = dev.retriever
+    index = retriever.index
+    plain = index.words
+    started = time.monotonic()
+    expanded = WordIndex.build(
+        expanded_corpus(index.corpus, index.training_pairs).full_texts(), index.config.language
+    )
+    build_seconds = time.monotonic() - started
+    options = retriever.options
+    rows = []
+    for expand, weight in grid:
+        index.word_index = expanded if expand else plain
+        retriever.options = dataclasses.replace(options, word_weight=weight)
+        _, parts = retriever.fusion_parts(list(dev.queries.values()), K, 32, None, None)
+        fused = [fuse(lex, reached, options.fusion_weight, K) for lex, reached in parts]
+        alone = [fuse(lex, reached, 0.0, K) for lex, reached in parts]
+        rows.append(
+            {
+                "expand": expand,
+                "word_weight": weight,
+                "fused": mean_metrics(scores_of(dev, fused)),
+                "lexical": mean_metrics(scores_of(dev, alone)),
+            }
+        )
+    index.word_index, retriever.options = plain, options
+    for row in rows:
+        row["fused nDCG@10"] = row["fused"]["nDCG@10"]
+        row["lexical nDCG@10"] = row["lexical"]["nDCG@10"]
+        row["fused Hits@10"] = row["fused"]["Hits@10"]
+    rows[0]["expanded_word_index_seconds"] = round(build_seconds, 2)
+    return rows
+
+
+def decide(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """rules/word_expansion.md: the best expanded candidate if it beats today's (the first row,
+    unexpanded) by ``MARGIN``; of expanded ones within ``LEVEL`` of each other, the one whose
+    word_weight is nearest today's."""
+    today = rows[0]
+    expanded = [r for r in rows if r["expand"]]
+    best = max(r["fused nDCG@10"] for r in expanded)
+    level = [r for r in expanded if r["fused nDCG@10"] >= best - LEVEL - 1e-12]
+    chosen = min(level, key=lambda r: abs(r["word_weight"] - today["word_weight"]))
+    if best >= today["fused nDCG@10"] + MARGIN - 1e-12:
+        return {"expand": True, "word_weight": chosen["word_weight"]}
+    return {"expand": False, "word_weight": today["word_weight"]}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dev", nargs=3, required=True, metavar=("INDEX", "QUERIES", "QRELS"))
+    parser.add_argument("--output", type=Path, required=True, help="OUT: writes OUT.json, OUT.md")
+    add_rule_argument(parser)
+    args = parser.parse_args(argv)
+    rule = checked_rule(parser, args.rule)
+    dev = load_dev(*args.dev)
+    if not dev.retriever.index.training_pairs:
+        parser.error(f"{args.dev[0]} has no training queries: there is nothing to expand with.")
+    started = time.monotonic()
+    rows = candidates(dev, CANDIDATES)
+    result = {
+        "dev": list(args.dev),
+        "rule": rule,
+        "git": git_state(ROOT),
+        "steps": dev.retriever.index.lineage[0].get("training_steps"),
+        "fusion_weight": dev.retriever.options.fusion_weight,
+        "plan_weight": dev.retriever.options.plan_weight,
+        "rows": rows,
+        "decision": decide(rows),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    columns = ["expand", "word_weight", "fused nDCG@10", "fused Hits@10", "lexical nDCG@10"]
+    text = (
+        f"# Word index expanded with training queries: {dev.name} dev ({len(dev.queries)} "
+        f"queries), fusion weight {result['fusion_weight']:g}, plan weight "
+        f"{result['plan_weight']:g}\n\n"
+        + table(rows, columns)
+        + f"\n\nDecision ({'rule: ' + rule['file'] if rule else 'no rule: decides nothing'}): "
+        + json.dumps(result["decision"])
+        + "\n"
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.output.with_suffix(".md"), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
