@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from dsi.cli import main as dsi_main
@@ -129,3 +130,30 @@ def test_word_expansion_is_adopted_only_by_the_rule_s_margin():
     assert decide(rows) == {"expand": True, "word_weight": 0.75}  # level: nearest to 0.75
     rows.append(_expansion_row(True, 3.0, 0.74))
     assert decide(rows) == {"expand": True, "word_weight": 3.0}
+
+
+@pytest.mark.slow
+def test_query_words_add_the_bm25_of_the_query_s_own_words(fused_dir):
+    from docid.words import analyze
+    from experiments import query_words
+
+    dev = fusion.load_dev(
+        str(fused_dir), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv")
+    )
+    retriever, queries = dev.retriever, list(dev.queries.values())[:3]
+    generated = retriever.generate(queries)
+    model = retriever.lexical_rankings(generated)
+    both = query_words.with_query_words(retriever, 2.0)(queries, generated)
+    alone = query_words.with_query_words(retriever, None)(queries, generated)
+    words = analyze(queries, language=retriever.index.config.language)
+    for q, (m, b, a) in enumerate(zip(model, both, alone, strict=True)):
+        bm25 = retriever.index.words.bm25(words[q], retriever.options.k1, retriever.options.b)
+        expected = 2.0 * bm25
+        for doc, score in m:
+            expected[doc] += score
+        assert dict(b) == pytest.approx({d: expected[d] for d, _ in b})
+        assert {d for d, _ in b} == {d for d, _ in m} | set(np.flatnonzero(bm25).tolist())
+        assert dict(a) == pytest.approx({d: bm25[d] for d, _ in a})
+    rows = query_words.candidates(dev, (0.0, 1.0))
+    assert [r["query_weight"] for r in rows] == [0.0, 1.0, "query words alone"]
+    assert query_words.decide(rows)["query_weight"] in (0.0, 1.0)
