@@ -52,7 +52,9 @@ def with_query_words(
         model = retriever.lexical_rankings(generated) if weight is not None else [[]] * len(own)
         out = []
         for words, ranking in zip(own, model, strict=True):
-            scores = index.words.bm25(words, options.k1, options.b) * (weight or 1.0)
+            scores = index.words.bm25(words, options.k1, options.b) * (
+                1.0 if weight is None else weight
+            )
             ranked = scores != 0
             if ranking:
                 docs = np.fromiter((d for d, _ in ranking), dtype=np.int64, count=len(ranking))

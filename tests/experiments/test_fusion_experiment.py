@@ -145,6 +145,9 @@ def test_query_words_add_the_bm25_of_the_query_s_own_words(fused_dir):
     model = retriever.lexical_rankings(generated)
     both = query_words.with_query_words(retriever, 2.0)(queries, generated)
     alone = query_words.with_query_words(retriever, None)(queries, generated)
+    # Weight 0 is the model's ranking unchanged (a falsy weight once meant 1).
+    unchanged = query_words.with_query_words(retriever, 0.0)(queries, generated)
+    assert [dict(r) for r in unchanged] == [pytest.approx(dict(r)) for r in model]
     words = analyze(queries, language=retriever.index.config.language)
     for q, (m, b, a) in enumerate(zip(model, both, alone, strict=True)):
         bm25 = retriever.index.words.bm25(words[q], retriever.options.k1, retriever.options.b)
