@@ -123,6 +123,9 @@ class WordIndex:
     counts: np.ndarray  # int32
     doc_lengths: np.ndarray  # int32: content words per document
     language: str = DEFAULT_LANGUAGE  # of the analysis (stemmer, stopwords) of the words
+    # Whether each document's words include those of the training queries that judge it
+    # (``dsi.data.expanded_corpus``), as the n-gram kinds' with-queries preset scores.
+    expanded: bool = False
 
     @property
     def num_docs(self) -> int:
@@ -135,7 +138,11 @@ class WordIndex:
 
     @classmethod
     def build(
-        cls, texts: Sequence[str], language: str = DEFAULT_LANGUAGE, chunk: int = 50_000
+        cls,
+        texts: Sequence[str],
+        language: str = DEFAULT_LANGUAGE,
+        chunk: int = 50_000,
+        expanded: bool = False,
     ) -> WordIndex:
         """Index the stemmed words of ``texts`` (document ``i`` is ``texts[i]``), analysed in
         ``language``, ``chunk`` documents at a time: a million passages then hold ~12 bytes per
@@ -191,7 +198,7 @@ class WordIndex:
             before += sizes
         parts.clear()
         lengths = np.concatenate(lengths_parts) if lengths_parts else np.zeros(0, dtype=np.int32)
-        return cls(vocabulary, offsets, docs, counts, lengths, language)
+        return cls(vocabulary, offsets, docs, counts, lengths, language, expanded)
 
     def bm25(self, words: Iterable[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
         """BM25 score of every document for a query of ``words`` (analysed words; each counted
@@ -231,6 +238,8 @@ class WordIndex:
         }
         if self.language != DEFAULT_LANGUAGE:  # English indexes keep the bytes they had
             header["language"] = self.language
+        if self.expanded:  # likewise, indexes of documents alone
+            header["expanded"] = True
         arrays = {
             "offsets": self.offsets,
             "docs": self.docs,
@@ -260,6 +269,7 @@ class WordIndex:
                 arrays["counts"],
                 arrays["doc_lengths"],
                 header.get("language", DEFAULT_LANGUAGE),
+                bool(header.get("expanded", False)),
             )
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"word index {directory} cannot be read: {exc}") from exc

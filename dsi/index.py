@@ -21,7 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,6 +127,7 @@ class Fitted(NamedTuple):
     corpus: Corpus
     identifiers: Any  # the kind's ``_kind_identifiers``
     offset: int  # the first identifier token id (the text vocabulary's size)
+    pairs: list[tuple[str, str]]  # the (training query, doc id) pairs the index keeps
 
 
 class Addition(NamedTuple):
@@ -196,11 +197,11 @@ class IndexLifecycle:
             tokenizer, model, offset = make_model(
                 config, texts, training_queries, identifiers, work_dir
             )
-        with stage("identifiers", timings):
-            fitted = Fitted(config, tokenizer, model, corpus, identifiers, offset)
-            parts = cls._kind_structures(fitted)
         position = corpus.positions()
         pairs = [] if training_queries is None else training_queries.pairs(set(position))
+        with stage("identifiers", timings):
+            fitted = Fitted(config, tokenizer, model, corpus, identifiers, offset, pairs)
+            parts = cls._kind_structures(fitted)
         index = cls(
             config=config,
             tokenizer=tokenizer,
@@ -364,7 +365,7 @@ class IndexLifecycle:
         )
         self.model = self.model.cpu().eval()
         merged = Corpus.concat([self.corpus, corpus])
-        parts = self._kind_grown(merged, added)
+        parts = self._kind_grown(merged, added, self.training_pairs + pairs)
         # Commit: nothing below can fail halfway.
         for name, value in parts.items():
             setattr(self, name, value)
@@ -514,8 +515,11 @@ class IndexLifecycle:
         into ``part`` of ``out``."""
         raise NotImplementedError
 
-    def _kind_grown(self, corpus: Corpus, added: Any) -> dict[str, Any]:
-        """The kind's fields once ``corpus`` (the old and the added documents) is indexed."""
+    def _kind_grown(
+        self, corpus: Corpus, added: Any, pairs: Sequence[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """The kind's fields once ``corpus`` (the old and the added documents) is indexed, with
+        ``pairs`` the training pairs of both."""
         raise NotImplementedError
 
     def _kind_entry(self, added: Any = None) -> dict[str, Any]:
@@ -672,7 +676,9 @@ class GenerativeIndex(IndexLifecycle):
             self.corpus.subset(doc_ids), train_config, config.seed, out, part, "replay-index"
         )
 
-    def _kind_grown(self, corpus: Corpus, added: tuple[DocidMap, int]) -> dict[str, Any]:
+    def _kind_grown(
+        self, corpus: Corpus, added: tuple[DocidMap, int], pairs: Sequence[tuple[str, str]]
+    ) -> dict[str, Any]:
         docids = added[0]
         tokens = docid_tokens(docids, self.docid_offset, self.tokenizer)
         return {"docids": docids, "trie": _docid_trie(tokens, self.model)}

@@ -56,6 +56,9 @@ class Generation(NamedTuple):
     # The ``word_unigrams`` best of those that start a word, each completed to a whole word
     # when ``complete_words`` is set.
     words: list[Scored]
+    # The query's own analysed words, which the lexical score adds at ``query_weight`` (empty
+    # when that is 0).
+    own_words: tuple[str, ...] = ()
 
 
 class NgramRetriever(ConstrainedRetriever):
@@ -68,6 +71,15 @@ class NgramRetriever(ConstrainedRetriever):
         num_beams: int | None = None,
     ) -> None:
         self.options = index.options.for_search(with_queries=bool(index.training_pairs))
+        saved = index.word_index
+        if saved is not None and saved.expanded != index.expands_words:
+            # An index saved before its preset expanded the word index (or after it stopped):
+            # searched as the preset says, the word index built again on first use.
+            log.info(
+                "Building the word index as this index's preset says (expanded: %s).",
+                index.expands_words,
+            )
+            index.word_index = None
         # SEAL ranks n-grams by their summed token log-probabilities: no length penalty.
         super().__init__(index, device, num_beams, length_penalty=0.0)
         pieces = index.tokenizer.convert_ids_to_tokens(list(range(len(index.tokenizer))))
@@ -177,7 +189,9 @@ class NgramRetriever(ConstrainedRetriever):
         for start in range(0, len(queries), batch_size):
             batch = list(queries[start : start + batch_size])
             encoded, mask = self._encode(batch)
-            batch_generated = self._generate_encoded(encoded, mask, beams)
+            batch_generated = self._with_own_words(
+                batch, self._generate_encoded(encoded, mask, beams)
+            )
             if lexical is None:
                 rankings = self.lexical_rankings(batch_generated, batch_size, beams)
             else:
@@ -268,7 +282,8 @@ class NgramRetriever(ConstrainedRetriever):
                 self.index.ngrams,
                 docs,
                 query_words,
-                self.index.words if scores_words else None,
+                self.index.words if scores_words or generation.own_words else None,
+                generation.own_words,
             )
             row = []
             for doc, hit in zip(docs, hits, strict=True):
@@ -277,9 +292,13 @@ class NgramRetriever(ConstrainedRetriever):
                     for n, lp, sc in parts[doc]["ngrams"]
                 ]
                 scored = [{"word": w, "score": round(sc, 5)} for w, sc in parts[doc]["words"]]
-                summed = sum(t[-1] for t in parts[doc]["ngrams"] + parts[doc]["words"])
+                own = parts[doc]["query_words"]
+                summed = sum(t[-1] for t in parts[doc]["ngrams"] + parts[doc]["words"] + own)
                 rest = round(hit.score - summed, 5)
-                row.append({"ngrams": ngrams, "words": scored, "rest": rest})
+                entry = {"ngrams": ngrams, "words": scored, "rest": rest}
+                if own:
+                    entry["query_words"] = [{"word": w, "score": round(sc, 5)} for w, sc in own]
+                row.append(entry)
             explained.append(row)
         return results, explained
 
@@ -306,20 +325,23 @@ class NgramRetriever(ConstrainedRetriever):
         best first, cut to ``k`` (None: all): the scoring stage, then feedback if any."""
         scores_words = bool(self.options.word_weight)
         words = self.query_words(generated) if scores_words else [[] for _ in generated]
-        word_index = self.index.words if scores_words else None
+        own_of = [generation.own_words for generation in generated]
+        word_index = self.index.words if scores_words or any(own_of) else None
         ngrams_of = [generation.beams + generation.unigrams for generation in generated]
         if GenerativeFeedback.wanted(self.options):
             # Whole-corpus rankings as arrays: feedback reranks all of each first ranking.
             firsts = [
-                score_corpus(self.options, ngrams, self.index.ngrams, query_words, word_index)
-                for ngrams, query_words in zip(ngrams_of, words, strict=True)
+                score_corpus(self.options, ngrams, self.index.ngrams, query_words, word_index, own)
+                for ngrams, query_words, own in zip(ngrams_of, words, own_of, strict=True)
             ]
             beams = num_beams or self.num_beams
             depth = self.num_docs if k is None else k
             return self.feedback.rerank(self.options, firsts, depth, batch_size, beams)
         return [
-            score_documents(self.options, ngrams, self.index.ngrams, k, query_words, word_index)
-            for ngrams, query_words in zip(ngrams_of, words, strict=True)
+            score_documents(
+                self.options, ngrams, self.index.ngrams, k, query_words, word_index, own
+            )
+            for ngrams, query_words, own in zip(ngrams_of, words, own_of, strict=True)
         ]
 
     def _hits(
@@ -442,8 +464,17 @@ class NgramRetriever(ConstrainedRetriever):
         beams = num_beams or self.num_beams
         out = []
         for start in range(0, len(queries), batch_size):
-            out += self._generate_batch(list(queries[start : start + batch_size]), beams)
+            batch = list(queries[start : start + batch_size])
+            out += self._with_own_words(batch, self._generate_batch(batch, beams))
         return out
+
+    def _with_own_words(self, queries: list[str], generated: list[Generation]) -> list[Generation]:
+        """``generated`` with each query's own analysed words, when the lexical score adds them
+        (``query_weight``)."""
+        if not self.options.query_weight:
+            return generated
+        own = analyze(queries, language=self.index.config.language)
+        return [g._replace(own_words=tuple(w)) for g, w in zip(generated, own, strict=True)]
 
     def _generate_batch(self, queries: list[str], beams: int) -> list[Generation]:
         encoded, mask = self._encode(queries)

@@ -4,12 +4,14 @@ The model generates n-grams (with their log-probabilities) and words; this stage
 into a ranking of the corpus, like a reranker of pyserini takes a query's candidates: BM25 over
 the generated n-grams weighted by their probability (``docid.ngram.bm25_score``) or SEAL's
 intersective score (``docid.ngram.seal_score``), plus ``word_weight`` times the BM25 of the
-generated words over the corpus's stemmed words (``docid.words``). The settings are read from
+generated words over the corpus's stemmed words (``docid.words``), plus ``query_weight`` times
+the BM25 of the query's own words over them. The settings are read from
 an object with :class:`dsi.seal.SealOptions`' field names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -49,14 +51,17 @@ def score_documents(
     k: int | None,
     words: Sequence[str] = (),
     word_index: WordIndex | None = None,
+    own_words: Sequence[str] = (),
 ) -> list[tuple[int, float]]:
     """``(doc_index, score)`` of the documents containing ``ngrams`` (or, when
-    ``options.word_weight`` and ``word_index`` are set, any of the analysed ``words``), best
+    ``options.word_weight`` and ``word_index`` are set, any of the analysed ``words``; or, when
+    ``options.query_weight`` is, any of the query's own analysed words ``own_words``), best
     first, cut to ``k`` (None: all)."""
     use_words = bool(options.word_weight and words and word_index is not None)
-    if not use_words:
+    use_own = bool(options.query_weight and own_words and word_index is not None)
+    if not (use_words or use_own):
         return ngram_scores(options, ngrams, index, k)
-    return score_corpus(options, ngrams, index, words, word_index).top(k)
+    return score_corpus(options, ngrams, index, words, word_index, own_words).top(k)
 
 
 def score_corpus(
@@ -65,12 +70,15 @@ def score_corpus(
     index: NgramIndex,
     words: Sequence[str] = (),
     word_index: WordIndex | None = None,
+    own_words: Sequence[str] = (),
 ) -> Ranking:
     """:func:`score_documents`' scores of every document, as a :class:`Ranking`."""
-    ranking = Ranking(np.zeros(index.num_docs), np.zeros(index.num_docs, dtype=bool))
+    scores = np.zeros(index.num_docs)
     if options.word_weight and words and word_index is not None:
-        scores = options.word_weight * word_index.bm25(words, options.k1, options.b)
-        ranking = Ranking(scores, scores != 0)
+        scores += options.word_weight * word_index.bm25(words, options.k1, options.b)
+    if options.query_weight and own_words and word_index is not None:
+        scores += options.query_weight * word_index.bm25(own_words, options.k1, options.b)
+    ranking = Ranking(scores, scores != 0)
     if options.scoring == "bm25":  # arrays: a large index scores many documents an n-gram
         docs, scores = bm25_scores(list(ngrams), index, **_bm25_settings(options))
         ranking.scores[docs] += scores  # the word score, then the n-gram's
@@ -122,10 +130,12 @@ def contributions(
     docs: Sequence[int],
     words: Sequence[str] = (),
     word_index: WordIndex | None = None,
+    own_words: Sequence[str] = (),
 ) -> dict[int, dict[str, list[tuple[Any, ...]]]]:
     """Per document of ``docs``, what :func:`score_documents` added up for it: under
     ``"ngrams"`` each distinct generated n-gram it holds as (n-gram, best log-probability,
-    score), under ``"words"`` each scored word it holds as (word, score), best first.
+    score), under ``"words"`` each scored word it holds as (word, score), under
+    ``"query_words"`` each of the query's own words it holds as (word, score), best first.
 
     With "bm25" scoring (and for words, always) a document's scores sum to its score; SEAL's
     intersective score is no sum over n-grams, so there an n-gram's score is the one it would
@@ -133,7 +143,7 @@ def contributions(
     """
     wanted = set(docs)
     out: dict[int, dict[str, list[tuple[Any, ...]]]] = {
-        d: {"ngrams": [], "words": []} for d in docs
+        d: {"ngrams": [], "words": [], "query_words": []} for d in docs
     }
     for ngram, logprob in best_logprobs(ngrams).items():
         for doc, score in ngram_scores(options, [(ngram, logprob)], index, None):
@@ -144,6 +154,12 @@ def contributions(
             for doc, score in word_scores(options, [word], word_index).items():
                 if doc in wanted:
                     out[doc]["words"].append((word, score))
+    if options.query_weight and own_words and word_index is not None:
+        own = dataclasses.replace(options, word_weight=options.query_weight)
+        for word in dict.fromkeys(own_words):
+            for doc, score in word_scores(own, [word], word_index).items():
+                if doc in wanted:
+                    out[doc]["query_words"].append((word, score))
     for parts in out.values():
         for terms in parts.values():
             terms.sort(key=lambda term: -term[-1])

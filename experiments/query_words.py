@@ -70,11 +70,14 @@ def candidates(dev: DevSet, weights: Sequence[float]) -> list[dict[str, Any]]:
     """Dev metrics per query weight (fused, lexical alone), then the query's words alone."""
     retriever = dev.retriever
     index = retriever.index
-    plain, options = index.words, retriever.options
+    saved, options = index.word_index, retriever.options
     index.word_index = WordIndex.build(
-        expanded_corpus(index.corpus, index.training_pairs).full_texts(), index.config.language
+        expanded_corpus(index.corpus, index.training_pairs).full_texts(),
+        index.config.language,
+        expanded=True,
     )
-    retriever.options = dataclasses.replace(options, word_weight=WORD_WEIGHT)
+    # The query's words are added here, at each weight: not also by the scoring stage.
+    retriever.options = dataclasses.replace(options, word_weight=WORD_WEIGHT, query_weight=0.0)
     queries = list(dev.queries.values())
     rows = []
     try:
@@ -99,7 +102,7 @@ def candidates(dev: DevSet, weights: Sequence[float]) -> list[dict[str, Any]]:
                 }
             )
     finally:
-        index.word_index, retriever.options = plain, options
+        index.word_index, retriever.options = saved, options
     return rows
 
 

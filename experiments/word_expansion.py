@@ -42,13 +42,16 @@ def candidates(dev: DevSet, grid: Sequence[tuple[bool, float]]) -> list[dict[str
     """Dev metrics of the fused and the lexical-alone ranking for each (expand, word_weight)."""
     retriever = dev.retriever
     index = retriever.index
-    plain = index.words
+    saved, original = index.word_index, retriever.options
+    language = index.config.language
+    plain = WordIndex.build(index.corpus.full_texts(), language)
     started = time.monotonic()
     expanded = WordIndex.build(
-        expanded_corpus(index.corpus, index.training_pairs).full_texts(), index.config.language
+        expanded_corpus(index.corpus, index.training_pairs).full_texts(), language, expanded=True
     )
     build_seconds = time.monotonic() - started
-    options = retriever.options
+    # As the rule ran them (before the preset held them): the query's words not scored.
+    options = dataclasses.replace(retriever.options, query_weight=0.0)
     rows = []
     for expand, weight in grid:
         index.word_index = expanded if expand else plain
@@ -64,7 +67,7 @@ def candidates(dev: DevSet, grid: Sequence[tuple[bool, float]]) -> list[dict[str
                 "lexical": mean_metrics(scores_of(dev, alone)),
             }
         )
-    index.word_index, retriever.options = plain, options
+    index.word_index, retriever.options = saved, original
     for row in rows:
         row["fused nDCG@10"] = row["fused"]["nDCG@10"]
         row["lexical nDCG@10"] = row["lexical"]["nDCG@10"]

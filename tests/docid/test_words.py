@@ -74,3 +74,17 @@ def test_empty_corpus_and_empty_documents():
     index = WordIndex.build(["", "the and"])
     assert index.num_docs == 2 and index.vocabulary == {}
     assert index.bm25(["liver"]).tolist() == [0.0, 0.0]
+
+
+def test_an_expanded_index_says_so_after_saving_and_loading(tmp_path):
+    texts = ["the river stone", "a copper basket"]
+    plain = WordIndex.build(texts)
+    expanded = WordIndex.build([texts[0] + " where are river stones", texts[1]], expanded=True)
+    assert not plain.expanded and expanded.expanded
+    for made, name in ((plain, "plain"), (expanded, "expanded")):
+        made.save(tmp_path / name)
+        loaded = WordIndex.load(tmp_path / name, mmap=True)
+        assert loaded.expanded == made.expanded
+        assert loaded.doc_lengths.tolist() == made.doc_lengths.tolist()
+    # An index of documents alone keeps the header bytes it had before expansion existed.
+    assert "expanded" not in (tmp_path / "plain" / "word_index.json").read_text()

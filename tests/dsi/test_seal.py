@@ -111,9 +111,16 @@ def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
         ngrams = generation.beams + generation.unigrams
         ngram_scores = dict(score_documents(o, ngrams, index.ngrams, None))
         word_scores = index.words.bm25(row_words, o.k1, o.b)
+        # The query's own words add their BM25 at query_weight (the with-queries preset's).
+        assert o.query_weight > 0 and generation.own_words
+        own_scores = index.words.bm25(generation.own_words, o.k1, o.b)
         for hit in hits:
             doc = index.corpus.positions()[hit.doc_id]
-            expected = ngram_scores.get(doc, 0.0) + o.word_weight * word_scores[doc]
+            expected = (
+                ngram_scores.get(doc, 0.0)
+                + o.word_weight * word_scores[doc]
+                + o.query_weight * own_scores[doc]
+            )
             if expected > 0:  # not a backfilled document
                 assert hit.score == pytest.approx(expected)
         # The words are those of the beams and of the completions of the best first tokens
@@ -150,6 +157,8 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
         feedback_docs=alone.feedback_docs,
         fusion_weight=alone.fusion_weight,
         plan_weight=alone.plan_weight,
+        expand_words=alone.expand_words,
+        query_weight=alone.query_weight,
     )
     # The fused kind's weights follow the preset too (chosen on dev for each).
     assert (options.fusion_weight, options.plan_weight) == (1.0, 4.0)
@@ -163,7 +172,9 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
         ngram_scores = dict(
             score_documents(options, generation.beams + generation.unigrams, index.ngrams, None)
         )
-        word_scores = index.words.bm25(row_words, options.k1, options.b)
+        # Its word index holds the documents alone: it has no training queries to expand with.
+        assert not unqueried.words.expanded and index.words.expanded
+        word_scores = unqueried.words.bm25(row_words, options.k1, options.b)
         for hit in hits:
             doc = index.corpus.positions()[hit.doc_id]
             expected = ngram_scores.get(doc, 0.0) + weight * word_scores[doc]
@@ -198,7 +209,13 @@ def test_feedback_adds_the_bm25_of_the_words_generated_from_the_best_documents(b
         generated, words, retriever.rank_generations(generated, k=5), strict=True
     ):
         first = score_documents(
-            o, generation.beams + generation.unigrams, index.ngrams, None, row_words, index.words
+            o,
+            generation.beams + generation.unigrams,
+            index.ngrams,
+            None,
+            row_words,
+            index.words,
+            generation.own_words,
         )
         best = [doc for doc, _ in first[:2]]
         shares = retriever.generated_words_of(best)
@@ -638,7 +655,9 @@ def test_scoring_option_picks_the_document_score(built):
     }
     generated = retriever.generate_ngrams(queries[:3])
     for scoring, score in direct.items():
-        retriever.options = dataclasses.replace(o, scoring=scoring, word_weight=0.0)
+        retriever.options = dataclasses.replace(
+            o, scoring=scoring, word_weight=0.0, query_weight=0.0
+        )
         for row, hits in zip(generated, retriever.search(queries[:3], k=5), strict=True):
             expected = [(index.corpus.doc_ids[d], s) for d, s in score(row)[:5]]
             # Documents past the scored ones are backfilled (score <= 0).
@@ -663,12 +682,15 @@ def test_explain_accounts_for_each_hits_score(built):
         assert len(reasons) == len(row)
         for hit, why in zip(row, reasons, strict=True):
             doc = position[hit.doc_id]
-            assert why["ngrams"] or why["words"] or hit.score <= 0  # a backfilled document
+            own = why.get("query_words", [])
+            assert why["ngrams"] or why["words"] or own or hit.score <= 0  # a backfilled one
             if hit.score > 0:
-                summed = sum(t["score"] for t in why["ngrams"] + why["words"])
+                summed = sum(t["score"] for t in why["ngrams"] + why["words"] + own)
                 assert summed == pytest.approx(hit.score, abs=1e-3)
                 assert why["rest"] == pytest.approx(0.0, abs=1e-3)
             for word in why["words"]:
+                assert word["word"] in doc_words[doc] and word["score"] > 0
+            for word in own:  # the query's own words, at query_weight
                 assert word["word"] in doc_words[doc] and word["score"] > 0
             for ngram in why["ngrams"]:
                 assert ngram["logprob"] <= 0 and ngram["score"] > 0
@@ -678,8 +700,10 @@ def test_explain_accounts_for_each_hits_score(built):
     assert hits == retriever.search(queries[:2], k=5)
     for row, reasons in zip(hits, explained, strict=True):
         for hit, why in zip(row, reasons, strict=True):
-            summed = sum(t["score"] for t in why["ngrams"] + why["words"])
-            assert summed + why["rest"] == pytest.approx(hit.score, abs=1e-4)
+            parts = why["ngrams"] + why["words"] + why.get("query_words", [])
+            assert sum(t["score"] for t in parts) + why["rest"] == pytest.approx(
+                hit.score, abs=1e-4
+            )
 
 
 def test_search_explain_shows_the_ngrams_and_words_of_each_hit(saved, capsys):
@@ -690,6 +714,7 @@ def test_search_explain_shows_the_ngrams_and_words_of_each_hit(saved, capsys):
     assert hits
     for hit in hits:
         why = hit["explain"]
-        assert set(why) == {"ngrams", "words", "rest"}
-        total = sum(t["score"] for t in why["ngrams"] + why["words"]) + why["rest"]
+        assert {"ngrams", "words", "rest"} <= set(why) <= {"ngrams", "words", "query_words", "rest"}
+        parts = why["ngrams"] + why["words"] + why.get("query_words", [])
+        total = sum(t["score"] for t in parts) + why["rest"]
         assert total == pytest.approx(hit["score"], abs=1e-3)
