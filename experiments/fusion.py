@@ -214,6 +214,25 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def write_decision(
+    output: Path, heading: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], result: dict
+) -> None:
+    """``output``.json (``result``) and .md: ``heading``, the rows' table and the decision (or
+    that a run without a rule decides nothing); the markdown is printed too."""
+    rule = result.get("rule")
+    text = (
+        f"# {heading}\n\n"
+        + table(rows, columns)
+        + f"\n\nDecision ({'rule: ' + rule['file'] if rule else 'no rule: decides nothing'}): "
+        + json.dumps(result["decision"])
+        + "\n"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    atomic_write_text(output.with_suffix(".md"), text)
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("grid", "ablation", "latency", "dev-qrels"))

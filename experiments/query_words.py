@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,14 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from docid.io import atomic_write_text
 from docid.words import WordIndex, analyze
 from dsi.baselines import expanded_corpus
 from dsi.fusion import fuse
 from dsi.metrics import mean_metrics
 from dsi.ngram_retriever import Generation, NgramRetriever, Ranking
 from dsi.scoring import Ranking as Scores
-from experiments.fusion import ROOT, DevSet, load_dev, scores_of, table
+from experiments.fusion import ROOT, DevSet, load_dev, scores_of, write_decision
 from experiments.provenance import add_rule_argument, checked_rule, git_state
 
 K = 10
@@ -152,19 +150,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "lexical nDCG@10",
         "lexical Hits@10",
     ]
-    text = (
-        f"# The query's own words in the lexical score: {dev.name} dev ({len(dev.queries)} "
+    heading = (
+        f"The query's own words in the lexical score: {dev.name} dev ({len(dev.queries)} "
         f"queries), expanded word index at word weight {WORD_WEIGHT:g}, fusion weight "
-        f"{options.fusion_weight:g}, plan weight {options.plan_weight:g}\n\n"
-        + table(rows, columns)
-        + f"\n\nDecision ({'rule: ' + rule['file'] if rule else 'no rule: decides nothing'}): "
-        + json.dumps(result["decision"])
-        + "\n"
+        f"{options.fusion_weight:g}, plan weight {options.plan_weight:g}"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.output.with_suffix(".md"), text)
-    print(text)
+    write_decision(args.output, heading, rows, columns, result)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from docid.io import atomic_write_text
 from docid.words import WordIndex
 from dsi.baselines import expanded_corpus
 from dsi.fusion import fuse
 from dsi.metrics import mean_metrics
-from experiments.fusion import ROOT, DevSet, load_dev, scores_of, table
+from experiments.fusion import ROOT, DevSet, load_dev, scores_of, write_decision
 from experiments.provenance import add_rule_argument, checked_rule, git_state
 
 K = 10
@@ -114,19 +112,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seconds": round(time.monotonic() - started, 1),
     }
     columns = ["expand", "word_weight", "fused nDCG@10", "fused Hits@10", "lexical nDCG@10"]
-    text = (
-        f"# Word index expanded with training queries: {dev.name} dev ({len(dev.queries)} "
+    heading = (
+        f"Word index expanded with training queries: {dev.name} dev ({len(dev.queries)} "
         f"queries), fusion weight {result['fusion_weight']:g}, plan weight "
-        f"{result['plan_weight']:g}\n\n"
-        + table(rows, columns)
-        + f"\n\nDecision ({'rule: ' + rule['file'] if rule else 'no rule: decides nothing'}): "
-        + json.dumps(result["decision"])
-        + "\n"
+        f"{result['plan_weight']:g}"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.output.with_suffix(".md"), text)
-    print(text)
+    write_decision(args.output, heading, rows, columns, result)
 
 
 if __name__ == "__main__":
