@@ -214,6 +214,24 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def dev_command(
+    description: str, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, dict | None, DevSet]:
+    """The arguments of a dev decision over one fused index with training queries (``--dev
+    INDEX QUERIES QRELS``, ``--output``, ``--rule``): the parsed arguments, the checked rule
+    and the dev set."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dev", nargs=3, required=True, metavar=("INDEX", "QUERIES", "QRELS"))
+    parser.add_argument("--output", type=Path, required=True, help="OUT: writes OUT.json, OUT.md")
+    add_rule_argument(parser)
+    args = parser.parse_args(argv)
+    rule = checked_rule(parser, args.rule)
+    dev = load_dev(*args.dev)
+    if not dev.retriever.index.training_pairs:
+        parser.error(f"{args.dev[0]} has no training queries: its word index has no expansion.")
+    return args, rule, dev
+
+
 def write_decision(
     output: Path, heading: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], result: dict
 ) -> None:

@@ -13,11 +13,9 @@ fused and the lexical-alone rankings, and of the query's words alone. Writes ``O
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +26,8 @@ from dsi.fusion import fuse
 from dsi.metrics import mean_metrics
 from dsi.ngram_retriever import Generation, NgramRetriever, Ranking
 from dsi.scoring import Ranking as Scores
-from experiments.fusion import ROOT, DevSet, load_dev, scores_of, write_decision
-from experiments.provenance import add_rule_argument, checked_rule, git_state
+from experiments.fusion import ROOT, DevSet, dev_command, scores_of, write_decision
+from experiments.provenance import git_state
 
 K = 10
 QUERY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -119,15 +117,7 @@ def decide(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dev", nargs=3, required=True, metavar=("INDEX", "QUERIES", "QRELS"))
-    parser.add_argument("--output", type=Path, required=True, help="OUT: writes OUT.json, OUT.md")
-    add_rule_argument(parser)
-    args = parser.parse_args(argv)
-    rule = checked_rule(parser, args.rule)
-    dev = load_dev(*args.dev)
-    if not dev.retriever.index.training_pairs:
-        parser.error(f"{args.dev[0]} has no training queries: its word index has no expansion.")
+    args, rule, dev = dev_command(__doc__.split("\n\n")[0], argv)
     started = time.monotonic()
     rows = candidates(dev, QUERY_WEIGHTS)
     options = dev.retriever.options

@@ -15,19 +15,17 @@ rankings; the rule decides. Writes ``OUT.json`` and ``OUT.md``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from docid.words import WordIndex
 from dsi.baselines import expanded_corpus
 from dsi.fusion import fuse
 from dsi.metrics import mean_metrics
-from experiments.fusion import ROOT, DevSet, load_dev, scores_of, write_decision
-from experiments.provenance import add_rule_argument, checked_rule, git_state
+from experiments.fusion import ROOT, DevSet, dev_command, scores_of, write_decision
+from experiments.provenance import git_state
 
 K = 10
 # (expand, word_weight): today's scoring first (rules/word_expansion.md).
@@ -89,15 +87,7 @@ def decide(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dev", nargs=3, required=True, metavar=("INDEX", "QUERIES", "QRELS"))
-    parser.add_argument("--output", type=Path, required=True, help="OUT: writes OUT.json, OUT.md")
-    add_rule_argument(parser)
-    args = parser.parse_args(argv)
-    rule = checked_rule(parser, args.rule)
-    dev = load_dev(*args.dev)
-    if not dev.retriever.index.training_pairs:
-        parser.error(f"{args.dev[0]} has no training queries: there is nothing to expand with.")
+    args, rule, dev = dev_command(__doc__.split("\n\n")[0], argv)
     started = time.monotonic()
     rows = candidates(dev, CANDIDATES)
     result = {
