@@ -11,7 +11,6 @@ an object with :class:`dsi.seal.SealOptions`' field names.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -117,9 +116,13 @@ def ngram_scores(
     )
 
 
-def word_scores(options: Any, words: Sequence[str], word_index: WordIndex) -> dict[int, float]:
-    """``options.word_weight`` times the BM25 of ``words`` per document that holds any."""
-    scores = options.word_weight * word_index.bm25(words, options.k1, options.b)
+def word_scores(
+    options: Any, words: Sequence[str], word_index: WordIndex, weight: float | None = None
+) -> dict[int, float]:
+    """``weight`` (default ``options.word_weight``) times the BM25 of ``words`` per document
+    that holds any."""
+    weight = options.word_weight if weight is None else weight
+    scores = weight * word_index.bm25(words, options.k1, options.b)
     return {int(doc): float(scores[doc]) for doc in np.flatnonzero(scores)}
 
 
@@ -155,9 +158,10 @@ def contributions(
                 if doc in wanted:
                     out[doc]["words"].append((word, score))
     if options.query_weight and own_words and word_index is not None:
-        own = dataclasses.replace(options, word_weight=options.query_weight)
         for word in dict.fromkeys(own_words):
-            for doc, score in word_scores(own, [word], word_index).items():
+            for doc, score in word_scores(
+                options, [word], word_index, options.query_weight
+            ).items():
                 if doc in wanted:
                     out[doc]["query_words"].append((word, score))
     for parts in out.values():
