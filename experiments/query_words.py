@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from docid.words import WordIndex, analyze
-from dsi.baselines import expanded_corpus
+from docid.words import analyze
 from dsi.fusion import fuse
 from dsi.metrics import mean_metrics
 from dsi.ngram_retriever import Generation, NgramRetriever, Ranking
 from dsi.scoring import Ranking as Scores
+from dsi.seal import word_index
 from experiments.fusion import ROOT, DevSet, dev_command, scores_of, write_decision
 from experiments.provenance import git_state
 
@@ -67,11 +67,7 @@ def candidates(dev: DevSet, weights: Sequence[float]) -> list[dict[str, Any]]:
     retriever = dev.retriever
     index = retriever.index
     saved, options = index.word_index, retriever.options
-    index.word_index = WordIndex.build(
-        expanded_corpus(index.corpus, index.training_pairs).full_texts(),
-        index.config.language,
-        expanded=True,
-    )
+    index.word_index = word_index(index.corpus, index.training_pairs, True, index.config.language)
     # The query's words are added here, at each weight: not also by the scoring stage.
     retriever.options = dataclasses.replace(options, word_weight=WORD_WEIGHT, query_weight=0.0)
     queries = list(dev.queries.values())

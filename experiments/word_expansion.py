@@ -7,7 +7,7 @@ rule: experiments/rules/word_expansion.md).
 
 The n-gram kinds score generated words with BM25 over each document's words. ``bm25+queries``
 scores documents with the text of the training queries that judge them appended
-(``dsi.baselines.expanded_corpus``). This script searches a trained fused index again with its
+(``dsi.data.expanded_corpus``). This script searches a trained fused index again with its
 word index built from those expanded texts, at several ``word_weight`` (the model, the n-gram
 index and the docids untouched), and reports dev nDCG@10 of the fused and the lexical-alone
 rankings; the rule decides. Writes ``OUT.json`` and ``OUT.md``.
@@ -20,10 +20,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from docid.words import WordIndex
-from dsi.baselines import expanded_corpus
 from dsi.fusion import fuse
 from dsi.metrics import mean_metrics
+from dsi.seal import word_index
 from experiments.fusion import ROOT, DevSet, dev_command, scores_of, write_decision
 from experiments.provenance import git_state
 
@@ -40,11 +39,9 @@ def candidates(dev: DevSet, grid: Sequence[tuple[bool, float]]) -> list[dict[str
     index = retriever.index
     saved, original = index.word_index, retriever.options
     language = index.config.language
-    plain = WordIndex.build(index.corpus.full_texts(), language)
+    plain = word_index(index.corpus, index.training_pairs, False, language)
     started = time.monotonic()
-    expanded = WordIndex.build(
-        expanded_corpus(index.corpus, index.training_pairs).full_texts(), language, expanded=True
-    )
+    expanded = word_index(index.corpus, index.training_pairs, True, language)
     build_seconds = time.monotonic() - started
     # As the rule ran them (before the preset held them): the query's words not scored.
     options = dataclasses.replace(retriever.options, query_weight=0.0)

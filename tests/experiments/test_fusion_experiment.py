@@ -96,6 +96,7 @@ def test_the_rule_takes_the_cheapest_of_the_level_candidates():
 
 @pytest.mark.slow
 def test_word_expansion_scores_each_candidate_and_leaves_the_index_as_it_was(fused_dir, tmp_path):
+    from docid.words import WordIndex
     from experiments import word_expansion
 
     dev = fusion.load_dev(
@@ -109,7 +110,7 @@ def test_word_expansion_scores_each_candidate_and_leaves_the_index_as_it_was(fus
     assert index.word_index is plain and dev.retriever.options == options
     # The index was built with training queries: its word index holds their words too, more
     # than the documents' own.
-    alone = word_expansion.WordIndex.build(index.corpus.full_texts())
+    alone = WordIndex.build(index.corpus.full_texts())
     assert plain.expanded and plain.doc_lengths.sum() > alone.doc_lengths.sum()
 
 
