@@ -294,6 +294,8 @@ class NgramCounts(Protocol):
 
     def occurrences(self, ngram: Sequence[int]) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def postings(self, ngram: Sequence[int]) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 def ngram_weight(logprob: float, count: int, total: int, smoothing: float = 0.0) -> float:
     """SEAL's frequency-corrected n-gram score, before the power ``alpha``.
@@ -443,7 +445,7 @@ def bm25_scores(
         count = int(index.count(key))
         if count == 0 or count > max_occurrences:
             continue
-        docs, tf = np.unique(index.occurrences(key)[0], return_counts=True)
+        docs, tf = index.postings(key)
         idf = math.log1p((num_docs - len(docs) + 0.5) / (len(docs) + 0.5))
         weight = math.exp(gamma * min(logprob, 0.0)) * idf
         length_norm = k1 * (1.0 - b + b * lengths[docs] / average_length)

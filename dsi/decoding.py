@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import torch
 from transformers import LogitsProcessorList
 
+from dsi.model import cache_parameter
+
 # transformers fills the slots of beams that found no hypothesis with a score of -1e9.
 EMPTY_SLOT = -1e8
 
@@ -102,38 +104,179 @@ def constrained_generate(
 ) -> tuple[list[list[int]], list[float]]:
     """``beams`` decoded sequences per input (without the start token) and their log-probabilities.
 
-    With one beam transformers decodes greedily and returns no sequence scores, so they are summed
+    ``enc`` holds ``input_ids`` or ``encoder_outputs``, the ``attention_mask`` and optionally
+    ``decoder_input_ids`` (a decoder prompt). With more than one beam, :func:`beam_search`;
+    with one, transformers decodes greedily and returns no sequence scores, so they are summed
     from the raw logits; ``processor`` must then not mask in place (it would mask those logits).
     Given a list as ``first_logits``, the raw logits of the first decoding step, one row per
     input, are appended to it (the same forward pass; what a caller would otherwise run again).
     """
-    greedy = beams == 1
-    keep_logits = greedy or first_logits is not None
+    if beams > 1:
+        sequences, scores = beam_search(
+            model, enc, beams, max_new_tokens, processor, length_penalty, first_logits
+        )
+        return sequences[:, 1:].tolist(), scores.tolist()
     out = model.generate(
         **enc,
-        num_beams=beams,
-        num_return_sequences=beams,
+        num_beams=1,
         max_new_tokens=max_new_tokens,
         logits_processor=LogitsProcessorList([processor]),
         do_sample=False,
-        output_logits=keep_logits,
+        output_logits=True,
         output_scores=True,
         return_dict_in_generate=True,
-        **({} if greedy else {"length_penalty": length_penalty, "early_stopping": True}),
     )
     if first_logits is not None:
-        first_logits.append(out.logits[0][::beams])
-    if not greedy:
-        scores = out.sequences_scores
-    else:
-        # Log-probabilities over the whole vocabulary, as beam search scores them.
-        generated = out.sequences[:, 1:]
-        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1)
-        steps = logprobs.gather(2, generated.unsqueeze(-1)).squeeze(-1)
-        is_eos = (generated == model.config.eos_token_id).long()
-        after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0  # padding after the first EOS
-        scores = steps.masked_fill(after_eos, 0.0).sum(dim=1)
-    return out.sequences[:, 1:].tolist(), scores.tolist()
+        first_logits.append(out.logits[0])
+    # Log-probabilities over the whole vocabulary, as beam search scores them.
+    generated = out.sequences[:, 1:]
+    logprobs = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1)
+    steps = logprobs.gather(2, generated.unsqueeze(-1)).squeeze(-1)
+    is_eos = (generated == model.config.eos_token_id).long()
+    after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0  # padding after the first EOS
+    scores = steps.masked_fill(after_eos, 0.0).sum(dim=1)
+    return generated.tolist(), scores.tolist()
+
+
+def next_token_logits(
+    model, encoded: Any, mask: torch.Tensor, decoder_ids: torch.Tensor, cache: Any = None
+) -> tuple[torch.Tensor, Any]:
+    """The model's float32 logits for the token after each row of ``decoder_ids`` and the
+    decoder's cache (None where the model keeps none); given a ``cache``, ``decoder_ids`` holds
+    only the tokens it has not seen. A model with a ``decode_step`` (``dsi.model.CopyT5``) is
+    asked through it: the same floats as its forward, without transformers' per-call wrappers.
+    """
+    step = getattr(model, "decode_step", None)
+    if step is not None:
+        logits, cache = step(encoded, mask, decoder_ids, cache)
+        return logits.float(), cache
+    name = cache_parameter(type(model))
+    out = model(
+        encoder_outputs=encoded,
+        attention_mask=mask,
+        decoder_input_ids=decoder_ids,
+        use_cache=True,
+        return_dict=True,
+        **({} if cache is None else {name: cache}),
+    )
+    return out.logits[:, -1, :].float(), out.get(name)
+
+
+# A score that no live hypothesis reaches: what transformers adds to rule a candidate out.
+_RULED_OUT = -1.0e9
+
+
+@torch.inference_mode()
+def beam_search(
+    model,
+    enc,
+    beams: int,
+    max_new_tokens: int,
+    processor,
+    length_penalty: float = 0.0,
+    first_logits: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' beam search (``generate`` with ``num_beams=beams``, ``early_stopping=True``),
+    step for step and float for float, without ``generate``'s per-call set-up: per input its
+    ``beams`` best finished sequences (start token and prompt included, one row each) and their
+    scores (a slot no sequence filled scores about -1e9). ``enc`` and ``first_logits`` are as
+    in :func:`constrained_generate`.
+
+    A search decodes ~3 steps of a few milliseconds each; ``generate``'s set-up (it copies its
+    configuration, validates its arguments and builds its processors on every call) cost about
+    as much again (docs/serving-memory.md).
+    """
+    config = model.config
+    eos, pad = config.eos_token_id, config.pad_token_id
+    mask = enc["attention_mask"]
+    encoded = enc.get("encoder_outputs")
+    if encoded is None:
+        encoded = model.get_encoder()(
+            input_ids=enc["input_ids"], attention_mask=mask, return_dict=True
+        )
+    batch = mask.shape[0]
+    device = mask.device
+    prompt = enc.get("decoder_input_ids")
+    if prompt is None:
+        prompt = torch.full((batch, 1), config.decoder_start_token_id, device=device)
+    # Every beam of an input attends to that input's states.
+    encoded = type(encoded)(
+        **{
+            name: value.repeat_interleave(beams, dim=0) if torch.is_tensor(value) else value
+            for name, value in encoded.items()
+        }
+    )
+    mask = mask.repeat_interleave(beams, dim=0)
+    prompt_len = prompt.shape[1]
+    max_length = prompt_len + max_new_tokens
+    keep = 2 * beams  # enough candidates that `beams` remain when the best all end
+    is_top = torch.arange(keep, device=device) < beams
+    fill = pad or eos  # transformers' fill value (T5's pad id is 0)
+    running = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
+    running[:, :, :prompt_len] = prompt[:, None, :]
+    sequences = running.clone()
+    running_scores = torch.zeros((batch, beams), device=device)
+    running_scores[:, 1:] = _RULED_OUT  # only the first beam's tokens at the first step
+    scores = torch.full((batch, beams), _RULED_OUT, device=device)
+    lengths = torch.zeros((batch, beams), dtype=torch.long, device=device)
+    finished = torch.zeros((batch, beams), dtype=torch.bool, device=device)
+    improvable = torch.ones((batch, 1), dtype=torch.bool, device=device)
+    offsets = torch.arange(batch, device=device)[:, None] * beams
+    cache = None
+    cur = prompt_len
+    while True:
+        flat = running[:, :, :cur].reshape(batch * beams, cur)
+        step_inputs = flat if cache is None else flat[:, -1:]
+        logits, cache = next_token_logits(model, encoded, mask, step_inputs, cache)
+        if first_logits is not None and cur == prompt_len:
+            first_logits.append(logits[::beams].clone())
+        logprobs = processor(flat, torch.nn.functional.log_softmax(logits, dim=-1))
+        logprobs = logprobs.view(batch, beams, -1) + running_scores[:, :, None]
+        logprobs = logprobs.reshape(batch, -1)
+        vocab = logprobs.shape[-1] // beams
+        top_scores, top_indices = torch.topk(logprobs, k=keep)
+        top_beams = top_indices // vocab
+        top_sequences = torch.take_along_dim(running, top_beams[:, :, None], dim=1)
+        top_sequences[:, :, cur] = top_indices % vocab
+        ended = (top_sequences[:, :, cur] == eos) | (cur + 1 >= max_length)
+
+        # The best `beams` candidates that go on.
+        live_scores = top_scores + ended.to(torch.float32) * _RULED_OUT
+        chosen = torch.topk(live_scores, k=beams)[1]
+        running = torch.take_along_dim(top_sequences, chosen[:, :, None], dim=1)
+        running_scores = torch.take_along_dim(live_scores, chosen, dim=1)
+        source_beams = torch.take_along_dim(top_beams, chosen, dim=1) + offsets
+
+        # The finished sequences: the best `beams` of those kept and those that just ended.
+        just_ended = ended & is_top[None, :]
+        ended_scores = top_scores / ((cur + 1 - prompt_len) ** length_penalty)
+        full = torch.all(finished, dim=-1, keepdim=True)
+        ended_scores += full.to(torch.float32) * _RULED_OUT
+        ended_scores += (~improvable).to(torch.float32) * _RULED_OUT
+        ended_scores += (~just_ended) * _RULED_OUT
+        merged_scores = torch.cat((scores, ended_scores), dim=1)
+        best = torch.topk(merged_scores, k=beams)[1]
+        sequences = torch.take_along_dim(
+            torch.cat((sequences, top_sequences), dim=1), best[:, :, None], dim=1
+        )
+        scores = torch.take_along_dim(merged_scores, best, dim=1)
+        candidate_lengths = torch.full_like(top_beams, cur + 1 - prompt_len)
+        lengths = torch.take_along_dim(torch.cat((lengths, candidate_lengths), dim=1), best, dim=1)
+        finished = torch.take_along_dim(torch.cat((finished, just_ended), dim=1), best, dim=1)
+
+        cur += 1
+        best_running = running_scores[:, :1] / ((cur - prompt_len) ** length_penalty)
+        worst_finished = torch.where(
+            finished, torch.min(scores, dim=1, keepdim=True)[0], _RULED_OUT
+        )
+        improvable = improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
+        if not (bool(improvable.any()) and not bool(finished.all()) and not bool(ended.all())):
+            break
+        if cache is not None:
+            cache.reorder_cache(source_beams.reshape(-1))
+    # Cropped as transformers crops: to the longest sequence returned.
+    sequences = sequences[:, :, : prompt_len + int(lengths.max())]
+    return sequences.reshape(batch * beams, -1), scores.reshape(-1)
 
 
 class ConstrainedRetriever:

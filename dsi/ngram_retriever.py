@@ -27,6 +27,7 @@ from dsi.decoding import (
     Hit,
     constrained_generate,
     keep_heap_flat,
+    next_token_logits,
 )
 from dsi.feedback import (
     FeedbackWords,
@@ -576,13 +577,10 @@ class NgramRetriever(ConstrainedRetriever):
                 break
             rows = torch.as_tensor(live, device=self.device)
             decoder_ids = torch.tensor([[start, *words[i]] for i in live], device=self.device)
-            logits = self.model(
-                encoder_outputs=_rows(encoded, rows),
-                attention_mask=attention[rows],
-                decoder_input_ids=decoder_ids,
-                use_cache=False,  # each step runs the whole prefix: a cache would only cost
-            ).logits[:, -1]
-            logits = logits.float()
+            # Each step runs the whole prefix (rows drop out as their words end).
+            logits, _ = next_token_logits(
+                self.model, _rows(encoded, rows), attention[rows], decoder_ids
+            )
             step = self._processor(decoder_ids, logits.log_softmax(dim=-1))
             best_logprob, best = step.max(dim=-1)
             ends = self._word_ends[best] | ~torch.isfinite(best_logprob)

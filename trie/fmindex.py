@@ -87,6 +87,9 @@ _GATHER_LIMIT = 2048
 # suffixes to gather) are pinned outside the LRU so cheap entries never evict them; there are
 # at most len(tokens) / _PIN_BLOCK such blocks per n-gram length.
 _PIN_BLOCK = 1 << 16
+# Entries of the postings cache: ~100 n-grams a search, each up to a scorer's cut-off of
+# documents (1,500 by default: 4,096 entries stay below ~100 MB).
+_POSTINGS_CACHE = 4096
 # Load checks of a mapped index read this many evenly spaced documents and suffixes (each
 # read maps its neighbouring pages too: a few thousand would map all of a 1M-passage index).
 _SAMPLE = 64
@@ -161,6 +164,8 @@ class NgramIndex:
         self._uni_ready = False
         self._next_cache = _LRU(cache_size)
         self._range_cache = _LRU(cache_size)
+        # Postings are larger than blocks (up to a scorer's max_occurrences documents each).
+        self._postings_cache = _LRU(min(cache_size, _POSTINGS_CACHE))
         self._pinned: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._doc_lengths: np.ndarray | None = None
 
@@ -302,6 +307,7 @@ class NgramIndex:
     def clear_cache(self) -> None:
         self._next_cache.clear()
         self._range_cache.clear()
+        self._postings_cache.clear()
         self._pinned.clear()
 
     def _cached_next(self, key: tuple[int, ...]):
@@ -363,6 +369,19 @@ class NgramIndex:
         positions = np.sort(self.sa[lo:hi].astype(np.int64))
         docs = np.searchsorted(self.doc_starts, positions, side="right") - 1
         return docs, positions
+
+    def postings(self, ngram: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct documents containing ``ngram`` (ascending) and its occurrences in each;
+        cached (read-only arrays): a search scores ~100 n-grams, most of them seen before."""
+        key = tuple(int(t) for t in ngram)
+        hit = self._postings_cache.get(key)
+        if hit is not None:
+            return hit
+        docs, _ = self.occurrences(key)
+        docs, counts = np.unique(docs, return_counts=True)
+        entry = (_frozen(docs), _frozen(counts))
+        self._postings_cache.put(key, entry)
+        return entry
 
     def documents(self, ngram: Sequence[int]) -> np.ndarray:
         """Sorted distinct indices of the documents containing ``ngram`` (all for ``()``)."""

@@ -124,6 +124,10 @@ class ListIndex:
             ]
         return np.array([d for d, _ in out]), np.array([p for _, p in out])
 
+    def postings(self, ngram):
+        docs, _ = self.occurrences(ngram)
+        return np.unique(docs, return_counts=True)
+
     def count(self, ngram) -> int:
         return len(self.occurrences(ngram)[0])
 

@@ -47,6 +47,10 @@ def check(index: NgramIndex, docs: list[list[int]], ngram: tuple[int, ...]) -> N
     assert index.documents(ngram).tolist() == found
     d, p = index.occurrences(ngram)
     assert list(zip(d.tolist(), p.tolist(), strict=True)) == where
+    docs, tf = index.postings(ngram)
+    per_doc = Counter(doc for doc, _ in where)
+    assert dict(zip(docs.tolist(), tf.tolist(), strict=True)) == per_doc
+    assert docs.tolist() == sorted(per_doc)
 
 
 docs_strategy = st.lists(
@@ -126,6 +130,10 @@ def test_cached_results_are_read_only():
     with pytest.raises(ValueError):
         ids[0] = 9
     assert index.next_tokens((1, 2))[0].tolist() == [3, 4]
+    docs, tf = index.postings((1, 2))
+    with pytest.raises(ValueError):
+        tf[0] = 9
+    assert index.postings((1, 2))[1].tolist() == [2]
 
 
 @pytest.mark.parametrize("mmap", [False, True])
