@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,6 +101,7 @@ def constrained_generate(
     processor,
     length_penalty: float = 0.0,
     first_logits: list[torch.Tensor] | None = None,
+    ride_along: RideAlong | None = None,
 ) -> tuple[list[list[int]], list[float]]:
     """``beams`` decoded sequences per input (without the start token) and their log-probabilities.
 
@@ -110,10 +111,12 @@ def constrained_generate(
     from the raw logits; ``processor`` must then not mask in place (it would mask those logits).
     Given a list as ``first_logits``, the raw logits of the first decoding step, one row per
     input, are appended to it (the same forward pass; what a caller would otherwise run again).
+    ``ride_along`` (:class:`RideAlong`) is served by beam search only: greedy decoding leaves
+    its ``logits`` None, but still gives ``choose`` the first step's logits.
     """
     if beams > 1:
         sequences, scores = beam_search(
-            model, enc, beams, max_new_tokens, processor, length_penalty, first_logits
+            model, enc, beams, max_new_tokens, processor, length_penalty, first_logits, ride_along
         )
         return sequences[:, 1:].tolist(), scores.tolist()
     out = model.generate(
@@ -128,6 +131,8 @@ def constrained_generate(
     )
     if first_logits is not None:
         first_logits.append(out.logits[0])
+    if ride_along is not None:
+        ride_along.choose(out.logits[0])
     # Log-probabilities over the whole vocabulary, as beam search scores them.
     generated = out.sequences[:, 1:]
     logprobs = torch.stack(out.logits, dim=1).float().log_softmax(dim=-1)
@@ -162,6 +167,20 @@ def next_token_logits(
     return out.logits[:, -1, :].float(), out.get(name)
 
 
+@dataclass
+class RideAlong:
+    """Extra rows for :func:`beam_search`'s second decoder pass: each continues its input's
+    prompt by one token, and gets its next-token logits from that pass, not a pass of its own.
+
+    ``choose(first)`` gets the raw logits of the first step (one row per input) and returns,
+    for each extra row, its input's index and its token (two 1-D long tensors); the search
+    sets ``logits`` to their raw next-token logits, one row each.
+    """
+
+    choose: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    logits: torch.Tensor | None = None
+
+
 # A score that no live hypothesis reaches: what transformers adds to rule a candidate out.
 _RULED_OUT = -1.0e9
 
@@ -175,12 +194,14 @@ def beam_search(
     processor,
     length_penalty: float = 0.0,
     first_logits: list[torch.Tensor] | None = None,
+    ride_along: RideAlong | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """transformers' beam search (``generate`` with ``num_beams=beams``, ``early_stopping=True``),
     step for step and float for float, without ``generate``'s per-call set-up: per input its
     ``beams`` best finished sequences (start token and prompt included, one row each) and their
     scores (a slot no sequence filled scores about -1e9). ``enc`` and ``first_logits`` are as
-    in :func:`constrained_generate`.
+    in :func:`constrained_generate`; ``ride_along``'s rows join the second pass
+    (:class:`RideAlong`).
 
     A search decodes ~3 steps of a few milliseconds each; ``generate``'s set-up (it copies its
     configuration, validates its arguments and builds its processors on every call) cost about
@@ -224,12 +245,26 @@ def beam_search(
     offsets = torch.arange(batch, device=device)[:, None] * beams
     cache = None
     cur = prompt_len
+    riders: tuple[torch.Tensor, torch.Tensor] | None = None  # (input rows, their sequences)
     while True:
         flat = running[:, :, :cur].reshape(batch * beams, cur)
         step_inputs = flat if cache is None else flat[:, -1:]
-        logits, cache = next_token_logits(model, encoded, mask, step_inputs, cache)
-        if first_logits is not None and cur == prompt_len:
-            first_logits.append(logits[::beams].clone())
+        if riders is None:
+            logits, cache = next_token_logits(model, encoded, mask, step_inputs, cache)
+        else:  # the second pass, with the ride-along rows after the beams'
+            rows, sequences_of_riders = riders
+            rider_ids = sequences_of_riders if cache is None else sequences_of_riders[:, -1:]
+            logits, cache = _ride(model, encoded, mask, step_inputs, cache, rows, rider_ids)
+            ride_along.logits, logits = logits[batch * beams :], logits[: batch * beams]
+            riders = None
+        if cur == prompt_len:
+            first = logits[::beams]
+            if first_logits is not None:
+                first_logits.append(first.clone())
+            if ride_along is not None:
+                inputs, tokens = ride_along.choose(first)
+                rows = inputs * beams  # any beam's row: all are alike at the first step
+                riders = (rows, torch.cat((flat[rows], tokens[:, None]), dim=1))
         logprobs = processor(flat, torch.nn.functional.log_softmax(logits, dim=-1))
         logprobs = logprobs.view(batch, beams, -1) + running_scores[:, :, None]
         logprobs = logprobs.reshape(batch, -1)
@@ -273,10 +308,42 @@ def beam_search(
         if not (bool(improvable.any()) and not bool(finished.all()) and not bool(ended.all())):
             break
         if cache is not None:
-            cache.reorder_cache(source_beams.reshape(-1))
+            order = source_beams.reshape(-1)
+            cache.reorder_cache(order if riders is None else torch.cat((order, riders[0])))
+    if riders is not None:  # the search ended at its first step: the rows ride alone
+        rows, sequences_of_riders = riders
+        if cache is not None:
+            cache.reorder_cache(rows)
+        rider_ids = sequences_of_riders if cache is None else sequences_of_riders[:, -1:]
+        no_beams = rider_ids[:0]
+        ride_along.logits, _ = _ride(model, encoded, mask, no_beams, cache, rows, rider_ids)
     # Cropped as transformers crops: to the longest sequence returned.
     sequences = sequences[:, :, : prompt_len + int(lengths.max())]
     return sequences.reshape(batch * beams, -1), scores.reshape(-1)
+
+
+def _ride(
+    model,
+    encoded: Any,
+    mask: torch.Tensor,
+    beam_ids: torch.Tensor,
+    cache: Any,
+    rows: torch.Tensor,
+    rider_ids: torch.Tensor,
+) -> tuple[torch.Tensor, Any]:
+    """One decoder pass over the beams' ``beam_ids`` (possibly none) followed by the ride-along
+    rows' ``rider_ids``, which attend to the states of the expanded input rows ``rows``."""
+    both = {
+        name: torch.cat((value[: len(beam_ids)], value[rows])) if torch.is_tensor(value) else value
+        for name, value in encoded.items()
+    }
+    return next_token_logits(
+        model,
+        type(encoded)(**both),
+        torch.cat((mask[: len(beam_ids)], mask[rows])),
+        torch.cat((beam_ids, rider_ids)),
+        cache,
+    )
 
 
 class ConstrainedRetriever:

@@ -25,6 +25,7 @@ from dsi.decoding import (
     ConstrainedRetriever,
     DecodingError,
     Hit,
+    RideAlong,
     constrained_generate,
     keep_heap_flat,
     next_token_logits,
@@ -501,22 +502,36 @@ class NgramRetriever(ConstrainedRetriever):
         self, encoded: BaseModelOutput, mask: torch.Tensor, beams: int
     ) -> list[Generation]:
         """Per encoded query, its beams' n-grams, best first tokens and completed words."""
-        first: list[torch.Tensor] = []
+        count = mask.shape[0]
+        unigrams: list[list[Scored]] = [[] for _ in range(count)]
+        words: list[list[Scored]] = [[] for _ in range(count)]
+
+        def word_starts(first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """From the first step's logits: the best unigrams, the words they start, and (for
+            the beams' second pass) each word's query and token."""
+            unigrams[:] = self._best_unigrams(first)
+            words[:] = self._word_starts_of(unigrams)
+            owners = [row for row, tokens in enumerate(words) for _ in tokens]
+            tokens = [ngram[0] for row in words for ngram, _ in row]
+            return (
+                torch.tensor(owners, dtype=torch.long, device=self.device),
+                torch.tensor(tokens, dtype=torch.long, device=self.device),
+            )
+
+        # The words' first completion step rides along with the beams' second pass.
+        ride = RideAlong(word_starts) if self.options.unigrams else None
         sequences, scores = constrained_generate(
             self.model,
-            # generate() repeats the encoder states for the beams inside the object it is given.
             {"encoder_outputs": _rows(encoded), "attention_mask": mask},
             beams,
             self.options.max_tokens + 1,
             self._ngram_processor,
             0.0,
-            first_logits=first if self.options.unigrams else None,
+            ride_along=ride,
         )
-        count = mask.shape[0]
-        unigrams = self._best_unigrams(first[0]) if self.options.unigrams else [[]] * count
-        words = self._word_starts_of(unigrams)
         if self.options.complete_words:
-            words = self._complete_words(encoded, mask, words)
+            first_pass = None if ride is None else ride.logits
+            words = self._complete_words(encoded, mask, words, first_pass)
         results = []
         for row in range(count):
             ngrams = []
@@ -558,10 +573,15 @@ class NgramRetriever(ConstrainedRetriever):
         ]
 
     def _complete_words(
-        self, encoded: BaseModelOutput, mask: torch.Tensor, firsts: list[list[Scored]]
+        self,
+        encoded: BaseModelOutput,
+        mask: torch.Tensor,
+        firsts: list[list[Scored]],
+        first_pass: torch.Tensor | None = None,
     ) -> list[list[Scored]]:
         """Each first token extended by greedy constrained decoding, all queries' at once, until
-        the best next token starts another word or ends the n-gram (or ``max_tokens``)."""
+        the best next token starts another word or ends the n-gram (or ``max_tokens``);
+        ``first_pass``: the raw logits after each first token, where a pass already has them."""
         owners = [row for row, tokens in enumerate(firsts) for _ in tokens]
         if not owners:
             return [[] for _ in firsts]
@@ -577,10 +597,12 @@ class NgramRetriever(ConstrainedRetriever):
                 break
             rows = torch.as_tensor(live, device=self.device)
             decoder_ids = torch.tensor([[start, *words[i]] for i in live], device=self.device)
-            # Each step runs the whole prefix (rows drop out as their words end).
-            logits, _ = next_token_logits(
-                self.model, _rows(encoded, rows), attention[rows], decoder_ids
-            )
+            if first_pass is not None and len(live) == len(words):  # the first step
+                logits = first_pass
+            else:  # each step runs the whole prefix (rows drop out as their words end)
+                logits, _ = next_token_logits(
+                    self.model, _rows(encoded, rows), attention[rows], decoder_ids
+                )
             step = self._processor(decoder_ids, logits.log_softmax(dim=-1))
             best_logprob, best = step.max(dim=-1)
             ends = self._word_ends[best] | ~torch.isfinite(best_logprob)

@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dsi.config import MODEL_SIZES
-from dsi.decoding import beam_search, constrained_generate, next_token_logits
+from dsi.decoding import RideAlong, beam_search, constrained_generate, next_token_logits
 from dsi.model import build_model
 
 VOCAB = 120
@@ -102,3 +102,47 @@ def test_decode_step_gives_the_forward_logits():
             step, cache = model.decode_step(encoded, enc["attention_mask"], ids, cache)
             assert torch.allclose(step, forward[:, t], atol=1e-5)
     assert torch.equal(whole, forward[:, -1])
+
+
+@pytest.mark.parametrize("copy", [True, False])
+@pytest.mark.parametrize("max_new_tokens", [1, 6])
+def test_rows_ride_along_with_the_second_pass_without_changing_the_beams(copy, max_new_tokens):
+    model = tiny(copy).eval()
+    enc = inputs()
+    processor = EndsOften(model.config.eos_token_id)
+    plain, plain_scores = beam_search(model, enc, 4, max_new_tokens, processor)
+    firsts = []
+
+    def choose(first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        firsts.append(first)
+        # Inputs 2, 0, 2 continued by their first step's best tokens and by token 9.
+        return torch.tensor([2, 0, 2]), torch.stack(
+            [first[2].argmax(), first[0].argmax()] + [torch.tensor(9)]
+        )
+
+    ride = RideAlong(choose)
+    sequences, scores = beam_search(model, enc, 4, max_new_tokens, processor, ride_along=ride)
+    assert torch.equal(sequences, plain) and torch.equal(scores, plain_scores)
+    # Each row's logits are those of a pass of its own over [start, token].
+    start = model.config.decoder_start_token_id
+    tokens = [int(firsts[0][2].argmax()), int(firsts[0][0].argmax()), 9]
+    with torch.inference_mode():
+        own = (
+            model(
+                input_ids=enc["input_ids"][[2, 0, 2]],
+                attention_mask=enc["attention_mask"][[2, 0, 2]],
+                decoder_input_ids=torch.tensor([[start, t] for t in tokens]),
+            )
+            .logits[:, -1]
+            .float()
+        )
+    assert ride.logits.shape == own.shape
+    assert torch.allclose(ride.logits, own, atol=1e-5)
+
+
+def test_greedy_decoding_shows_the_first_step_to_rows_that_ride_along():
+    model = tiny(copy=True).eval()
+    seen = []
+    ride = RideAlong(lambda first: seen.append(first) or (torch.zeros(0), torch.zeros(0)))
+    constrained_generate(model, inputs(), 1, 3, EndsOften(1), ride_along=ride)
+    assert seen[0].shape == (3, VOCAB) and ride.logits is None
