@@ -19,7 +19,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from docid.ngram import best_logprobs
-from docid.words import analyze
+from docid.words import analyze, ready_analyzer
 from dsi.decoding import (
     EMPTY_SLOT,
     ConstrainedRetriever,
@@ -91,6 +91,7 @@ class NgramRetriever(ConstrainedRetriever):
         self._word_ends = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         self._word_ends[[t for t in self._word_starts if t < vocab] + [self._eos]] = True
         self.feedback = GenerativeFeedback(index, self._read)
+        ready_analyzer(index.config.language)  # every search analyses words
 
     def _make_processors(self) -> None:
         cfg = self.model.config
