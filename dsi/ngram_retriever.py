@@ -598,8 +598,8 @@ class NgramRetriever(ConstrainedRetriever):
                 break
             rows = torch.as_tensor(live, device=self.device)
             decoder_ids = torch.tensor([[start, *words[i]] for i in live], device=self.device)
-            if first_pass is not None and len(live) == len(words):  # the first step
-                logits = first_pass
+            if first_pass is not None:  # the first step: the beams' pass computed it
+                logits, first_pass = first_pass, None
             else:  # each step runs the whole prefix (rows drop out as their words end)
                 logits, _ = next_token_logits(
                     self.model, _rows(encoded, rows), attention[rows], decoder_ids

@@ -14,6 +14,7 @@ import torch
 from docid.words import WordIndex, analyze
 from dsi.cli import main
 from dsi.config import AddConfig
+from dsi.decoding import next_token_logits
 from dsi.docid_retriever import DocidRetriever
 from dsi.example_store import TRAIN, open_store
 from dsi.index import GenerativeIndex, TrainingQueries
@@ -135,6 +136,33 @@ def test_words_of_the_beams_and_completed_first_tokens_add_their_bm25(built):
     for generation in retriever.generate(queries[:4]):
         starts = [u for u in generation.unigrams if pieces(u[0][0]).startswith("\u2581")]
         assert generation.words == starts[: o.word_unigrams]
+
+
+def test_completion_first_step_from_the_beams_pass_completes_the_same_words(built):
+    index, queries = built
+    retriever = NgramRetriever(index, device="cpu")
+    generated = retriever.generate(queries[:6])  # the first step rides along with the beams
+    encoded, mask = retriever._encode(list(queries[:6]))
+    starts = retriever._word_starts_of([g.unigrams for g in generated])
+    by_own_passes = retriever._complete_words(encoded, mask, starts)
+    assert any(len(w) > 1 for row in by_own_passes for w, _ in row)  # multi-token words
+    for generation, own in zip(generated, by_own_passes, strict=True):
+        assert [w for w, _ in generation.words] == [w for w, _ in own]
+        assert [lp for _, lp in generation.words] == pytest.approx([lp for _, lp in own], abs=1e-5)
+    # Given the first step's logits, every later step is the model's own: the words that
+    # continue past their first two steps (so no row ends at the first) complete the same.
+    long = [[s for s, (w, _) in zip(a, b, strict=True) if len(w) >= 3] for a, b in zip(
+        starts, by_own_passes, strict=True)]  # fmt: skip
+    rows = torch.tensor([r for r, row in enumerate(long) for _ in row])
+    assert len(rows) > 0
+    start = index.model.config.decoder_start_token_id
+    ids = torch.tensor([[start, w[0]] for row in long for w, _ in row])
+    with torch.inference_mode():
+        states = type(encoded)(**{name: value[rows] for name, value in encoded.items()})
+        first, _ = next_token_logits(retriever.model, states, mask[rows], ids)
+    again = retriever._complete_words(encoded, mask, long, first)
+    expected = [[w for w, _ in row if len(w) >= 3] for row in by_own_passes]
+    assert [[w for w, _ in row] for row in again] == expected
 
 
 def test_words_weigh_more_for_a_model_trained_without_queries(built):
