@@ -167,6 +167,13 @@ def next_token_logits(
     return out.logits[:, -1, :].float(), out.get(name)
 
 
+def encoder_rows(encoded: Any, rows: torch.Tensor | None = None) -> Any:
+    """A new encoder output of ``encoded``'s kind (a copying model's carries its source ids)
+    holding the given rows of each of its tensors (all of them without ``rows``)."""
+    fields = {name: value if rows is None else value[rows] for name, value in encoded.items()}
+    return type(encoded)(**fields)
+
+
 @dataclass
 class RideAlong:
     """Extra rows for :func:`beam_search`'s second decoder pass: each continues its input's
@@ -221,13 +228,8 @@ def beam_search(
     if prompt is None:
         prompt = torch.full((batch, 1), config.decoder_start_token_id, device=device)
     # Every beam of an input attends to that input's states.
-    encoded = type(encoded)(
-        **{
-            name: value.repeat_interleave(beams, dim=0) if torch.is_tensor(value) else value
-            for name, value in encoded.items()
-        }
-    )
-    mask = mask.repeat_interleave(beams, dim=0)
+    beam_rows = torch.arange(batch, device=device).repeat_interleave(beams)
+    encoded, mask = encoder_rows(encoded, beam_rows), mask[beam_rows]
     prompt_len = prompt.shape[1]
     max_length = prompt_len + max_new_tokens
     keep = 2 * beams  # enough candidates that `beams` remain when the best all end
@@ -333,14 +335,11 @@ def _ride(
 ) -> tuple[torch.Tensor, Any]:
     """One decoder pass over the beams' ``beam_ids`` (possibly none) followed by the ride-along
     rows' ``rider_ids``, which attend to the states of the expanded input rows ``rows``."""
-    both = {
-        name: torch.cat((value[: len(beam_ids)], value[rows])) if torch.is_tensor(value) else value
-        for name, value in encoded.items()
-    }
+    both = torch.cat((torch.arange(len(beam_ids), device=rows.device), rows))
     return next_token_logits(
         model,
-        type(encoded)(**both),
-        torch.cat((mask[: len(beam_ids)], mask[rows])),
+        encoder_rows(encoded, both),
+        mask[both],
         torch.cat((beam_ids, rider_ids)),
         cache,
     )

@@ -27,6 +27,7 @@ from dsi.decoding import (
     Hit,
     RideAlong,
     constrained_generate,
+    encoder_rows,
     keep_heap_flat,
     next_token_logits,
 )
@@ -232,7 +233,7 @@ class NgramRetriever(ConstrainedRetriever):
         sequences, scores = constrained_generate(
             self.model,
             {
-                "encoder_outputs": _rows(encoded),
+                "encoder_outputs": encoder_rows(encoded),
                 "attention_mask": mask,
                 "decoder_input_ids": prefix,
             },
@@ -523,7 +524,7 @@ class NgramRetriever(ConstrainedRetriever):
         ride = RideAlong(word_starts) if self.options.unigrams else None
         sequences, scores = constrained_generate(
             self.model,
-            {"encoder_outputs": _rows(encoded), "attention_mask": mask},
+            {"encoder_outputs": encoder_rows(encoded), "attention_mask": mask},
             beams,
             self.options.max_tokens + 1,
             self._ngram_processor,
@@ -587,7 +588,7 @@ class NgramRetriever(ConstrainedRetriever):
         if not owners:
             return [[] for _ in firsts]
         select = torch.as_tensor(owners, device=self.device)
-        encoded, attention = _rows(encoded, select), mask[select]
+        encoded, attention = encoder_rows(encoded, select), mask[select]
         words = [list(ngram) for row in firsts for ngram, _ in row]
         logprobs = [logprob for row in firsts for _, logprob in row]
         start = self.model.config.decoder_start_token_id
@@ -602,7 +603,7 @@ class NgramRetriever(ConstrainedRetriever):
                 logits, first_pass = first_pass, None
             else:  # each step runs the whole prefix (rows drop out as their words end)
                 logits, _ = next_token_logits(
-                    self.model, _rows(encoded, rows), attention[rows], decoder_ids
+                    self.model, encoder_rows(encoded, rows), attention[rows], decoder_ids
                 )
             step = self._processor(decoder_ids, logits.log_softmax(dim=-1))
             best_logprob, best = step.max(dim=-1)
@@ -620,10 +621,3 @@ class NgramRetriever(ConstrainedRetriever):
         for row, word, logprob in zip(owners, words, logprobs, strict=True):
             out[row].append((tuple(word), logprob))
         return out
-
-
-def _rows(encoded: BaseModelOutput, rows: torch.Tensor | None = None) -> BaseModelOutput:
-    """A new encoder output of ``encoded``'s kind (a copying model's carries its source ids)
-    holding the given rows of each of its tensors (all of them without ``rows``)."""
-    fields = {name: value if rows is None else value[rows] for name, value in encoded.items()}
-    return type(encoded)(**fields)
