@@ -95,11 +95,13 @@ class TrainConfig:
     the query generator and ``dsi add`` run the trainer with values of their own)."""
 
     max_source_length: int = 64
-    # Indexing views per document: the lead (title + start of text) plus sliding windows.
+    # Indexing views per document: the lead (title + start of text) plus sliding windows, at
+    # most max_windows_per_doc of them (a setting: NCI's many views per document).
     window_length: int = 48
     window_stride: int = 32
     max_windows_per_doc: int = 8
-    # Training queries (query -> docid) are repeated this many times per epoch.
+    # Training queries (query -> docid) are repeated this many times per epoch (a setting: the
+    # ratio of retrieval to indexing examples, a lever of DSI's).
     query_repeats: int = 2
     batch_size: int = 128
     learning_rate: float = 2e-3
@@ -126,6 +128,10 @@ class TrainConfig:
     grad_accumulation_steps: int = 1
 
     def __post_init__(self) -> None:
+        for name, least in (("max_windows_per_doc", 0), ("query_repeats", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"train.{name} must be an integer >= {least}, got {value!r}.")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(
                 f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}."
@@ -144,8 +150,6 @@ TRAIN_CONSTANTS = (
     "max_source_length",
     "window_length",
     "window_stride",
-    "max_windows_per_doc",
-    "query_repeats",
     "weight_decay",
     "sam",
     "sam_rho",

@@ -1,12 +1,13 @@
 """The lever screen of ``experiments/rules/docid_levers.md``: its table and its decision.
 
     python -m experiments.docid_levers --runs runs/levers --baseline runs/screen/semantic.eval.json
+    python -m experiments.docid_levers --rule docid_levers_examples ...   # the second rule's levers
 
 reads ``<runs>/<lever>.eval.json`` (``dsi eval ... --memorization --baselines bm25,bm25+queries``
-on SciFact dev, one per lever of ``LEVERS``) and the screen's semantic run (the baseline), and
-writes ``experiments/results/docid_levers.{json,md}``: dev nDCG@10, Hits@10 and memorization
-of each beside the baseline, which levers the rule adopts, and the one that becomes the second
-finalist configuration (or none).
+on SciFact dev, one per lever of the rule's ``RULES`` entry) and the screen's semantic run (the
+baseline), and writes ``experiments/results/<rule>.{json,md}``: dev nDCG@10, Hits@10 and
+memorization of each beside the baseline, which levers the rule adopts, and the one that becomes
+the second finalist configuration (or none). Both rules decide the same way.
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ from typing import Any
 from experiments.provenance import git_state
 
 ROOT = Path(__file__).resolve().parents[1]
-RULE = "experiments/rules/docid_levers.md"
-# name -> the one change from the baseline (the rule's table)
-LEVERS = {
-    "pseudo3": "--set pseudo_queries=3",
-    "k32": "--set docid_options.k=32",
-    "c20": "--set docid_options.c=20",
+# rule (experiments/rules/<rule>.md) -> its levers: name -> the one change from the baseline
+RULES = {
+    "docid_levers": {
+        "pseudo3": "--set pseudo_queries=3",
+        "k32": "--set docid_options.k=32",
+        "c20": "--set docid_options.c=20",
+    },
+    "docid_levers_examples": {
+        "views16": "--set train.max_windows_per_doc=16",
+        "views2": "--set train.max_windows_per_doc=2",
+        "repeats4": "--set train.query_repeats=4",
+        "repeats1": "--set train.query_repeats=1",
+    },
 }
 GAIN = 0.02  # the rule: adopted at least this far above the baseline's dev nDCG@10
 MEMORY_LOSS = 0.05  # ... with memorization@1 at most this far below the baseline's
@@ -69,11 +77,13 @@ def main() -> None:
         "--baseline", type=Path, default=ROOT / "runs" / "screen" / "semantic.eval.json"
     )
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    parser.add_argument("--rule", default="docid_levers", choices=list(RULES))
     args = parser.parse_args()
+    rule, name_of_rule = RULES[args.rule], f"experiments/rules/{args.rule}.md"
     baseline = _row(args.baseline)
-    levers = {n: _row(args.runs / f"{n}.eval.json") for n in LEVERS
+    levers = {n: _row(args.runs / f"{n}.eval.json") for n in rule
               if (args.runs / f"{n}.eval.json").exists()}  # fmt: skip
-    missing = [name for name in LEVERS if name not in levers]
+    missing = [name for name in rule if name not in levers]
     if missing:
         adopted, chosen = [], None
     else:
@@ -81,7 +91,7 @@ def main() -> None:
             row["build_seconds"] = row["build_seconds"] or float("inf")
         adopted, chosen = decide(baseline, levers)
     out = {
-        "rule": RULE,
+        "rule": name_of_rule,
         "git": git_state(ROOT),
         "baseline": baseline,
         "levers": levers,
@@ -90,20 +100,20 @@ def main() -> None:
         "decision": chosen if not missing else "pending: not every lever has run",
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "docid_levers.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    (args.results / f"{args.rule}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     lines = [
         "# Lever screen for semantic docids, SciFact dev (issue 28)",
         "",
-        f"Rule: [{RULE}](../rules/docid_levers.md), committed before the runs. Each lever is one "
-        "change from the screen's semantic run (4,728 steps, seed 13, 150 dev queries; "
-        "memorization over all 5,183 documents). Regenerate: `python -m "
-        "experiments.docid_levers --runs runs/levers --baseline runs/screen/semantic.eval.json`.",
+        f"Rule: [{name_of_rule}](../rules/{args.rule}.md), committed before the runs. Each lever "
+        "is one change from the screen's semantic run (4,728 steps, seed 13, 150 dev queries; "
+        "memorization over all 5,183 documents). Regenerate: `python -m experiments.docid_levers "
+        f"--rule {args.rule} --runs runs/levers --baseline runs/screen/semantic.eval.json`.",
         "",
         "| run | change | dev nDCG@10 | dev Hits@10 | memorization@1 | memorization@10 |",
         "|---|---|---|---|---|---|",
     ]
     for name, row, change in [("semantic (baseline)", baseline, "")] + [
-        (name, levers[name], LEVERS[name]) for name in levers
+        (name, levers[name], rule[name]) for name in levers
     ]:
         lines.append(
             f"| {name} | {change} | {row['nDCG@10']:.3f} | {row['Hits@10']:.3f} | "
@@ -112,7 +122,7 @@ def main() -> None:
     lines += ["", f"Adopted: {out['adopted'] or 'none'}. Decision: {out['decision'] or 'none'}."]
     if missing:
         lines.append(f"Not run yet: {', '.join(missing)}.")
-    (args.results / "docid_levers.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{args.rule}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(out, indent=2, default=str))
 
 

@@ -11,7 +11,9 @@ from dsi.config import IndexConfig, setting_keys
 from tests.conftest import REPO
 
 SETTINGS_DOC = REPO / "docs" / "settings.md"
-MOST_SETTINGS = 25
+# Issue 31: "at most about 25"; 25 then, and the two example levers of DSI that issue 28 asks to
+# measure (train.max_windows_per_doc, train.query_repeats) since.
+MOST_SETTINGS = 27
 
 
 def _documented() -> set[str]:
@@ -20,7 +22,7 @@ def _documented() -> set[str]:
     return set(rows)
 
 
-def test_dsi_index_accepts_at_most_25_settings_and_each_is_documented():
+def test_dsi_index_accepts_at_most_27_settings_and_each_is_documented():
     keys = setting_keys()
     assert len(keys) == len(set(keys)) <= MOST_SETTINGS
     missing = [key for key in keys if key not in _documented()]

@@ -178,3 +178,43 @@ def test_checkpoint_without_cuda_has_no_cuda_states_and_resumes(model_and_exampl
     )
     assert resumed.resumed_from_step == 2 and resumed.steps == 4
     assert _max_difference(_weights(again), _weights(start)) > 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("query_repeats", 0, "train.query_repeats must be an integer >= 1, got 0"),
+        ("query_repeats", 1.5, "train.query_repeats must be an integer >= 1"),
+        ("max_windows_per_doc", -1, "train.max_windows_per_doc must be an integer >= 0"),
+    ],
+)
+def test_bad_lever_values_are_refused_with_one_sentence(setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        IndexConfig().updated({f"train.{setting}": value})
+
+
+def test_views_and_query_repeats_are_settings_that_change_the_examples():
+    """DSI's two example levers: indexing views per document, retrieval examples per query."""
+    import random as random_module
+
+    from dsi.data import Corpus
+    from dsi.index import GenerativeIndex, TrainingQueries
+    from tests.conftest import WORDS, tiny_config
+
+    rng = random_module.Random(0)
+    # Long documents: every one has more than two sliding windows beyond its lead.
+    texts = [" ".join(rng.choices(WORDS, k=200)) for _ in range(4)]
+    corpus = Corpus([f"d{i}" for i in range(4)], [""] * 4, texts)
+    queries = TrainingQueries({f"q{i}": t[:30] for i, t in enumerate(texts)},
+                              {f"q{i}": {f"d{i}": 1} for i in range(4)})  # fmt: skip
+
+    def examples(**train):
+        config = tiny_config("atomic", steps=1).updated({f"train.{k}": v for k, v in train.items()})
+        assert IndexConfig.from_dict(config.to_dict()) == config  # saved in index.json
+        index = GenerativeIndex.build(corpus, config, queries, progress_bar=False)
+        return index.lineage[-1]["examples"]
+
+    default = examples()
+    assert default["retrieve"] == 4 * 2 and default["index"] > 4 * 3
+    assert examples(query_repeats=3, max_windows_per_doc=0) == {"index": 4, "retrieve": 12}
+    assert examples(max_windows_per_doc=2)["index"] == 4 * 3
