@@ -8,7 +8,9 @@
   (``/work/shared/tools/bm25_expand.py`` is the reference);
 - ``bm25+rm3``: BM25 with RM3-style pseudo-relevance feedback (settings chosen on dev), the matching baseline for a model
   trained without queries (``bm25_prf.py`` is the reference);
-- ``dense``: all-MiniLM-L6-v2 sentence embeddings (the offline ``embeddings`` extra), cosine.
+- ``dense``: all-MiniLM-L6-v2 sentence embeddings (the offline ``embeddings`` extra), cosine;
+  the corpus's vectors are kept in a cache (:func:`cache_dir`), so a second evaluation of the
+  same corpus does not embed it again.
 
 Build one with :func:`build_baseline`; every baseline answers ``search(queries, k)`` with the top
 ``k`` ``(doc_id, score)`` per query, best first, and states its settings in ``parameters``.
@@ -17,12 +19,18 @@ Build one with :func:`build_baseline`; every baseline answers ``search(queries, 
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from docid.io import atomic_write_bytes
 from docid.words import DEFAULT_LANGUAGE
 from dsi.bm25 import BM25Retriever
 from dsi.data import Corpus, expanded_corpus
@@ -31,6 +39,12 @@ BASELINES = ("bm25", "bm25+queries", "bm25+rm3", "dense")
 # Baselines that read the index's training queries.
 NEEDS_TRAINING_QUERIES = frozenset({"bm25+queries"})
 Ranking = list[tuple[str, float]]
+
+log = logging.getLogger(__name__)
+
+# Where the dense baseline keeps corpus vectors: $DSI_CACHE ("off" for none), else
+# $XDG_CACHE_HOME/dsi, else ~/.cache/dsi.
+CACHE_ENV = "DSI_CACHE"
 
 
 class Baseline(Protocol):
@@ -217,6 +231,51 @@ def _with_language(parameters: dict[str, Any], language: str) -> dict[str, Any]:
     return parameters if language == DEFAULT_LANGUAGE else {**parameters, "language": language}
 
 
+def cache_dir() -> Path | None:
+    """The folder of dsi's caches (``$DSI_CACHE``, else ``$XDG_CACHE_HOME/dsi``, else
+    ``~/.cache/dsi``), or None when ``$DSI_CACHE`` is ``off``."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen == "off":
+        return None
+    if chosen:
+        return Path(chosen)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsi"
+
+
+def cached_vectors(
+    key: Sequence[str], texts: Sequence[str], compute: Callable[[list[str]], np.ndarray],
+    folder: Path | None,
+) -> np.ndarray:  # fmt: skip
+    """``compute(texts)``, kept in ``folder`` under a digest of ``key`` (what else decides the
+    vectors: model, settings, ids) and ``texts``; read back instead of computed when a file of
+    that digest holds a finite float32 array of one row per text. A cache that cannot be written
+    is skipped with a warning: the vectors are still returned."""
+    digest = hashlib.sha256()
+    for part in (*key, *texts):
+        data = part.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little") + data)
+    path = None if folder is None else Path(folder) / "dense" / f"{digest.hexdigest()}.npy"
+    if path is not None and path.is_file():
+        try:
+            vectors = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring the unreadable cached vectors %s (%s).", path, exc)
+        else:
+            if (vectors.dtype == np.float32 and vectors.ndim == 2
+                    and len(vectors) == len(texts) and np.isfinite(vectors).all()):  # fmt: skip
+                return vectors
+            log.warning("Ignoring the cached vectors %s: not one finite row per text.", path)
+    vectors = np.ascontiguousarray(compute(list(texts)), dtype=np.float32)
+    if path is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, vectors, allow_pickle=False)
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError as exc:
+            log.warning("Could not cache the vectors at %s (%s); continuing without.", path, exc)
+    return vectors
+
+
 class DenseBaseline:
     """all-MiniLM-L6-v2 embeddings of ``title + " " + text`` (first ``max_length`` word pieces),
     ranked by cosine similarity to the query's."""
@@ -230,7 +289,8 @@ class DenseBaseline:
         self.max_length = max_length
         self.embed = MiniLMEmbedder(max_length=max_length, show_progress=show_progress)
         self.doc_ids = list(corpus.doc_ids)
-        self.vectors = self.embed(corpus.full_texts())
+        key = ("dense", *map(str, self.parameters().values()), *self.doc_ids)
+        self.vectors = cached_vectors(key, corpus.full_texts(), self.embed, cache_dir())
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Ranking]:
         if k < 1:

@@ -13,6 +13,9 @@ from dsi.config import IndexConfig, ModelConfig, TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# No test writes dsi's cache in the home folder (tests of the cache name their own folder).
+os.environ.setdefault("DSI_CACHE", "off")
+
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child Python that imports this checkout: the repo first on its path,

