@@ -243,9 +243,11 @@ def cache_dir() -> Path | None:
 
 
 def cached_vectors(
-    key: Sequence[str], texts: Sequence[str], compute: Callable[[list[str]], np.ndarray],
+    key: Sequence[str],
+    texts: Sequence[str],
+    compute: Callable[[list[str]], np.ndarray],
     folder: Path | None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """``compute(texts)``, kept in ``folder`` under a digest of ``key`` (what else decides the
     vectors: model, settings, ids) and ``texts``; read back instead of computed when a file of
     that digest holds a finite float32 array of one row per text. A cache that cannot be written
@@ -263,6 +265,7 @@ def cached_vectors(
         else:
             if (vectors.dtype == np.float32 and vectors.ndim == 2
                     and len(vectors) == len(texts) and np.isfinite(vectors).all()):  # fmt: skip
+                log.info("Read %d cached vectors from %s.", len(vectors), path)
                 return vectors
             log.warning("Ignoring the cached vectors %s: not one finite row per text.", path)
     vectors = np.ascontiguousarray(compute(list(texts)), dtype=np.float32)
