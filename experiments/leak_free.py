@@ -81,13 +81,16 @@ def _interval(value: list[float] | None) -> str:
     return "" if not value else f"{value[0]:+.3f} [{value[1]:+.3f}, {value[2]:+.3f}]"
 
 
-def markdown(name: str, summary: dict[str, Any], sources: dict[int, str]) -> str:
-    """The summary as tables: one per seed, then the across-seed verdict per baseline."""
-    lines = [f"# {name}: the default beside its baselines, per training seed", ""]
+def markdown(
+    name: str, summary: dict[str, Any], sources: dict[int, str], label: str = "dsi default"
+) -> str:
+    """The summary as tables: one per seed, then the across-seed verdict per baseline;
+    ``label`` names the evaluated index's row."""
+    lines = [f"# {name}: {label} beside its baselines, per training seed", ""]
     lines.append(
         "`python -m experiments.leak_free "
         + " ".join(f"--eval {seed} {path}" for seed, path in sorted(sources.items()))
-        + f" --name {name}`"
+        + f" --name {name} --label '{label}'`"
     )
     lines.append("")
     lines.append(
@@ -107,7 +110,7 @@ def markdown(name: str, summary: dict[str, Any], sources: dict[int, str]) -> str
         header += [f"dsi minus it, {part} nDCG@10" for part in counts]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for retriever, cells in rows.items():
-            row = [retriever if retriever != "dsi" else "dsi default"]
+            row = [retriever if retriever != "dsi" else label]
             for part in counts:
                 cell = cells.get(part, {})
                 row += [f"{cell[m]:.3f}" if m in cell else "" for m in METRICS]
@@ -116,7 +119,7 @@ def markdown(name: str, summary: dict[str, Any], sources: dict[int, str]) -> str
                 for part in counts
             ]
             lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "## dsi above the baseline at every seed (point estimates)", ""]
+    lines += ["", f"## {label} above the baseline at every seed (point estimates)", ""]
     lines += ["| baseline | " + " | ".join(f"{p} {m}" for p in PARTS for m in METRICS) + " |"]
     lines += ["|---|" + "---|" * (len(PARTS) * len(METRICS))]
     for baseline, parts in summary["dsi_above_at_every_seed"].items():
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval", nargs=2, action="append", required=True, metavar=("SEED", "FILE"))
     parser.add_argument("--name", required=True, help="the result files' name")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--label", default="dsi default", help="the evaluated index's row name")
     args = parser.parse_args(argv)
     sources = {int(seed): path for seed, path in args.eval}
     try:
@@ -141,10 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError, KeyError) as exc:
         parser.error(f"cannot tabulate the evals: {exc}")
     args.results.mkdir(parents=True, exist_ok=True)
-    record = {"sources": {str(s): p for s, p in sources.items()}, **summary}
+    record = {"label": args.label, "sources": {str(s): p for s, p in sources.items()}, **summary}
     atomic_write_text(args.results / f"{args.name}.json", json.dumps(record, indent=2) + "\n")
-    atomic_write_text(args.results / f"{args.name}.md", markdown(args.name, summary, sources))
-    print(markdown(args.name, summary, sources), end="")
+    text = markdown(args.name, summary, sources, args.label)
+    atomic_write_text(args.results / f"{args.name}.md", text)
+    print(text, end="")
 
 
 if __name__ == "__main__":

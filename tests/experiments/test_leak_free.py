@@ -63,9 +63,9 @@ def test_main_writes_the_tables(tmp_path, capsys):
         path = tmp_path / f"s{seed}.json"
         path.write_text(json.dumps(_eval(dsi, 0.7, 0.6)))
         paths += ["--eval", str(seed), str(path)]
-    leak_free.main([*paths, "--name", "demo", "--results", str(tmp_path / "out")])
+    leak_free.main([*paths, "--name", "demo", "--results", str(tmp_path / "out"), "--label", "fused"])
     text = (tmp_path / "out" / "demo.md").read_text()
     assert "## Seed 13 (all 10, seen 6, unseen 4)" in text and "## Seed 14" in text
     assert "| bm25 | yes | yes | yes | yes | yes | yes |" in text
     assert json.loads((tmp_path / "out" / "demo.json").read_text())["baselines"] == ["bm25"]
-    assert "dsi default" in capsys.readouterr().out
+    assert "| fused | 0.800 |" in capsys.readouterr().out and "dsi default" not in text
