@@ -61,20 +61,18 @@ def summarize(evals: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 rows[name][part] = cell
         seeds[str(seed)] = rows
     above = {
-        name: {
-            part: {
-                m: all(
-                    rows["dsi"][part][m] > rows[name][part][m]
-                    for rows in seeds.values()
-                    if part in rows["dsi"] and part in rows[name]
-                )
-                for m in METRICS
-            }
-            for part in PARTS
-        }
+        name: {part: {m: _above(seeds, name, part, m) for m in METRICS} for part in PARTS}
         for name in baselines
     }
     return {"seeds": seeds, "baselines": baselines, "dsi_above_at_every_seed": above}
+
+
+def _above(seeds: dict[str, Any], name: str, part: str, metric: str) -> bool | None:
+    """Whether dsi's ``metric`` is above ``name``'s on ``part`` at every seed that has the part;
+    None where no seed has it (an index without training queries has no seen/unseen parts)."""
+    pairs = [(rows["dsi"][part][metric], rows[name][part][metric]) for rows in seeds.values()
+             if part in rows["dsi"] and part in rows[name]]  # fmt: skip
+    return all(ours > theirs for ours, theirs in pairs) if pairs else None
 
 
 def _interval(value: list[float] | None) -> str:
@@ -123,7 +121,7 @@ def markdown(
     lines += ["| baseline | " + " | ".join(f"{p} {m}" for p in PARTS for m in METRICS) + " |"]
     lines += ["|---|" + "---|" * (len(PARTS) * len(METRICS))]
     for baseline, parts in summary["dsi_above_at_every_seed"].items():
-        marks = ["yes" if parts[p][m] else "no" for p in PARTS for m in METRICS]
+        marks = [{True: "yes", False: "no", None: "–"}[parts[p][m]] for p in PARTS for m in METRICS]
         lines.append(f"| {baseline} | " + " | ".join(marks) + " |")
     return "\n".join(lines) + "\n"
 

@@ -45,6 +45,17 @@ def test_above_only_when_every_seed_is_above():
     assert summary["seeds"]["14"]["dsi"]["unseen"]["queries"] == 4
 
 
+def test_an_index_without_training_queries_has_no_seen_or_unseen_verdict():
+    report = _eval(0.8, 0.7, 0.6)
+    for block in (report["dsi"], report["bm25"], report["compare"]["bm25"]):
+        del block["seen"], block["unseen"]
+    verdict = leak_free.summarize({13: report})["dsi_above_at_every_seed"]["bm25"]
+    assert verdict["all"] == {"nDCG@10": True, "Hits@10": True}
+    assert verdict["seen"] == verdict["unseen"] == {"nDCG@10": None, "Hits@10": None}
+    text = leak_free.markdown("x", leak_free.summarize({13: report}), {13: "e.json"})
+    assert "| bm25 | yes | yes | – | – | – | – |" in text
+
+
 def test_refuses_evals_without_intervals_or_with_other_baselines():
     bare = _eval(0.8, 0.7, 0.6)
     del bare["compare"]
@@ -63,7 +74,9 @@ def test_main_writes_the_tables(tmp_path, capsys):
         path = tmp_path / f"s{seed}.json"
         path.write_text(json.dumps(_eval(dsi, 0.7, 0.6)))
         paths += ["--eval", str(seed), str(path)]
-    leak_free.main([*paths, "--name", "demo", "--results", str(tmp_path / "out"), "--label", "fused"])
+    leak_free.main(
+        [*paths, "--name", "demo", "--results", str(tmp_path / "out"), "--label", "fused"]
+    )
     text = (tmp_path / "out" / "demo.md").read_text()
     assert "## Seed 13 (all 10, seen 6, unseen 4)" in text and "## Seed 14" in text
     assert "| bm25 | yes | yes | yes | yes | yes | yes |" in text
