@@ -160,3 +160,60 @@ def test_query_words_add_the_bm25_of_the_query_s_own_words(fused_dir):
     rows = query_words.candidates(dev, (0.0, 1.0))
     assert [r["query_weight"] for r in rows] == [0.0, 1.0, "query words alone"]
     assert query_words.decide(rows)["query_weight"] in (0.0, 1.0)
+
+
+def _setting_row(candidate: dict, ndcg: float) -> dict:
+    return {"candidate": candidate, "nDCG@10": ndcg}
+
+
+def test_search_dev_keeps_today_unless_beaten_by_the_margin_then_takes_the_cheapest_level():
+    from experiments.search_dev import decide
+
+    five, ten, twenty = ({"num_beams": n} for n in (5, 10, 20))
+    rows = [_setting_row(five, 0.700), _setting_row(ten, 0.705), _setting_row(twenty, 0.714)]
+    assert decide(rows, ten) == ten  # 0.009 above today's: not by the margin
+    rows[2]["nDCG@10"] = 0.716
+    assert decide(rows, ten) == twenty
+    rows[0]["nDCG@10"] = 0.7145  # level with the best (within 0.002) and cheaper
+    assert decide(rows, ten) == five
+
+
+@pytest.mark.slow
+def test_search_dev_scores_every_candidate_in_order_and_leaves_the_retriever_as_it_was(
+    fused_dir, tmp_path
+):
+    from experiments import search_dev
+
+    dev = search_dev.load(
+        str(fused_dir), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv")
+    )
+    options, beams = dev.retriever.options, dev.retriever.num_beams
+    assert search_dev.today(dev, "scoring") == {"scoring": "bm25"}
+    rows, decided = search_dev.candidates(dev)
+    expected = [(s, c) for s, cands in search_dev.SETTINGS.items() for c in cands]
+    assert [(r["setting"], r["candidate"]) for r in rows] == expected
+    assert all(0.0 <= r["nDCG@10"] <= 1.0 and r["seconds"] > 0 for r in rows)
+    assert sum(r["chosen"] for r in rows) == len(search_dev.SETTINGS)
+    assert {"scoring", "num_beams", "feedback_docs"} <= set(decided)
+    assert dev.retriever.options == options and dev.retriever.num_beams == beams
+
+
+@pytest.mark.slow
+def test_search_dev_searches_with_each_candidate_s_options(fused_dir, monkeypatch):
+    from experiments import search_dev
+
+    dev = search_dev.load(
+        str(fused_dir), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv")
+    )
+    seen = []
+    search = dev.retriever.search
+
+    def spy(queries, k=10, batch_size=32, num_beams=None):
+        options = dev.retriever.options
+        seen.append((options.scoring, options.alpha, options.feedback_docs, num_beams))
+        return search(queries, k=k, batch_size=batch_size, num_beams=num_beams)
+
+    monkeypatch.setattr(dev.retriever, "search", spy)
+    search_dev.score(dev, {"scoring": "intersective", "alpha": 2.0, "num_beams": 5})
+    search_dev.score(dev, {"feedback_docs": 5})
+    assert seen == [("intersective", 2.0, 0, 5), ("bm25", 3.0, 5, None)]
