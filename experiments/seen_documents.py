@@ -1,83 +1,108 @@
-"""Where the generative retriever wins and loses against BM25: documents with training queries or not.
+"""Where the generative retriever wins and loses against the baselines: queries whose relevant
+document has training queries ("seen") and the others ("unseen").
 
-    python -m experiments.seen_documents        # after experiments/quality.py (SciFact, default)
+    python -m experiments.seen_documents --eval dev runs/ngram_scifact.dev.json \\
+        --eval test runs/ngram_scifact.test.json --label "ngram, seed 13"
 
-Splits SciFact's dev and test queries by whether one of their relevant documents is also the
-relevant document of a training query (the model has learnt queries for it), and evaluates the
-trained ``default`` configuration of ``experiments/quality.py`` (its work directory, no more
-training) and BM25 on each part. Nothing is tuned here: it breaks down the same rankings that
-``quality.py`` evaluates. Writes ``<results>/seen_documents.{json,md}``.
+Tabulates the ``seen`` and ``unseen`` blocks that ``dsi eval`` writes for an index with training
+queries, for dsi and every baseline in the eval JSON, one pair of rows per evaluated split (each
+``--eval SPLIT FILE`` is one ``dsi eval`` output). Nothing is searched or tuned here: the
+rankings are ``dsi eval``'s. Writes ``<results>/<name>.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
+from pathlib import Path
+from typing import Any
 
 from docid.io import atomic_write_text
-from dsi.bm25 import BM25Retriever
-from dsi.metrics import evaluate_run
-from experiments import quality
+from experiments.fusion import ROOT
 
-log = logging.getLogger("seen_documents")
+PARTS = {"seen": "with training queries", "unseen": "without"}
+METRICS = ("nDCG@10", "Hits@10")
+
+
+def retrievers(evaluation: dict[str, Any]) -> list[str]:
+    """``dsi`` and the baselines of one eval JSON, in its order."""
+    return [
+        name
+        for name, block in evaluation.items()
+        if isinstance(block, dict) and "nDCG@10" in block and name != "compare"
+    ]
+
+
+def rows_of(split: str, evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The seen and unseen rows of one evaluated split: query counts and every retriever's
+    metrics (an error naming the file's lack when it has no seen/unseen parts)."""
+    names = retrievers(evaluation)
+    if "seen" not in evaluation.get("dsi", {}):
+        raise SystemExit(
+            f"The {split} evaluation has no seen/unseen parts: its index has no training queries."
+        )
+    rows = []
+    for part, documents in PARTS.items():
+        block = evaluation["dsi"][part]
+        row: dict[str, Any] = {
+            "split": split,
+            "documents": documents,
+            "queries": block["num_queries"],
+        }
+        for name in names:
+            row[name] = {m: evaluation[name][part][m] for m in METRICS}
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """The markdown table: one column per retriever and metric."""
+    header = ["split", "relevant document", "queries"]
+    header += [f"{name} {metric}" for metric in METRICS for name in names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["split"], row["documents"], str(row["queries"])]
+        cells += [f"{row[name][metric]:.3f}" for metric in METRICS for name in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="default", choices=list(quality.CONFIGS))
-    args = quality.parse_reader_arguments(parser, argv)
-    data = quality.load_dataset("scifact", args.seed)
-    found = quality.finished_run(data, args.config, args)
-    if found is None:
-        parser.error(
-            f"{quality.run_dir(data, args.config, args)} holds no finished run of {args.config} with "
-            "its trained model: run experiments/quality.py first."
-        )
-    searches = {
-        args.config: quality.generative_search(found[0]),
-        "bm25": BM25Retriever().index(data["corpus"]).search,
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--eval",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("SPLIT", "FILE"),
+        help="a split's name (dev, test) and its `dsi eval` JSON; repeat",
+    )
+    parser.add_argument("--label", default="dsi", help="what the dsi rows are (the index)")
+    parser.add_argument("--name", default="seen_documents")
+    parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
+    args = parser.parse_args(argv)
+    evaluations = {split: json.loads(Path(file).read_text()) for split, file in args.eval}
+    rows = [row for split, ev in evaluations.items() for row in rows_of(split, ev)]
+    names = retrievers(next(iter(evaluations.values())))
+    payload = {
+        "label": args.label,
+        "evaluations": {split: file for split, file in args.eval},
+        "index": {split: ev.get("model") for split, ev in evaluations.items()},
+        "rows": rows,
     }
-    taught = {doc for judged in data["train"].values() for doc in judged}
-    rows = []
-    for split in ("dev", "test"):
-        qids = sorted(data[split])
-        runs = {}
-        for name, search in searches.items():
-            runs[name] = quality.ranked_run(search, data["queries"], qids)
-        seen = [q for q in qids if set(data[split][q]) & taught]
-        parts = {"with training queries": seen, "without": sorted(set(qids) - set(seen))}
-        for part, members in parts.items():
-            qrels = {q: data[split][q] for q in members}
-            row = {"split": split, "documents": part, "queries": len(members)}
-            for name, run in runs.items():
-                row[name] = evaluate_run({q: run[q] for q in members}, qrels)
-            rows.append(row)
-            log.info(
-                "%s, %s (%d): %s nDCG@10 %.3f, bm25 %.3f",
-                *(split, part, len(members), args.config),
-                *(row[args.config]["nDCG@10"], row["bm25"]["nDCG@10"]),
-            )
     args.results.mkdir(parents=True, exist_ok=True)
-    payload = {"dataset": "scifact", "config": args.config, "seed": args.seed, "rows": rows}
-    atomic_write_text(args.results / "seen_documents.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(args.results / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
     lines = [
-        "# SciFact: queries whose relevant document has training queries, and the others",
+        "# Queries whose relevant document has training queries, and the others",
         "",
-        f"`{args.config}` of experiments/quality.py (seed {args.seed}) against BM25; "
-        "`python -m experiments.seen_documents`",
+        f"`dsi` is {args.label}; the rankings are `dsi eval`'s ("
+        + ", ".join(f"{split}: `{file}`" for split, file in args.eval)
+        + "); `python -m experiments.seen_documents`",
         "",
-        "| split | relevant document | queries | model nDCG@10 | BM25 nDCG@10 | model Hits@10 "
-        "| BM25 Hits@10 |",
-        "|---|---|---|---|---|---|---|",
+        *table(rows, names),
     ]
-    for row in rows:
-        model, bm25 = row[args.config], row["bm25"]
-        lines.append(
-            f"| {row['split']} | {row['documents']} | {row['queries']} | {model['nDCG@10']:.3f} "
-            f"| {bm25['nDCG@10']:.3f} | {model['Hits@10']:.3f} | {bm25['Hits@10']:.3f} |"
-        )
-    atomic_write_text(args.results / "seen_documents.md", "\n".join(lines) + "\n")
+    atomic_write_text(args.results / f"{args.name}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
