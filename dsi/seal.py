@@ -170,7 +170,8 @@ class SealOptions:
     preset: str | None = None
     # Document scoring: "bm25" (docid.ngram.bm25_score) or SEAL's "intersective" score
     # (docid.ngram.seal_score). BM25 over the generated n-grams ranks better for a small model
-    # trained from scratch (SciFact dev nDCG@10, experiments/quality.py).
+    # trained from scratch: leak-free SciFact dev nDCG@10 0.774 against 0.704 (SEAL's alpha 2)
+    # and 0.644 (alpha 3) (experiments/rules/search_dev.md).
     scoring: str = "bm25"
 
     # Training data (docid.ngram.supervised_pairs / salient_span_pairs / unsupervised_pairs).
