@@ -63,10 +63,11 @@ class DevSet:
     qrels: dict[str, dict[str, int]]
 
 
-def load_dev(index_dir: str, queries_file: str, qrels_file: str) -> DevSet:
-    """The dev set of ``index_dir`` (a fused index): its judged queries and their qrels."""
+def load_dev(index_dir: str, queries_file: str, qrels_file: str, fused: bool = True) -> DevSet:
+    """The dev set of ``index_dir`` (a fused index; with ``fused`` False, any n-gram index): its
+    judged queries and their qrels."""
     index = NgramGenerativeIndex.load(index_dir)
-    if index.fused is None:
+    if fused and index.fused is None:
         raise SystemExit(f"{index_dir} is not an {FUSED!r} index: it has no docids to fuse.")
     qrels = load_qrels(qrels_file)
     texts = load_queries(queries_file)
@@ -215,20 +216,22 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def dev_command(
-    description: str, argv: Sequence[str] | None
+    description: str, argv: Sequence[str] | None, fused: bool = True
 ) -> tuple[argparse.Namespace, dict | None, DevSet]:
-    """The arguments of a dev decision over one fused index with training queries (``--dev
-    INDEX QUERIES QRELS``, ``--output``, ``--rule``): the parsed arguments, the checked rule
-    and the dev set."""
+    """The arguments of a dev decision over one fused index (``fused`` False: any n-gram index)
+    with training queries (``--dev INDEX QUERIES QRELS``, ``--output``, ``--rule``): the parsed
+    arguments, the checked rule and the dev set."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dev", nargs=3, required=True, metavar=("INDEX", "QUERIES", "QRELS"))
     parser.add_argument("--output", type=Path, required=True, help="OUT: writes OUT.json, OUT.md")
     add_rule_argument(parser)
     args = parser.parse_args(argv)
     rule = checked_rule(parser, args.rule)
-    dev = load_dev(*args.dev)
+    dev = load_dev(*args.dev, fused=fused)
     if not dev.retriever.index.training_pairs:
-        parser.error(f"{args.dev[0]} has no training queries: its word index has no expansion.")
+        parser.error(
+            f"{args.dev[0]} has no training queries: these rules decide for those that do."
+        )
     return args, rule, dev
 
 

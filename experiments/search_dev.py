@@ -14,19 +14,14 @@ trained and no test query is read. Writes ``OUT.json`` and ``OUT.md``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from dsi.data import load_qrels, load_queries
 from dsi.metrics import mean_metrics, per_query
-from dsi.ngram_retriever import NgramRetriever
-from dsi.seal import NgramGenerativeIndex
-from experiments.fusion import ROOT, write_decision
-from experiments.provenance import add_rule_argument, checked_rule, git_state
+from experiments.fusion import ROOT, DevSet, dev_command, write_decision
+from experiments.provenance import git_state
 
 K = 10
 MARGIN = 0.01  # a candidate must beat today's value by this much (rules/search_dev.md)
@@ -44,28 +39,7 @@ SETTINGS: dict[str, list[dict[str, Any]]] = {
 }
 
 
-@dataclasses.dataclass
-class Dev:
-    """An n-gram index searched as it is saved, with the dev queries it is scored on."""
-
-    name: str
-    retriever: NgramRetriever
-    queries: dict[str, str]  # the judged ones, in qrels order
-    qrels: dict[str, dict[str, int]]
-
-
-def load(index_dir: str, queries_file: str, qrels_file: str) -> Dev:
-    """The dev set: ``index_dir``'s retriever and the judged queries of ``qrels_file``."""
-    qrels = load_qrels(qrels_file)
-    texts = load_queries(queries_file)
-    missing = sorted(set(qrels) - set(texts))
-    if missing:
-        raise SystemExit(f"{queries_file} lacks the text of {len(missing)} judged queries.")
-    retriever = NgramRetriever(NgramGenerativeIndex.load(index_dir), device="cpu")
-    return Dev(Path(index_dir).name, retriever, {q: texts[q] for q in qrels}, qrels)
-
-
-def today(dev: Dev, setting: str) -> dict[str, Any]:
+def today(dev: DevSet, setting: str) -> dict[str, Any]:
     """The candidate of ``setting`` the index searches with as saved (ValueError if none)."""
     current = {**dataclasses.asdict(dev.retriever.options), "num_beams": dev.retriever.num_beams}
     for candidate in SETTINGS[setting]:
@@ -74,7 +48,7 @@ def today(dev: Dev, setting: str) -> dict[str, Any]:
     raise ValueError(f"The index's {setting} is none of the rule's candidates {SETTINGS[setting]}.")
 
 
-def score(dev: Dev, chosen: dict[str, Any]) -> dict[str, Any]:
+def score(dev: DevSet, chosen: dict[str, Any]) -> dict[str, Any]:
     """Dev metrics of the index searched with the options in ``chosen`` (k=10, batches of 32)."""
     retriever = dev.retriever
     saved = retriever.options
@@ -107,7 +81,7 @@ def decide(rows: Sequence[dict[str, Any]], kept: dict[str, Any]) -> dict[str, An
     return next(r["candidate"] for r in rows if r["nDCG@10"] >= best - LEVEL - 1e-12)
 
 
-def candidates(dev: Dev) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def candidates(dev: DevSet) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every setting's candidates scored in order, each with the decided values of the
     settings before it; the rows and the decided options."""
     decided: dict[str, Any] = {}
@@ -129,15 +103,7 @@ def candidates(dev: Dev) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dev", nargs=3, required=True, metavar=("INDEX", "QUERIES", "QRELS"))
-    parser.add_argument("--output", type=Path, required=True, help="OUT: writes OUT.json, OUT.md")
-    add_rule_argument(parser)
-    args = parser.parse_args(argv)
-    rule = checked_rule(parser, args.rule)
-    dev = load(*args.dev)
-    if not dev.retriever.index.training_pairs:
-        parser.error(f"{args.dev[0]} has no training queries: the rule decides for those that do.")
+    args, rule, dev = dev_command(__doc__.split("\n\n")[0], argv, fused=False)
     started = time.monotonic()
     rows, decided = candidates(dev)
     options = dev.retriever.options

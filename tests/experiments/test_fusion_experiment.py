@@ -184,7 +184,7 @@ def test_search_dev_scores_every_candidate_in_order_and_leaves_the_retriever_as_
 ):
     from experiments import search_dev
 
-    dev = search_dev.load(
+    dev = fusion.load_dev(
         str(fused_dir), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv")
     )
     options, beams = dev.retriever.options, dev.retriever.num_beams
@@ -202,7 +202,7 @@ def test_search_dev_scores_every_candidate_in_order_and_leaves_the_retriever_as_
 def test_search_dev_searches_with_each_candidate_s_options(fused_dir, monkeypatch):
     from experiments import search_dev
 
-    dev = search_dev.load(
+    dev = fusion.load_dev(
         str(fused_dir), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv")
     )
     seen = []
@@ -217,3 +217,27 @@ def test_search_dev_searches_with_each_candidate_s_options(fused_dir, monkeypatc
     search_dev.score(dev, {"scoring": "intersective", "alpha": 2.0, "num_beams": 5})
     search_dev.score(dev, {"feedback_docs": 5})
     assert seen == [("intersective", 2.0, 0, 5), ("bm25", 3.0, 5, None)]
+
+
+@pytest.mark.slow
+def test_search_dev_reads_a_plain_ngram_index_that_the_fused_experiments_refuse(tmp_path):
+    from experiments import search_dev
+
+    out = tmp_path / "ngram"
+    assert (
+        dsi_main(
+            [
+                *("index", "--corpus", str(TINY), "--output", str(out)),
+                *("--set", "model_config.size=tiny", "--set", "model_config.vocab_size=200"),
+                *("--max-steps", "2", "--quiet"),
+            ]
+        )
+        == 0
+    )
+    files = (str(out), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv"))
+    with pytest.raises(SystemExit, match="is not an 'ngram\\+semantic' index"):
+        fusion.load_dev(*files)
+    search_dev.main(["--dev", *files, "--output", str(tmp_path / "sd")])
+    result = json.loads((tmp_path / "sd.json").read_text())
+    assert result["kind"] == "ngram" and result["rule"] is None
+    assert set(result["decision"]) >= {"scoring", "num_beams", "feedback_docs"}
