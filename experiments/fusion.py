@@ -235,6 +235,16 @@ def dev_command(
     return args, rule, dev
 
 
+def provenance(args: argparse.Namespace, rule: dict | None, dev: DevSet) -> dict[str, Any]:
+    """The head of a dev decision's result: its dev set, rule, commit and training steps."""
+    return {
+        "dev": list(args.dev),
+        "rule": rule,
+        "git": git_state(ROOT),
+        "steps": dev.retriever.index.lineage[0].get("training_steps"),
+    }
+
+
 def write_decision(
     output: Path, heading: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], result: dict
 ) -> None:

@@ -26,8 +26,7 @@ from dsi.metrics import mean_metrics
 from dsi.ngram_retriever import Generation, NgramRetriever, Ranking
 from dsi.scoring import Ranking as Scores
 from dsi.seal import word_index
-from experiments.fusion import ROOT, DevSet, dev_command, scores_of, write_decision
-from experiments.provenance import git_state
+from experiments.fusion import DevSet, dev_command, provenance, scores_of, write_decision
 
 K = 10
 QUERY_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -118,10 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = candidates(dev, QUERY_WEIGHTS)
     options = dev.retriever.options
     result = {
-        "dev": list(args.dev),
-        "rule": rule,
-        "git": git_state(ROOT),
-        "steps": dev.retriever.index.lineage[0].get("training_steps"),
+        **provenance(args, rule, dev),
         "fusion_weight": options.fusion_weight,
         "plan_weight": options.plan_weight,
         "word_weight": WORD_WEIGHT,

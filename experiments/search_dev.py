@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dsi.metrics import mean_metrics, per_query
-from experiments.fusion import ROOT, DevSet, dev_command, write_decision
-from experiments.provenance import git_state
+from experiments.fusion import DevSet, dev_command, provenance, write_decision
 
 K = 10
 MARGIN = 0.01  # a candidate must beat today's value by this much (rules/search_dev.md)
@@ -108,10 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows, decided = candidates(dev)
     options = dev.retriever.options
     result = {
-        "dev": list(args.dev),
-        "rule": rule,
-        "git": git_state(ROOT),
-        "steps": dev.retriever.index.lineage[0].get("training_steps"),
+        **provenance(args, rule, dev),
         "kind": dev.retriever.index.config.docids,
         "preset": {
             name: getattr(options, name)

@@ -23,8 +23,7 @@ from typing import Any
 from dsi.fusion import fuse
 from dsi.metrics import mean_metrics
 from dsi.seal import word_index
-from experiments.fusion import ROOT, DevSet, dev_command, scores_of, write_decision
-from experiments.provenance import git_state
+from experiments.fusion import DevSet, dev_command, provenance, scores_of, write_decision
 
 K = 10
 # (expand, word_weight): today's scoring first (rules/word_expansion.md).
@@ -88,10 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     rows = candidates(dev, CANDIDATES)
     result = {
-        "dev": list(args.dev),
-        "rule": rule,
-        "git": git_state(ROOT),
-        "steps": dev.retriever.index.lineage[0].get("training_steps"),
+        **provenance(args, rule, dev),
         "fusion_weight": dev.retriever.options.fusion_weight,
         "plan_weight": dev.retriever.options.plan_weight,
         "rows": rows,
