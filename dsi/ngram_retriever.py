@@ -178,8 +178,8 @@ class NgramRetriever(ConstrainedRetriever):
     ) -> tuple[list[Generation], list[tuple[Ranking, Ranking]]]:
         """The fused kind's two rankings of each query, from one encoder pass per batch: its
         full lexical ranking (``lexical(queries, generations)`` when given, else the n-gram
-        ranking with feedback if any, uncut) and the documents its docid beams reach (at least
-        ``k`` beams) with their docids' log-probabilities, decoded with PAG's prior from that
+        ranking with feedback if any, uncut) and the documents its docid beams reach
+        (``num_beams`` beams, whatever ``k``) with their docids' log-probabilities, decoded with PAG's prior from that
         lexical ranking at ``plan_weight`` (None: ``SealOptions.plan_weight``; 0: none).
         Both are ``(document index, score)`` lists; :func:`dsi.fusion.fuse` combines them."""
         if self.index.fused is None:
@@ -200,7 +200,10 @@ class NgramRetriever(ConstrainedRetriever):
                 rankings = self.lexical_rankings(batch_generated, batch_size, beams)
             else:
                 rankings = lexical(batch, batch_generated)
-            reached = self._decode_docids(encoded, mask, max(beams, k), rankings, plan)
+            # ``beams`` docid beams whatever ``k``: more beams would spread the docids' share of
+            # their probability, so a search's top documents would depend on how deep it asks;
+            # the lexical ranking fills the rest of the k.
+            reached = self._decode_docids(encoded, mask, beams, rankings, plan)
             generated += batch_generated
             parts += list(zip(rankings, reached, strict=True))
         return generated, parts

@@ -204,3 +204,16 @@ def test_the_ngram_task_decodes_without_the_marker_s_mass():
     torch.testing.assert_close(first[0, :marker], kept)
     later = ExcludeFirst([marker])(torch.tensor([[0, 2]]), scores.clone())
     torch.testing.assert_close(later, scores)  # only the first step is renormalized
+
+
+def test_a_deeper_search_begins_with_the_shallower_one(fused_index):
+    # The docid beams do not widen with k: a search's top documents do not depend on how many
+    # it asks for (they once numbered max(beams, k), which spread the docids' shares).
+    index, queries = fused_index
+    retriever = _retriever(index, fusion_weight=1.0, plan_weight=1.0)
+    shallow = retriever.search(queries, k=3, num_beams=2)
+    deep = retriever.search(queries, k=10, num_beams=2)
+    for few, many in zip(shallow, deep, strict=True):
+        assert [(h.doc_id, pytest.approx(h.score)) for h in few] == [
+            (h.doc_id, h.score) for h in many[:3]
+        ]
