@@ -114,11 +114,13 @@ class NgramPreset:
     # and the words of its best documents add what the query lacks (chosen on dev by
     # experiments/feedback.py).
     feedback_docs: int
-    # The fused kind's weights (SealOptions.fusion_weight, plan_weight), chosen on dev by
-    # experiments/rules/fusion_dev.md: with training queries, SciFact dev nDCG@10 0.707 at 1
-    # and 4 against 0.689 for the lexical ranking alone (experiments/results/fusion_dev_scifact).
-    # Without, not chosen yet (the pooled Cranfield + SciFact-from-documents grid): simple fusion
-    # at an even weight until then.
+    # The fused kind's weights (SealOptions.fusion_weight, plan_weight), chosen on dev. With
+    # training queries 0 and 0 (experiments/rules/fusion_retune.md): once the lexical score had
+    # the expanded word index and the query's own words, the docid part no longer added on
+    # SciFact dev (0.781 without it, at most 0.782 with it, a tie the rule gives to 0; it was 1
+    # and 4 by rules/fusion_dev.md when the lexical score was the model's terms alone, 0.707
+    # against 0.689). Without training queries, not chosen yet (the pooled Cranfield +
+    # SciFact-from-documents grid): simple fusion at an even weight until then.
     fusion_weight: float
     plan_weight: float
     # The word index holds each document's words and those of the training queries that judge
@@ -141,8 +143,8 @@ NGRAM_PRESETS: dict[str, NgramPreset] = {
         salient_pool_per_doc=60,
         word_weight=0.75,
         feedback_docs=0,
-        fusion_weight=1.0,
-        plan_weight=4.0,
+        fusion_weight=0.0,
+        plan_weight=0.0,
         expand_words=True,
         query_weight=2.0,
     ),
