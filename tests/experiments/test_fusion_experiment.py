@@ -241,3 +241,31 @@ def test_search_dev_reads_a_plain_ngram_index_that_the_fused_experiments_refuse(
     result = json.loads((tmp_path / "sd.json").read_text())
     assert result["kind"] == "ngram" and result["rule"] is None
     assert set(result["decision"]) >= {"scoring", "num_beams", "feedback_docs"}
+
+
+@pytest.mark.slow
+def test_doc2query_expansion_lets_a_generated_word_find_its_document(fused_dir):
+    from experiments import doc2query
+
+    dev = fusion.load_dev(
+        str(fused_dir), str(TINY / "queries.jsonl"), str(TINY / "qrels" / "test.tsv")
+    )
+    index = dev.retriever.index
+    target = index.corpus.doc_ids[3]
+    dev.queries, dev.qrels = {"q": "zanzibarite"}, {"q": {target: 1}}
+    generated = [["zanzibarite"] if d == 3 else ["nothing here"] for d in range(index.num_docs)]
+    saved = index.word_index
+    rows = doc2query.candidates(dev, generated, (0, 1))
+    assert index.word_index is saved
+    assert rows[0]["own words nDCG@10"] == 0.0 and rows[1]["own words nDCG@10"] == 1.0
+    assert doc2query.decide(rows) == {"generated per document": 1}
+
+
+def test_doc2query_keeps_no_expansion_unless_beaten_by_the_margin():
+    from experiments.doc2query import decide
+
+    def row(n, ndcg):
+        return {"generated per document": n, "nDCG@10": ndcg}
+
+    assert decide([row(0, 0.70), row(5, 0.709), row(10, 0.70)]) == {"generated per document": 0}
+    assert decide([row(0, 0.70), row(5, 0.7105), row(10, 0.712)]) == {"generated per document": 5}
