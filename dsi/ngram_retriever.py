@@ -179,9 +179,10 @@ class NgramRetriever(ConstrainedRetriever):
         """The fused kind's two rankings of each query, from one encoder pass per batch: its
         full lexical ranking (``lexical(queries, generations)`` when given, else the n-gram
         ranking with feedback if any, uncut) and the documents its docid beams reach
-        (``num_beams`` beams, whatever ``k``) with their docids' log-probabilities, decoded with PAG's prior from that
-        lexical ranking at ``plan_weight`` (None: ``SealOptions.plan_weight``; 0: none).
-        Both are ``(document index, score)`` lists; :func:`dsi.fusion.fuse` combines them."""
+        (``num_beams`` beams, whatever ``k``) with their docids' log-probabilities, decoded
+        with PAG's prior from that lexical ranking at ``plan_weight`` (None:
+        ``SealOptions.plan_weight``; 0: none). Both are ``(document index, score)`` lists;
+        :func:`dsi.fusion.fuse` combines them."""
         if self.index.fused is None:
             raise ValueError(
                 "This index has no docids to fuse: build it with docids 'ngram+semantic'."
