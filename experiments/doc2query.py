@@ -9,20 +9,23 @@ Trains the query generator ``dsi index`` would train for the index (its tokenize
 training queries), writes ``max(COUNTS)`` queries per document, and for each count rebuilds the
 word index with each document's training queries and its first ``n`` generated ones, then
 scores the index's search and the query's own words alone on dev, with seen and unseen queries
-apart. Writes ``OUT.json``/``.md`` and the generated queries beside them
-(``OUT.queries.jsonl``, so the run's text can be read).
+apart. Writes ``OUT.json`` (with the generated queries of the first documents) and ``OUT.md``;
+``--queries-out FILE`` writes every generated query too.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from docid.io import atomic_write_text
 from dsi.config import generator_config
 from dsi.evaluation import seen_queries
+from dsi.metrics import mean_metrics
 from dsi.pseudo_queries import QueryGenerator
 from dsi.seal import word_index
 from experiments.fusion import DevSet, dev_command, provenance, scores_of, write_decision
@@ -30,6 +33,7 @@ from experiments.query_words import with_query_words
 from experiments.search_dev import K
 
 COUNTS = (0, 5, 10)
+SAMPLE = 5  # documents whose generated queries the result JSON shows
 MARGIN = 0.01
 LEVEL = 0.002
 
@@ -46,17 +50,17 @@ def generated_queries(dev: DevSet, count: int, progress_bar: bool = False) -> li
 
 
 def parts(dev: DevSet, rankings: Sequence[Sequence[tuple[int, float]]]) -> dict[str, float]:
-    """Dev nDCG@10 over all queries and over the seen and unseen ones (None: no such query)."""
+    """Dev nDCG@10 and Hits@10 over all queries, and nDCG@10 over the seen and unseen ones
+    (None: no such query)."""
     per = scores_of(dev, rankings)
     seen = seen_queries(dev.qrels, dev.retriever.index.training_pairs)
-    out = {}
-    for name, qids in (
-        ("nDCG@10", list(per)),
-        ("seen nDCG@10", [q for q in per if q in seen]),
-        ("unseen nDCG@10", [q for q in per if q not in seen]),
+    every = mean_metrics(per)
+    out = {"nDCG@10": every["nDCG@10"], "Hits@10": every["Hits@10"]}
+    for part, members in (
+        ("seen", [q for q in per if q in seen]),
+        ("unseen", [q for q in per if q not in seen]),
     ):
-        out[name] = sum(per[q]["nDCG@10"] for q in qids) / len(qids) if qids else None
-    out["Hits@10"] = sum(per[q]["Hits@10"] for q in per) / len(per)
+        out[f"{part} nDCG@10"] = mean_metrics({q: per[q] for q in members})["nDCG@10"]
     return out
 
 
@@ -100,8 +104,19 @@ def decide(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
     return {"generated per document": min(r["generated per document"] for r in level)}
 
 
+def _queries_out_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queries-out",
+        type=Path,
+        default=None,
+        help="also write every generated query (JSONL; megabytes: keep it out of the results)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args, rule, dev = dev_command(__doc__.split("\n\n")[0], argv, fused=False)
+    args, rule, dev = dev_command(
+        __doc__.split("\n\n")[0], argv, fused=False, extra=_queries_out_argument
+    )
     if dev.retriever.options.fusion_weight:
         raise SystemExit("The rule scores the lexical ranking: this index's preset fuses docids.")
     started = time.monotonic()
@@ -116,11 +131,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seconds": round(time.monotonic() - started, 1),
     }
     doc_ids = dev.retriever.index.corpus.doc_ids
-    lines = [
-        json.dumps({"doc_id": d, "queries": qs}) for d, qs in zip(doc_ids, generated, strict=True)
-    ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output.with_suffix(".queries.jsonl"), "\n".join(lines) + "\n")
+    result["sample"] = {d: qs for d, qs in zip(doc_ids[:SAMPLE], generated, strict=False)}
+    if args.queries_out is not None:
+        lines = [
+            json.dumps({"doc_id": d, "queries": qs})
+            for d, qs in zip(doc_ids, generated, strict=True)
+        ]
+        atomic_write_text(args.queries_out, "\n".join(lines) + "\n")
     columns = [
         "generated per document",
         "nDCG@10",

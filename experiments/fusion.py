@@ -216,15 +216,20 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def dev_command(
-    description: str, argv: Sequence[str] | None, fused: bool = True
+    description: str,
+    argv: Sequence[str] | None,
+    fused: bool = True,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> tuple[argparse.Namespace, dict | None, DevSet]:
     """The arguments of a dev decision over one fused index (``fused`` False: any n-gram index)
-    with training queries (``--dev INDEX QUERIES QRELS``, ``--output``, ``--rule``): the parsed
-    arguments, the checked rule and the dev set."""
+    with training queries (``--dev INDEX QUERIES QRELS``, ``--output``, ``--rule``, and what
+    ``extra`` adds to the parser): the parsed arguments, the checked rule and the dev set."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dev", nargs=3, required=True, metavar=("INDEX", "QUERIES", "QRELS"))
     parser.add_argument("--output", type=Path, required=True, help="OUT: writes OUT.json, OUT.md")
     add_rule_argument(parser)
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     rule = checked_rule(parser, args.rule)
     dev = load_dev(*args.dev, fused=fused)
