@@ -119,8 +119,10 @@ class NgramPreset:
     # the expanded word index and the query's own words, the docid part no longer added on
     # SciFact dev (0.781 without it, at most 0.782 with it, a tie the rule gives to 0; it was 1
     # and 4 by rules/fusion_dev.md when the lexical score was the model's terms alone, 0.707
-    # against 0.689). Without training queries, not chosen yet (the pooled Cranfield +
-    # SciFact-from-documents grid): simple fusion at an even weight until then.
+    # against 0.689). Without training queries 0 and 0 (rules/fusion_dev.md's pooled
+    # grid, Cranfield dev and SciFact-from-documents dev weighing the same): lexical alone
+    # 0.552, the best cell 0.554 (1 and 2), within 0.002: a tie the rule gives to 0, so the
+    # docid part adds nothing on dev there either.
     fusion_weight: float
     plan_weight: float
     # The word index holds each document's words and those of the training queries that judge
@@ -153,7 +155,7 @@ NGRAM_PRESETS: dict[str, NgramPreset] = {
         salient_pool_per_doc=0,
         word_weight=3.0,
         feedback_docs=5,
-        fusion_weight=0.5,
+        fusion_weight=0.0,
         plan_weight=0.0,
         expand_words=False,
         query_weight=0.0,

@@ -191,7 +191,7 @@ def test_words_weigh_more_for_a_model_trained_without_queries(built):
     # The fused kind's weights follow the preset too (chosen on dev for each).
     assert (options.fusion_weight, options.plan_weight) == (0.0, 0.0)
     assert (queried.fusion_weight, queried.plan_weight) == (0.0, 0.0)
-    assert (alone.fusion_weight, alone.plan_weight) == (0.5, 0.0)
+    assert (alone.fusion_weight, alone.plan_weight) == (0.0, 0.0)
     retriever.options = dataclasses.replace(retriever.options, feedback_docs=0)
     generated = retriever.generate(queries[:4])
     words = retriever.query_words(generated)
