@@ -30,10 +30,14 @@ GOLDEN = REPO / "tests" / "golden"
 UPDATE = os.environ.get("DSI_UPDATE_GOLDEN") == "1"
 K = 5
 DECIMALS = 4
-# Scores are compared to this absolute tolerance, not to the last rounded digit: another CPU's
+# Scores are compared to an absolute tolerance, not to the last rounded digit: another CPU's
 # kernels may move a float by an ulp, and neither a rounding boundary nor the order of two
 # documents whose scores tie within it may fail the test.
 TOLERANCE = 2e-3
+# The docid kinds train 300 steps, which grow those ulps: on the AVX-512 machines CI got from
+# 2026-12-05 their scores moved by up to 0.033 from the recorded ones, every top document the same.
+# A change in what the library does moves them far more, and changes the top documents.
+TOLERANCE_TRAINED = 0.05
 
 # A small model and budget: a few seconds per index, yet rankings that differ per query.
 # (The "tiny" size is the d_model 32, d_ff 64, d_kv 8, 2 heads, 1 + 1 layers these were recorded
@@ -97,29 +101,29 @@ def _rankings(index_dir: Path, queries: list[str]) -> list[list[list]]:
     return [[[hit.doc_id, round(hit.score, DECIMALS)] for hit in hits] for hits in results]
 
 
-def _same_ranking(got: list[list], want: list[list]) -> str | None:
+def _same_ranking(got: list[list], want: list[list], tolerance: float = TOLERANCE) -> str | None:
     """Why ``got`` differs from the golden ``want``, or None: equal up to near-ties.
 
-    Each rank's score and each document's score must match within the tolerance, so documents
+    Each rank's score and each document's score must match within ``tolerance``, so documents
     may trade places only where their scores tie within it, and one may be missing only where it
     ties with the last document kept.
     """
     if len(got) != len(want):
         return f"{len(got)} hits, golden {len(want)}"
     for rank, ((doc, score), (_, expected)) in enumerate(zip(got, want, strict=True)):
-        if abs(score - expected) > TOLERANCE:
+        if abs(score - expected) > tolerance:
             return f"rank {rank}: {doc} scores {score}, golden rank scores {expected}"
     if not want:
         return None
     floor = want[-1][1]
     got_scores, want_scores = dict(map(tuple, got)), dict(map(tuple, want))
     for doc, expected in want:
-        if doc in got_scores and abs(got_scores[doc] - expected) > TOLERANCE:
+        if doc in got_scores and abs(got_scores[doc] - expected) > tolerance:
             return f"{doc} scores {got_scores[doc]}, golden {expected}"
-        if doc not in got_scores and abs(expected - floor) > TOLERANCE:
+        if doc not in got_scores and abs(expected - floor) > tolerance:
             return f"{doc} (golden {expected}) is missing"
     for doc, score in got:
-        if doc not in want_scores and abs(score - floor) > TOLERANCE:
+        if doc not in want_scores and abs(score - floor) > tolerance:
             return f"{doc} ({score}) is not among the golden hits"
     return None
 
@@ -174,8 +178,9 @@ def test_search_results_equal_the_golden_ones(tmp_path):
         # Golden rankings must hold something to compare: not all queries alike or empty.
         distinct = {json.dumps([hit[0] for hit in r]) for r in golden["rankings"]}
         assert len(distinct) > len(queries) // 4, f"{name}: nearly every query ranks alike"
+        tolerance = TOLERANCE if name.startswith("ngram") else TOLERANCE_TRAINED
         for query, got, want in zip(queries, rankings, golden["rankings"], strict=True):
-            why = _same_ranking(got, want)
+            why = _same_ranking(got, want, tolerance)
             assert why is None, f"{name}, query {query!r}: {why}"
 
 
@@ -190,3 +195,8 @@ def test_the_comparison_allows_near_ties_only():
     assert _same_ranking(want[:3], want)
     # A document that ties with the last one kept may take its place.
     assert _same_ranking([*want[:3], ["d9", 0.5001]], want) is None
+    # The trained kinds' wider tolerance still refuses a score, order or document that moved.
+    assert _same_ranking([["d1", 3.03], ["d2", 2.0], ["d3", 1.0], ["d4", 0.5]], want, 0.05) is None
+    assert _same_ranking([["d1", 3.1], ["d2", 2.0], ["d3", 1.0], ["d4", 0.5]], want, 0.05)
+    assert _same_ranking([["d1", 3.0], ["d3", 2.0], ["d2", 1.0], ["d4", 0.5]], want, 0.05)
+    assert _same_ranking([["d1", 3.0], ["d5", 2.0], ["d3", 1.0], ["d4", 0.5]], want, 0.05)
