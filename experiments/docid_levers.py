@@ -1,6 +1,6 @@
 """The lever screen of ``experiments/rules/docid_levers.md``: its table and its decision.
 
-    python -m experiments.docid_levers --runs runs/levers --baseline runs/screen/semantic.eval.json
+    python -m experiments.docid_levers --runs runs/levers
     python -m experiments.docid_levers --rule docid_levers_examples ...   # the second rule's levers
 
 reads ``<runs>/<lever>.eval.json`` (``dsi eval ... --memorization --baselines bm25,bm25+queries``
@@ -74,7 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "levers")
     parser.add_argument(
-        "--baseline", type=Path, default=ROOT / "runs" / "screen" / "semantic.eval.json"
+        "--baseline",
+        type=Path,
+        default=ROOT / "experiments" / "results" / "docid_screen" / "semantic.eval.json",
     )
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--rule", default="docid_levers", choices=list(RULES))
@@ -107,7 +109,7 @@ def main() -> None:
         f"Rule: [{name_of_rule}](../rules/{args.rule}.md), committed before the runs. Each lever "
         "is one change from the screen's semantic run (4,728 steps, seed 13, 150 dev queries; "
         "memorization over all 5,183 documents). Regenerate: `python -m experiments.docid_levers "
-        f"--rule {args.rule} --runs runs/levers --baseline runs/screen/semantic.eval.json`.",
+        f"--rule {args.rule} --runs runs/levers`.",
         "",
         "| run | change | dev nDCG@10 | dev Hits@10 | memorization@1 | memorization@10 |",
         "|---|---|---|---|---|---|",
