@@ -461,22 +461,14 @@ def _process_state():
 
 
 def _read_config(args: argparse.Namespace):
-    from dsi.config import IndexConfig
+    from dsi.config import IndexConfig, parse_assignments
 
     data: dict[str, Any] = IndexConfig().to_dict()
     given: dict[str, Any] = {}
     if args.config:
         given = json.loads(Path(args.config).read_text())
         _merge(data, given)
-    settings: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, got {item!r}.")
-        try:
-            settings[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            settings[key] = raw
+    settings = parse_assignments(args.set)
     if args.docids:
         settings["docids"] = args.docids
     if args.model:
@@ -510,7 +502,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from docid.guard import claim
-    from dsi.config import AddConfig
+    from dsi.config import AddConfig, parse_assignments
     from dsi.data import load_corpus
     from dsi.index_format import WORK_KIND, claim_index
     from dsi.kinds import load_index, prepare_search
@@ -519,14 +511,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     if PartialState().num_processes > 1:
         raise ValueError("dsi add runs in a single process; start it without accelerate launch.")
     settings: dict[str, Any] = {"train": {}}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, got {item!r}.")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+    for key, value in parse_assignments(args.set).items():
         group, dot, leaf = key.partition(".")
         if dot and group != "train":
             raise ValueError(f"--set {key}: only train.* settings are grouped.")

@@ -304,6 +304,21 @@ class IndexConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a dict: each value read as JSON (``4``, ``true``,
+    ``null``), or kept as the string it is when it is not JSON."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}.")
+        try:
+            settings[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key] = raw
+    return settings
+
+
 def setting_keys() -> list[str]:
     """Every key ``dsi index --set`` accepts, dotted, in the order of docs/settings.md."""
     keys: list[str] = []

@@ -6,6 +6,8 @@
     python -m experiments.continual --scale 0.05 --model-size tiny --embedder tfidf \\
         --max-steps-per-step 30 --build-max-steps 60   # a toy run
     python -m experiments.continual --docids atomic    # DSI++'s own setting: a docid kind
+    python -m experiments.continual --docids semantic --set train.max_windows_per_doc=2
+                                        # --set: a setting of D0's build and each retraining
 
 SciFact's documents are shuffled with a fixed seed and split into D0 (60%) and D1..D4 (10%
 each); every query goes with the split of its latest relevant document (so once that split is
@@ -58,7 +60,14 @@ from pathlib import Path
 from typing import Any
 
 from docid.io import atomic_write_text
-from dsi.config import MODEL_SIZES, AddConfig, IndexConfig, ModelConfig, TrainConfig
+from dsi.config import (
+    MODEL_SIZES,
+    AddConfig,
+    IndexConfig,
+    ModelConfig,
+    TrainConfig,
+    parse_assignments,
+)
 from dsi.data import Corpus, TrainingQueries, load_corpus, load_qrels, load_queries
 from dsi.evaluation import memorization
 from dsi.index import GenerativeIndex
@@ -209,7 +218,7 @@ def base_config(args) -> IndexConfig:
     # generator_config); the committed results gave it the same 5 minutes.
     if args.model_size == "tiny":
         config.train.warmup_steps = 20
-    return config
+    return config.updated(parse_assignments(args.set))
 
 
 def add_config(args, strategy: str) -> AddConfig:
@@ -561,6 +570,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--name",
         default=None,
         help="results file name (default: continual, or continual_<docids> for a docid kind)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of D0's build and each retraining (dsi index --set), e.g. "
+        "train.max_windows_per_doc=2",
     )
     p.add_argument("--embedder", default="minilm", choices=["minilm", "tfidf"])
     p.add_argument("--model-size", default="small", choices=sorted(MODEL_SIZES))

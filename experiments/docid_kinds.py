@@ -44,7 +44,7 @@ from typing import Any
 from docid import available_schemes
 from docid.io import atomic_write_text
 from dsi.baselines import build_baseline
-from dsi.config import IndexConfig
+from dsi.config import IndexConfig, parse_assignments
 from dsi.evaluation import memorization
 from dsi.metrics import evaluate_run
 from dsi.retriever import Retriever
@@ -91,12 +91,7 @@ def kind_config(kind: str, args) -> IndexConfig:
         settings["train.max_steps"] = args.max_steps
     if kind == "semantic" and args.embedder:
         settings["docid_options.embedder"] = args.embedder
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            settings[key] = json.loads(value)
-        except ValueError:
-            settings[key] = value
+    settings.update(parse_assignments(args.set))
     return IndexConfig().updated(settings)
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from dsi.cli import main
-from dsi.config import IndexConfig, setting_keys
+from dsi.config import IndexConfig, parse_assignments, setting_keys
 from tests.conftest import REPO
 
 SETTINGS_DOC = REPO / "docs" / "settings.md"
@@ -71,4 +71,25 @@ def test_set_of_a_removed_setting_is_one_clear_error_listing_the_settings(key, t
     assert err.startswith(f"dsi: error: '{key}' is not a setting; the settings are ")
     for known in setting_keys():
         assert known in err
+    assert not out.exists()
+
+
+def test_set_values_are_json_or_the_string_given_and_a_missing_equals_sign_is_refused():
+    found = parse_assignments(["train.seed=14", "train.max_minutes=null", "docids=semantic",
+                               "docid_options.embedder=tfidf", "train.num_threads=1"])  # fmt: skip
+    assert found == {"train.seed": 14, "train.max_minutes": None, "docids": "semantic",
+                     "docid_options.embedder": "tfidf", "train.num_threads": 1}  # fmt: skip
+    for bad in ("train.seed", "=3"):
+        with pytest.raises(ValueError, match="--set takes KEY=VALUE"):
+            parse_assignments([bad])
+
+
+def test_set_without_an_equals_sign_is_one_clear_error(tmp_path, capsys):
+    out = tmp_path / "index"
+    code = main(["index", "--corpus", str(REPO / "examples" / "tiny"), "--output", str(out),
+                 "--set", "train.seed", "--quiet"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "dsi: error: --set takes KEY=VALUE, got 'train.seed'."
+    )
     assert not out.exists()

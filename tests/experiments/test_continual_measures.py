@@ -78,3 +78,16 @@ def test_memorization_of_d0_and_the_dsi_plus_plus_goal():
     # n-gram runs measure no memorization: no goal rows.
     plain = [_step([0.5], 1000), _step([0.5, 0.6], 10)]
     assert continual.memorization_goal({"generative": continual.summarize(plain, True)}) == {}
+
+
+def test_set_changes_the_settings_of_d0_and_each_retraining():
+    args = continual.parse_args(["--docids", "semantic", "--build-max-steps", "50"])
+    assert args.name == "continual_semantic"
+    config = continual.base_config(args)
+    assert config.train.max_steps == 50
+    windows = config.train.max_windows_per_doc
+    changed = continual.parse_args(["--docids", "semantic", "--build-max-steps", "50",
+                                    "--set", "train.max_windows_per_doc=2"])  # fmt: skip
+    assert continual.base_config(changed).train.max_windows_per_doc == 2 != windows
+    with pytest.raises(ValueError, match="is not a setting"):
+        continual.base_config(continual.parse_args(["--set", "train.window_length=3"]))
