@@ -1,4 +1,4 @@
-"""The leak-free default beside its baselines, over training seeds: one table from `dsi eval` JSONs.
+"""An index beside its baselines, over training seeds: one table from `dsi eval` JSONs.
 
     python -m experiments.leak_free --name scifact_default \\
         --eval 13 runs/scifact_s13.test.json --eval 14 runs/scifact_s14.test.json
@@ -9,7 +9,8 @@ Hits@10 over all evaluated queries and apart for the ``seen`` ones (a relevant d
 a training query) and the ``unseen`` rest, with the paired 95% interval of dsi minus each
 baseline; then, per baseline, whether dsi has the higher point estimate at every seed (issue 29's
 "beats"). This is what ``experiments/seen_documents.py`` measured before ``dsi eval`` split every
-evaluation into seen and unseen queries itself. Writes ``<results>/<name>.{json,md}``.
+evaluation into seen and unseen queries itself. An eval run with ``--memorization`` (a docid
+kind) adds its memorization under the seed's table. Writes ``<results>/<name>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from docid.io import atomic_write_text
 RESULTS = Path(__file__).resolve().parent / "results" / "leak_free"
 METRICS = ("nDCG@10", "Hits@10")
 PARTS = ("all", "seen", "unseen")
+# `dsi eval --memorization`'s keys (docid kinds); the masked pair only for title/keyword docids.
+MEMORIZATION = (
+    "memorization@1",
+    "memorization@10",
+    "memorization_without_docid_words@1",
+    "memorization_without_docid_words@10",
+)
 
 
 def _block(result: dict[str, Any], part: str) -> dict[str, Any] | None:
@@ -34,6 +42,7 @@ def summarize(evals: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Per seed: each retriever's metrics and query counts per part, and dsi minus each baseline
     (the eval's paired intervals); across seeds: whether dsi is above each baseline at all."""
     seeds: dict[str, Any] = {}
+    memorized: dict[str, Any] = {}
     baselines: list[str] = []
     for seed, report in sorted(evals.items()):
         compare = report.get("compare", {})
@@ -60,11 +69,16 @@ def summarize(evals: dict[int, dict[str, Any]]) -> dict[str, Any]:
                         cell["dsi_minus"] = {m: paired[m] for m in METRICS if m in paired}
                 rows[name][part] = cell
         seeds[str(seed)] = rows
+        found = {key: report["dsi"][key] for key in MEMORIZATION if key in report["dsi"]}
+        if found:
+            found["documents"] = report["dsi"]["memorization_documents"]
+            memorized[str(seed)] = found
     above = {
         name: {part: {m: _above(seeds, name, part, m) for m in METRICS} for part in PARTS}
         for name in baselines
     }
-    return {"seeds": seeds, "baselines": baselines, "dsi_above_at_every_seed": above}
+    summary = {"seeds": seeds, "baselines": baselines, "dsi_above_at_every_seed": above}
+    return summary | ({"memorization": memorized} if memorized else {})
 
 
 def _above(seeds: dict[str, Any], name: str, part: str, metric: str) -> bool | None:
@@ -77,6 +91,19 @@ def _above(seeds: dict[str, Any], name: str, part: str, metric: str) -> bool | N
 
 def _interval(value: list[float] | None) -> str:
     return "" if not value else f"{value[0]:+.3f} [{value[1]:+.3f}, {value[2]:+.3f}]"
+
+
+def _memorization_line(found: dict[str, Any]) -> str:
+    text = (
+        f"memorization@1 {found['memorization@1']:.3f}, @10 {found['memorization@10']:.3f} "
+        f"over {found['documents']:,} documents"
+    )
+    if MEMORIZATION[2] in found:
+        text += (
+            f"; without the docid's words @1 {found[MEMORIZATION[2]]:.3f}, "
+            f"@10 {found[MEMORIZATION[3]]:.3f}"
+        )
+    return text + " (`dsi eval --memorization`)."
 
 
 def markdown(
@@ -117,6 +144,9 @@ def markdown(
                 for part in counts
             ]
             lines.append("| " + " | ".join(row) + " |")
+        found = summary.get("memorization", {}).get(seed)
+        if found:
+            lines += ["", _memorization_line(found)]
     lines += ["", f"## {label} above the baseline at every seed (point estimates)", ""]
     lines += ["| baseline | " + " | ".join(f"{p} {m}" for p in PARTS for m in METRICS) + " |"]
     lines += ["|---|" + "---|" * (len(PARTS) * len(METRICS))]

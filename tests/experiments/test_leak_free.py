@@ -82,3 +82,27 @@ def test_main_writes_the_tables(tmp_path, capsys):
     assert "| bm25 | yes | yes | yes | yes | yes | yes |" in text
     assert json.loads((tmp_path / "out" / "demo.json").read_text())["baselines"] == ["bm25"]
     assert "| fused | 0.800 |" in capsys.readouterr().out and "dsi default" not in text
+
+
+def test_memorization_of_a_docid_index_is_kept_and_shown_under_its_seed(tmp_path):
+    report = _eval(0.4, 0.7, 0.1)
+    report["dsi"].update({"memorization@1": 0.871, "memorization@10": 0.872,
+                          "memorization_documents": 5183,
+                          "memorization_without_docid_words@1": 0.23,
+                          "memorization_without_docid_words@10": 0.319})  # fmt: skip
+    path = tmp_path / "s13.json"
+    path.write_text(json.dumps(report))
+    plain = tmp_path / "s14.json"
+    plain.write_text(json.dumps(_eval(0.45, 0.7, 0.1)))
+    leak_free.main(["--eval", "13", str(path), "--eval", "14", str(plain), "--name", "kw",
+                    "--results", str(tmp_path), "--label", "keyword docids"])  # fmt: skip
+    saved = json.loads((tmp_path / "kw.json").read_text())
+    assert saved["memorization"] == {"13": {"memorization@1": 0.871, "memorization@10": 0.872,
+                                            "memorization_without_docid_words@1": 0.23,
+                                            "memorization_without_docid_words@10": 0.319,
+                                            "documents": 5183}}  # fmt: skip
+    text = (tmp_path / "kw.md").read_text()
+    line = ("memorization@1 0.871, @10 0.872 over 5,183 documents; without the docid's words "
+            "@1 0.230, @10 0.319 (`dsi eval --memorization`).")  # fmt: skip
+    assert text.count(line) == 1 and text.index(line) < text.index("## Seed 14")
+    assert "memorization" not in leak_free.summarize({14: _eval(0.45, 0.7, 0.1)})
