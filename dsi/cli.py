@@ -748,6 +748,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     report: dict[str, Any] = {
         "model": model_label(index.config.model),
+        "index": _index_provenance(args.index),
         "queries": len(judged),
         "k": args.k,
         "dsi": dsi_block,
@@ -762,6 +763,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report.update(blocks)  # compare, per_query_file
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _index_provenance(index: str) -> dict[str, Any]:
+    """Which build an eval scored, from the index's manifest: when and by which dsi it was made,
+    its training steps, and the digest of the texts its tokenizer and examples were built from
+    (so that a saved result cannot be mistaken for another build's)."""
+    manifest = _saved_manifest(index)
+    lineage = manifest["lineage"]
+    build = next((e for e in lineage if isinstance(e, dict) and e.get("event") == "build"), {})
+    return {
+        "path": index,
+        "created": manifest.get("created"),
+        "library_version": manifest.get("library_version"),
+        "docid_scheme": manifest.get("docid_scheme"),
+        "documents": manifest["num_docs"],
+        "training": _training_summary(lineage),
+        "data_digest": build.get("data_digest"),
+        "additions": sum(isinstance(e, dict) and e.get("event") == "add" for e in lineage),
+    }
 
 
 def _saved_manifest(index: str) -> dict[str, Any]:

@@ -98,6 +98,13 @@ def test_baselines_each_get_a_block_a_run_and_a_comparison(tiny_indexes, tmp_pat
             assert difference == pytest.approx(expected) and low <= difference <= high
         assert compared["unseen"]["num_queries"] == found["dsi"]["unseen"]["num_queries"]
     assert found["compare_settings"] == {"resamples": 10000, "seed": 0, "interval": 0.95}
+    # Which build was scored: its manifest's creation, training steps and data digest.
+    manifest = json.loads((tiny_indexes["queries"] / "manifest.json").read_text())
+    built = found["index"]
+    assert built["path"] == str(tiny_indexes["queries"]) and built["documents"] == 300
+    assert built["created"] == manifest["created"] and built["training"]["steps"] == 3
+    assert built["data_digest"] and built["data_digest"] == manifest["lineage"][0]["data_digest"]
+    assert built["additions"] == 0
 
 
 def test_bm25_flag_is_short_for_the_bm25_baseline(tiny_indexes, tmp_path):
