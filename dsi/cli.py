@@ -771,7 +771,6 @@ def _index_provenance(index: str) -> dict[str, Any]:
     (so that a saved result cannot be mistaken for another build's)."""
     manifest = _saved_manifest(index)
     lineage = manifest["lineage"]
-    build = next((e for e in lineage if isinstance(e, dict) and e.get("event") == "build"), {})
     return {
         "path": index,
         "created": manifest.get("created"),
@@ -779,9 +778,14 @@ def _index_provenance(index: str) -> dict[str, Any]:
         "docid_scheme": manifest.get("docid_scheme"),
         "documents": manifest["num_docs"],
         "training": _training_summary(lineage),
-        "data_digest": build.get("data_digest"),
+        "data_digest": _build_entry(lineage).get("data_digest"),
         "additions": sum(isinstance(e, dict) and e.get("event") == "add" for e in lineage),
     }
+
+
+def _build_entry(lineage: list[Any]) -> dict[str, Any]:
+    """The lineage entry of the index's build ({} if none is recorded)."""
+    return next((e for e in lineage if isinstance(e, dict) and e.get("event") == "build"), {})
 
 
 def _saved_manifest(index: str) -> dict[str, Any]:
@@ -821,7 +825,7 @@ def _eval_files(args: argparse.Namespace) -> tuple[str, str]:
     folder = args.queries
     if folder is None:  # the folder the index's corpus was read from, if it was a BEIR folder
         lineage = _saved_manifest(args.index)["lineage"]
-        source = next((e.get("corpus") for e in lineage if e.get("event") == "build"), None)
+        source = _build_entry(lineage).get("corpus")
         if not source or Path(source).name != "corpus.jsonl":
             raise ValueError(
                 "The index was not built from a BEIR folder; name one with --queries FOLDER."

@@ -151,6 +151,12 @@ def _intervals(
 
 
 MEMORIZATION_RANKS = (1, 10)
+# The keys :func:`memorization` returns: from the document's text, and (title and keyword
+# docids) from the text with the docid's words removed.
+MEMORIZATION_KEYS = tuple(f"memorization@{rank}" for rank in MEMORIZATION_RANKS)
+MASKED_MEMORIZATION_KEYS = tuple(
+    f"memorization_without_docid_words@{rank}" for rank in MEMORIZATION_RANKS
+)
 # Documents a build measures its memorization on (``record_memorization``; all when fewer).
 BUILD_MEMORIZATION_SAMPLE = 1000
 
@@ -202,8 +208,8 @@ def memorization(
     if isinstance(index.docids, LexicalDocidMap):
         stripped = [without_words(texts[i], index.docids.docid_words(all_ids[i])) for i in chosen]
         found = _decoded_at(retriever, stripped, wanted, batch_size)
-        for rank in MEMORIZATION_RANKS:
-            out[f"memorization_without_docid_words@{rank}"] = found[f"memorization@{rank}"]
+        for masked, key in zip(MASKED_MEMORIZATION_KEYS, MEMORIZATION_KEYS, strict=True):
+            out[masked] = found[key]
     return out
 
 

@@ -45,7 +45,7 @@ from docid import available_schemes
 from docid.io import atomic_write_text
 from dsi.baselines import build_baseline
 from dsi.config import IndexConfig, parse_assignments
-from dsi.evaluation import memorization
+from dsi.evaluation import MASKED_MEMORIZATION_KEYS, memorization
 from dsi.metrics import evaluate_run
 from dsi.retriever import Retriever
 from experiments.provenance import config_fingerprint
@@ -69,7 +69,7 @@ KINDS = ("semantic", "atomic", "naive", "title", "keywords")
 DEV_METRICS = ("nDCG@10", "Hits@10", "MRR@10", "Recall@10")
 DEFAULT_MINUTES = 60.0
 CURVE_KEYS = ("nDCG@10", "Hits@10", "memorization@1", "memorization@10")
-MASKED_KEYS = ("memorization_without_docid_words@1", "memorization_without_docid_words@10")
+MASKED_KEYS = MASKED_MEMORIZATION_KEYS
 
 
 def budget_minutes(args) -> float | None:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dsi.evaluation import MASKED_MEMORIZATION_KEYS
 from experiments.provenance import git_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ KINDS = ("atomic", "semantic", "naive")
 # The rule's addition: title and keyword docids against semantic, decided apart.
 ADDED = ("title", "keywords")
 ADDITION = ("semantic", *ADDED)
-WITHOUT_WORDS = "memorization_without_docid_words@1"
+WITHOUT_WORDS, WITHOUT_WORDS_10 = MASKED_MEMORIZATION_KEYS
 BASELINES = ("bm25", "bm25+queries")
 NEAR_TIE = 0.01  # the rule: a runner-up within this of the best goes on if it memorizes more
 FLOOR = 0.05  # the rule: below this dev nDCG@10 for every kind, none goes on
@@ -71,8 +72,7 @@ def main() -> None:
             continue
         result = json.loads(path.read_text())
         keys = ("nDCG@10", "Hits@10", "memorization@1", "memorization@10", "num_queries")
-        keys += tuple(k for k in (WITHOUT_WORDS, "memorization_without_docid_words@10")
-                      if k in result["dsi"])  # fmt: skip
+        keys += tuple(k for k in MASKED_MEMORIZATION_KEYS if k in result["dsi"])
         rows[kind] = {key: result["dsi"][key] for key in keys}
         for name in BASELINES:
             baselines[name] = {key: result[name][key] for key in ("nDCG@10", "Hits@10")}
@@ -108,7 +108,7 @@ def main() -> None:
     ]
     for kind, row in rows.items():
         without = (
-            f"{row[WITHOUT_WORDS]:.3f} / {row['memorization_without_docid_words@10']:.3f}"
+            f"{row[WITHOUT_WORDS]:.3f} / {row[WITHOUT_WORDS_10]:.3f}"
             if WITHOUT_WORDS in row
             else ""
         )

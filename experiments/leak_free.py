@@ -21,17 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from docid.io import atomic_write_text
+from dsi.evaluation import MASKED_MEMORIZATION_KEYS, MEMORIZATION_KEYS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "leak_free"
 METRICS = ("nDCG@10", "Hits@10")
 PARTS = ("all", "seen", "unseen")
 # `dsi eval --memorization`'s keys (docid kinds); the masked pair only for title/keyword docids.
-MEMORIZATION = (
-    "memorization@1",
-    "memorization@10",
-    "memorization_without_docid_words@1",
-    "memorization_without_docid_words@10",
-)
+MEMORIZATION = (*MEMORIZATION_KEYS, *MASKED_MEMORIZATION_KEYS)
 
 
 def _block(result: dict[str, Any], part: str) -> dict[str, Any] | None:
@@ -94,15 +90,12 @@ def _interval(value: list[float] | None) -> str:
 
 
 def _memorization_line(found: dict[str, Any]) -> str:
-    text = (
-        f"memorization@1 {found['memorization@1']:.3f}, @10 {found['memorization@10']:.3f} "
-        f"over {found['documents']:,} documents"
-    )
-    if MEMORIZATION[2] in found:
-        text += (
-            f"; without the docid's words @1 {found[MEMORIZATION[2]]:.3f}, "
-            f"@10 {found[MEMORIZATION[3]]:.3f}"
-        )
+    at_1, at_10 = MEMORIZATION_KEYS
+    text = f"memorization@1 {found[at_1]:.3f}, @10 {found[at_10]:.3f}"
+    text += f" over {found['documents']:,} documents"
+    masked_1, masked_10 = MASKED_MEMORIZATION_KEYS
+    if masked_1 in found:
+        text += f"; without the docid's words @1 {found[masked_1]:.3f}, @10 {found[masked_10]:.3f}"
     return text + " (`dsi eval --memorization`)."
 
 
