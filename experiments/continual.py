@@ -29,6 +29,12 @@ After every step, Hits@10 is measured on the test queries of each split indexed 
 A_n = mean_{i<=n} a[n][i], F_n = mean_{i<n} (max_{j<n} a[j][i] - a[n][i]),
 LA_n = mean_{i<=n} a[i][i]. Optimizer updates and forward/backward passes are counted per step.
 
+Beside them stand dsi eval's baselines (``--baselines``, default ``bm25,bm25+queries,dense``),
+each built after every step over the documents indexed so far (``bm25+queries`` with the
+training queries that judge them, the supervision the strategies train on) and scored the same
+way; after the last step every strategy gets the paired bootstrap 95% interval of its Hits@10
+minus each baseline's (``compare`` in the JSON).
+
 With a docid kind (``--docids semantic|atomic|naive|title|keywords``: new documents get new
 docids, as in DSI++) every step also measures the memorization of D0's documents
 (``dsi.evaluation.memorization`` on ``--memorization-sample`` of them, fixed seed):
@@ -60,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from docid.io import atomic_write_text
+from dsi.baselines import NEEDS_TRAINING_QUERIES, build_baseline, parse_baselines
 from dsi.config import (
     MODEL_SIZES,
     AddConfig,
@@ -69,10 +76,10 @@ from dsi.config import (
     parse_assignments,
 )
 from dsi.data import Corpus, TrainingQueries, load_corpus, load_qrels, load_queries
-from dsi.evaluation import memorization
+from dsi.evaluation import RESAMPLES, SEED, memorization
 from dsi.index import GenerativeIndex
 from dsi.kinds import docid_kinds, index_class, index_kind, load_index
-from dsi.metrics import per_query
+from dsi.metrics import paired_interval, per_query
 from dsi.retriever import Retriever
 
 log = logging.getLogger("continual")
@@ -137,6 +144,36 @@ def make_tasks(args, corpus: Corpus, test_qrels: dict[str, dict[str, int]]) -> l
 
 
 # ------------------------------------------------------------------------------ evaluation
+def test_qids(tasks: list[Task], upto: int) -> list[str]:
+    """The test queries of splits 0..upto, split by split."""
+    return [q for task in tasks[: upto + 1] for q in task.test_qids]
+
+
+def hits_per_split(
+    rankings: dict[str, list[tuple[str, float]]],
+    tasks: list[Task],
+    upto: int,
+    qrels: dict[str, dict[str, int]],
+    known: set[str],
+) -> dict[str, Any]:
+    """Hits@10 of ``rankings`` per split 0..upto (None for a split without test queries), over
+    all of them, and per query; judged against the documents ``known`` (those indexed so far)."""
+    qids = test_qids(tasks, upto)
+    judged = {q: {d: g for d, g in qrels[q].items() if d in known} for q in qids}
+    scores = per_query({q: rankings[q] for q in qids}, judged)
+
+    def mean(ids: list[str]) -> float | None:
+        values = [scores[q]["Hits@10"] for q in ids if q in scores]
+        return sum(values) / len(values) if values else None
+
+    return {
+        "per_task": [mean(task.test_qids) for task in tasks[: upto + 1]],
+        "all": mean(qids),
+        "queries": len(scores),
+        "per_query": {q: scores[q]["Hits@10"] for q in qids if q in scores},
+    }
+
+
 def evaluate(
     index: GenerativeIndex,
     tasks: list[Task],
@@ -145,27 +182,14 @@ def evaluate(
     qrels: dict[str, dict[str, int]],
     args,
 ) -> dict[str, Any]:
-    """Hits@10 per split 0..upto (None for a split without test queries) and over all of them;
-    for a docid kind also the memorization of D0's documents (``memorization_d0``)."""
-    qids = [q for task in tasks[: upto + 1] for q in task.test_qids]
-    known = set(index.corpus.doc_ids)
-    judged = {q: {d: g for d, g in qrels[q].items() if d in known} for q in qids}
+    """Hits@10 per split 0..upto, over all of them and per query (:func:`hits_per_split`); for a
+    docid kind also the memorization of D0's documents (``memorization_d0``)."""
+    qids = test_qids(tasks, upto)
     started = time.monotonic()
     retriever = Retriever.for_index(index, device=args.device)
     hits = retriever.search([queries[q] for q in qids], k=10, batch_size=args.eval_batch_size)
-    scores = per_query(
-        {q: [(h.doc_id, h.score) for h in row] for q, row in zip(qids, hits, strict=True)}, judged
-    )
-
-    def mean(ids: list[str]) -> float | None:
-        values = [scores[q]["Hits@10"] for q in ids if q in scores]
-        return sum(values) / len(values) if values else None
-
-    out: dict[str, Any] = {
-        "per_task": [mean(task.test_qids) for task in tasks[: upto + 1]],
-        "all": mean(qids),
-        "queries": len(scores),
-    }
+    rankings = {q: [(h.doc_id, h.score) for h in row] for q, row in zip(qids, hits, strict=True)}
+    out = hits_per_split(rankings, tasks, upto, qrels, set(index.corpus.doc_ids))
     if index_kind(args.docids) != "ngram":
         out["memorization_d0"] = memorization(
             retriever,
@@ -175,6 +199,41 @@ def evaluate(
         )
     out["seconds"] = round(time.monotonic() - started, 1)
     return out
+
+
+def baseline_steps(
+    work: Path,
+    tasks: list[Task],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    training: TrainingQueries,
+    names: list[str],
+) -> dict[str, dict[str, Any]]:
+    """Each baseline after each step n: built over D0..Dn (``bm25+queries`` with the training
+    queries that judge those documents, what the model's strategies learn from) and scored as
+    :func:`evaluate` scores an index. Kept in ``work/baselines.json``."""
+    path = work / "baselines.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    for name in names:
+        if name in done:
+            continue
+        steps = []
+        for n in range(len(tasks)):
+            started = time.monotonic()
+            docs = Corpus.concat(t.corpus for t in tasks[: n + 1])
+            known = set(docs.doc_ids)
+            pairs = training.pairs(known) if name in NEEDS_TRAINING_QUERIES else ()
+            baseline = build_baseline(name, docs, pairs)
+            qids = test_qids(tasks, n)
+            ranked = baseline.search([queries[q] for q in qids], k=10)
+            step = hits_per_split(dict(zip(qids, ranked, strict=True)), tasks, n, qrels, known)
+            step["parameters"] = baseline.parameters()
+            step["seconds"] = round(time.monotonic() - started, 1)
+            steps.append(step)
+        done[name] = {"parameters": steps[-1]["parameters"], "steps": steps}
+        atomic_write_text(path, json.dumps(done, indent=1) + "\n")
+        log.info("baseline %s: Hits@10 after each step %s", name, [s["all"] for s in steps])
+    return {name: done[name] for name in names}
 
 
 def dsi_measures(a: list[list[float | None]]) -> list[dict[str, float | None]]:
@@ -249,6 +308,10 @@ def run_step(work: Path, name: str, make, evaluate_index) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        baseline_names = parse_baselines(args.baselines)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = Path(args.data)
     corpus = load_corpus(data)
@@ -263,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"Unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
 
     work = Path(args.work)
+    # Settings that do not change what a step computes (baselines are kept apart).
     outputs = ("strategies", "results", "work", "name", "device", "eval_batch_size", "progress")
+    outputs += ("baselines",)
     settings = {k: v for k, v in vars(args).items() if k not in outputs}
     if args.docids == "ngram":  # measured for docid kinds only: an n-gram run's work stays
         settings.pop("memorization_sample")
@@ -301,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         return make
 
     d0 = run_step(work, "d0", build(0), scorer(0))
+    baselines = baseline_steps(work, tasks, queries, test_qrels, training, baseline_names)
+    last = len(tasks) - 1
     results: dict[str, list[dict[str, Any]]] = {}
     for strategy in strategies:
         steps = [d0]
@@ -325,12 +392,26 @@ def main(argv: list[str] | None = None) -> int:
                     return index, entry
 
             steps.append(run_step(work, name, make, scorer(n)))
+        steps[-1] = with_per_query(work, f"{strategy}/step{last}", steps[-1], scorer(last))
         results[strategy] = steps
-        write_report(
-            args, tasks, d0, results | finished_elsewhere(work, strategies, len(tasks), d0)
-        )
-    write_report(args, tasks, d0, results | finished_elsewhere(work, strategies, len(tasks), d0))
+        elsewhere = finished_elsewhere(work, strategies, len(tasks), d0)
+        write_report(args, tasks, d0, results | elsewhere, baselines)
+    elsewhere = finished_elsewhere(work, strategies, len(tasks), d0)
+    write_report(args, tasks, d0, results | elsewhere, baselines)
     return 0
+
+
+def with_per_query(work: Path, name: str, result: dict[str, Any], evaluate_index) -> dict[str, Any]:
+    """``result`` with per-query Hits@10: a step finished before they were recorded is scored
+    again from its saved index (the same search, so the same Hits@10), and its file updated."""
+    if "per_query" in result["eval"]:
+        return result
+    again = evaluate_index(load_index(work / name))
+    if again["all"] != result["eval"]["all"]:
+        log.warning("%s scores %s now, %s when it ran.", name, again["all"], result["eval"]["all"])
+    result["eval"]["per_query"] = again["per_query"]
+    atomic_write_text(work / f"{name}.json", json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def finished_elsewhere(
@@ -346,9 +427,20 @@ def finished_elsewhere(
 
 
 # ------------------------------------------------------------------------------- report
+def accuracy(evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The accuracy matrix of one evaluation per step, and what DSI++ reads from it."""
+    a = [e["per_task"] for e in evaluations]
+    return {
+        "a": a,
+        "hits10_all": [e["all"] for e in evaluations],
+        "hits10_d0": [row[0] for row in a],
+        # The issue's goal: D0's forgetting after the last step (best earlier minus last).
+        "forgetting_d0": max(row[0] for row in a[:-1]) - a[-1][0] if len(a) > 1 else None,
+        "measures": dsi_measures(a),
+    }
+
+
 def summarize(steps: list[dict[str, Any]], shared_d0: bool) -> dict[str, Any]:
-    a = [s["eval"]["per_task"] for s in steps]
-    measures = dsi_measures(a)
     train = [s["entry"]["training"] for s in steps]
     # The D0 build is shared by every strategy; only what comes after it is the strategy's cost.
     later = train[1:]
@@ -357,12 +449,7 @@ def summarize(steps: list[dict[str, Any]], shared_d0: bool) -> dict[str, Any]:
         # memorization@1 of D0's documents after each step (docid kinds; None for n-grams).
         "memorization_d0": memorized,
         "memorization_d0_drop": _largest_drop(memorized),
-        "a": a,
-        "hits10_all": [s["eval"]["all"] for s in steps],
-        "hits10_d0": [row[0] for row in a],
-        # The issue's goal: D0's forgetting after the last step (best earlier minus last).
-        "forgetting_d0": max(row[0] for row in a[:-1]) - a[-1][0] if len(a) > 1 else None,
-        "measures": measures,
+        **accuracy([s["eval"] for s in steps]),
         "updates_per_step": [t["optimizer_updates"] for t in train],
         "passes_per_step": [t["forward_backward_passes"] for t in train],
         "seconds_per_step": [s["seconds"] for s in steps],
@@ -371,6 +458,32 @@ def summarize(steps: list[dict[str, Any]], shared_d0: bool) -> dict[str, Any]:
         "seconds_after_d0": round(sum(s["seconds"] for s in steps[1:]), 1),
         "shared_d0": shared_d0,
     }
+
+
+def comparisons(
+    results: dict[str, list[dict[str, Any]]], baselines: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, list[float] | None]]:
+    """Per strategy and baseline, after the last step: the strategy's Hits@10 minus the
+    baseline's on the same test queries, ``[mean, low, high]`` of the paired bootstrap 95%
+    interval (as ``dsi eval --compare``); None for a step without per-query scores."""
+    out: dict[str, dict[str, list[float] | None]] = {}
+    for name, steps in results.items():
+        mine = steps[-1]["eval"].get("per_query")
+        out[name] = {}
+        for other, found in baselines.items():
+            theirs = found["steps"][-1]["per_query"]
+            out[name][other] = (
+                None
+                if mine is None
+                else paired_interval(
+                    {q: {"Hits@10": v} for q, v in mine.items()},
+                    {q: {"Hits@10": v} for q, v in theirs.items()},
+                    "Hits@10",
+                    RESAMPLES,
+                    SEED,
+                )
+            )
+    return out
 
 
 def _largest_drop(values: list[float | None]) -> float | None:
@@ -405,13 +518,22 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict]]) -> None:
+def write_report(
+    args,
+    tasks: list[Task],
+    d0: dict,
+    results: dict[str, list[dict]],
+    baselines: dict[str, dict[str, Any]] | None = None,
+) -> None:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
+    baselines = baselines or {}
     # The issue's order (fine-tuning, replays, retraining), whichever run finished which.
     ordered = sorted(results, key=STRATEGIES.index)
     summary = {name: summarize(results[name], True) for name in ordered}
     goal = memorization_goal(summary)
+    lexical = {name: accuracy(found["steps"]) for name, found in baselines.items()}
+    compare = comparisons({name: results[name] for name in ordered}, baselines)
     report = {
         "settings": {k: v for k, v in vars(args).items()},
         "splits": {
@@ -427,7 +549,15 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
         "d0": d0,
         "strategies": summary,
         "memorization_goal": goal,
+        # Each baseline over the documents indexed so far, after each step.
+        "baselines": {
+            name: {"parameters": found["parameters"], **lexical[name]}
+            for name, found in baselines.items()
+        },
+        "compare": compare,
+        "compare_settings": {"metric": "Hits@10", "resamples": RESAMPLES, "seed": SEED},
         "steps": results,
+        "baseline_steps": baselines,
     }
     atomic_write_text(out / f"{args.name}.json", json.dumps(report, indent=1) + "\n")
 
@@ -456,6 +586,13 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
             f"{_fmt(s['forgetting_d0'])} | {s['updates_after_d0']} | "
             f"{s['passes_after_d0']} | {s['seconds_after_d0'] / 60:.1f} |"
         )
+    for name, s in lexical.items():
+        m = s["measures"][-1]
+        lines.append(
+            f"| {name} (baseline) | {_fmt(m['A'])} | {_fmt(m['F'])} | {_fmt(m['LA'])} | "
+            f"{_fmt(s['hits10_all'][-1])} | {_fmt(s['hits10_d0'][-1])} | "
+            f"{_fmt(s['forgetting_d0'])} | – | – | – |"
+        )
     lines += [
         "",
         "Hits@10 on all test queries indexed so far / on D0's test queries, after each step:",
@@ -463,7 +600,7 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
         "| strategy | " + " | ".join(f"step {n}" for n in range(last + 1)) + " |",
         "|---|" + "---|" * (last + 1),
     ]
-    for name, s in summary.items():
+    for name, s in [*summary.items(), *((f"{b} (baseline)", v) for b, v in lexical.items())]:
         cells = [
             f"{_fmt(x)} / {_fmt(y)}" for x, y in zip(s["hits10_all"], s["hits10_d0"], strict=False)
         ]
@@ -475,10 +612,34 @@ def write_report(args, tasks: list[Task], d0: dict, results: dict[str, list[dict
         "step n.",
         "",
     ]
+    if baselines:
+        lines += _compare_lines(compare, list(baselines), len(test_qids(tasks, last)))
     if goal:
         lines += _memorization_lines(summary, goal, last)
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines))
-    plot(summary, out / f"{args.name}.png")
+    plot(summary, out / f"{args.name}.png", lexical)
+
+
+def _compare_lines(
+    compare: dict[str, dict[str, list[float] | None]], names: list[str], num_queries: int
+) -> list[str]:
+    """The table of each strategy minus each baseline after the last step."""
+
+    def cell(found: list[float] | None) -> str:
+        return "–" if found is None else f"{found[0]:+.3f} [{found[1]:+.3f}, {found[2]:+.3f}]"
+
+    lines = [
+        f"Each strategy minus each baseline after the last step, Hits@10 on all {num_queries} "
+        f"test queries: mean [paired bootstrap 95%, {RESAMPLES:,} resamples, seed {SEED}]. The "
+        "baselines index D0..Dn after step n; bm25+queries appends the training queries that "
+        "judge those documents, the supervision every strategy trains on.",
+        "",
+        "| strategy | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for name, row in compare.items():
+        lines.append(f"| {name} | " + " | ".join(cell(row[b]) for b in names) + " |")
+    return lines + [""]
 
 
 def _memorization_lines(
@@ -515,7 +676,9 @@ def _memorization_lines(
     return lines + [""]
 
 
-def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
+def plot(
+    summary: dict[str, dict[str, Any]], path: Path, lexical: dict[str, dict[str, Any]] | None = None
+) -> None:
     try:
         import matplotlib
 
@@ -529,6 +692,10 @@ def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
         steps = list(range(len(s["hits10_all"])))
         axes[0].plot(steps, [_nan(v) for v in s["hits10_all"]], marker="o", label=name)
         axes[1].plot(steps, [_nan(v) for v in s["hits10_d0"]], marker="o", label=name)
+    for name, s in (lexical or {}).items():
+        steps = list(range(len(s["hits10_all"])))
+        for ax, key in zip(axes, ("hits10_all", "hits10_d0"), strict=True):
+            ax.plot(steps, [_nan(v) for v in s[key]], linestyle="--", label=name)
     axes[0].set_title("Hits@10, test queries of D0..Dn")
     axes[1].set_title("Hits@10, test queries of D0")
     for ax in axes:
@@ -560,6 +727,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--add-warmup-steps", type=int, default=100)
     p.add_argument("--replay-ratio", type=float, default=1.0)
     p.add_argument("--docids", default="ngram", choices=docid_kinds())
+    p.add_argument(
+        "--baselines",
+        default="bm25,bm25+queries,dense",
+        help="baselines measured after each step over the documents indexed so far (dsi eval's)",
+    )
     p.add_argument(
         "--memorization-sample",
         type=int,

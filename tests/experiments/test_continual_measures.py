@@ -91,3 +91,79 @@ def test_set_changes_the_settings_of_d0_and_each_retraining():
     assert continual.base_config(changed).train.max_windows_per_doc == 2 != windows
     with pytest.raises(ValueError, match="is not a setting"):
         continual.base_config(continual.parse_args(["--set", "train.window_length=3"]))
+
+
+def _tasks() -> list[continual.Task]:
+    from dsi.data import Corpus
+
+    docs = {
+        "d1": "photosynthesis in green leaves",
+        "d2": "volcanic ash and basalt rocks",
+        "d3": "protein folding of enzymes",
+        "d4": "tidal waves near coral reefs",
+    }
+    corpora = [
+        Corpus(doc_ids=ids, titles=[""] * len(ids), texts=[docs[d] for d in ids])
+        for ids in (["d1", "d2"], ["d3"], ["d4"])
+    ]
+    return [
+        continual.Task(corpora[0], ["q1", "q2"]),
+        continual.Task(corpora[1], ["q3"]),
+        continual.Task(corpora[2], []),
+    ]
+
+
+def test_hits_per_split_judges_only_the_documents_indexed_so_far():
+    tasks = _tasks()
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1, "d3": 1}, "q3": {"d3": 1}}
+    rankings = {"q1": [("d2", 2.0), ("d1", 1.0)], "q2": [("d1", 1.0)], "q3": [("d3", 1.0)]}
+    found = continual.hits_per_split(rankings, tasks, 1, qrels, {"d1", "d2", "d3"})
+    assert found["per_query"] == {"q1": 1.0, "q2": 0.0, "q3": 1.0}
+    assert found["per_task"] == [0.5, 1.0] and found["all"] == pytest.approx(2 / 3)
+    # After D0 only, q2's d3 is not a document yet: its judgement of d2 alone counts.
+    found = continual.hits_per_split({"q1": [("d1", 1.0)], "q2": [("d2", 1.0)]}, tasks, 0, qrels,
+                                     {"d1", "d2"})  # fmt: skip
+    assert found["per_task"] == [1.0] and found["queries"] == 2
+
+
+def test_baselines_grow_with_the_documents_and_read_only_their_training_queries(tmp_path):
+    from dsi.data import TrainingQueries
+
+    tasks = _tasks()
+    queries = {"q1": "green leaves", "q2": "basalt", "q3": "enzymes", "t1": "coral reefs"}
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}}
+    training = TrainingQueries({"t1": "folding study"}, {"t1": {"d1": 1, "d3": 1}})
+    found = continual.baseline_steps(
+        tmp_path, tasks, queries, qrels, training, ["bm25", "bm25+queries"]
+    )
+    bm25 = found["bm25"]["steps"]
+    assert [s["all"] for s in bm25] == [1.0, 1.0, 1.0]
+    assert [len(s["per_task"]) for s in bm25] == [1, 2, 3] and bm25[2]["per_task"][2] is None
+    # A training query is appended to the documents indexed so far that it judges.
+    assert [s["all"] for s in found["bm25+queries"]["steps"]] == [1.0, 1.0, 1.0]
+    pairs = [s["parameters"]["training_pairs"] for s in found["bm25+queries"]["steps"]]
+    assert pairs == [1, 2, 2]
+    # Kept in the work directory: a second call computes nothing again.
+    (tmp_path / "baselines.json").write_text(
+        (tmp_path / "baselines.json").read_text().replace('"all": 1.0', '"all": 0.25')
+    )
+    again = continual.baseline_steps(tmp_path, tasks, queries, qrels, training, ["bm25"])
+    assert again["bm25"]["steps"][0]["all"] == 0.25
+
+
+def test_each_strategy_is_compared_with_each_baseline_on_the_same_queries():
+    per_query = {f"q{i}": float(i % 2) for i in range(40)}  # 20 of 40 found
+    strategy = [{"eval": {"per_query": dict(per_query)}}]
+    worse = {q: 0.0 for q in per_query}
+    baselines = {"bm25": {"steps": [{"per_query": worse}]}}
+    found = continual.comparisons({"queries": strategy, "old": [{"eval": {}}]}, baselines)
+    mean, low, high = found["queries"]["bm25"]
+    assert mean == pytest.approx(0.5) and low < mean < high
+    assert found["old"]["bm25"] is None  # no per-query scores: nothing to compare
+
+
+def test_baselines_do_not_change_the_settings_of_a_finished_run():
+    args = continual.parse_args([])
+    assert args.baselines == "bm25,bm25+queries,dense"
+    with pytest.raises(SystemExit, match="Unknown baseline 'bm26'"):
+        continual.main(["--baselines", "bm26", "--data", "/nonexistent"])
