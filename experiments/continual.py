@@ -1,8 +1,7 @@
 """Continual indexing on SciFact (DSI++ protocol): how much do additions forget, per strategy?
 
-    python -m experiments.continual     # the committed results' settings: ~105 min, 2 CPU cores
-                                        # (they were measured at e81c97f, before the
-                                        # case-folding tokenizer and BM25 n-gram scoring)
+    python -m experiments.continual --build-max-steps 2364 --max-steps-per-step 473 \
+        --build-minutes 1000 --minutes-per-step 1000   # the committed results (2026-12-06)
     python -m experiments.continual --scale 0.05 --model-size tiny --embedder tfidf \\
         --max-steps-per-step 30 --build-max-steps 60   # a toy run
     python -m experiments.continual --docids atomic    # DSI++'s own setting: a docid kind
