@@ -578,20 +578,12 @@ def write_report(
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in summary.items():
-        m = s["measures"][-1]
         lines.append(
-            f"| {name} | {_fmt(m['A'])} | {_fmt(m['F'])} | {_fmt(m['LA'])} | "
-            f"{_fmt(s['hits10_all'][-1])} | {_fmt(s['hits10_d0'][-1])} | "
-            f"{_fmt(s['forgetting_d0'])} | {s['updates_after_d0']} | "
+            f"| {name} | {_accuracy_cells(s)} | {s['updates_after_d0']} | "
             f"{s['passes_after_d0']} | {s['seconds_after_d0'] / 60:.1f} |"
         )
     for name, s in lexical.items():
-        m = s["measures"][-1]
-        lines.append(
-            f"| {name} (baseline) | {_fmt(m['A'])} | {_fmt(m['F'])} | {_fmt(m['LA'])} | "
-            f"{_fmt(s['hits10_all'][-1])} | {_fmt(s['hits10_d0'][-1])} | "
-            f"{_fmt(s['forgetting_d0'])} | – | – | – |"
-        )
+        lines.append(f"| {name} (baseline) | {_accuracy_cells(s)} | – | – | – |")
     lines += [
         "",
         "Hits@10 on all test queries indexed so far / on D0's test queries, after each step:",
@@ -617,6 +609,13 @@ def write_report(
         lines += _memorization_lines(summary, goal, last)
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines))
     plot(summary, out / f"{args.name}.png", lexical)
+
+
+def _accuracy_cells(s: dict[str, Any]) -> str:
+    """A_n, F_n, LA_n, Hits@10 all and on D0, and D0's forgetting after the last step."""
+    m = s["measures"][-1]
+    cells = (m["A"], m["F"], m["LA"], s["hits10_all"][-1], s["hits10_d0"][-1], s["forgetting_d0"])
+    return " | ".join(_fmt(v) for v in cells)
 
 
 def _compare_lines(
