@@ -1,6 +1,6 @@
 """Continual indexing on SciFact (DSI++ protocol): how much do additions forget, per strategy?
 
-    python -m experiments.continual --build-max-steps 2364 --max-steps-per-step 473 \
+    python -m experiments.continual --build-max-steps 2364 --max-steps-per-step 473 \\
         --build-minutes 1000 --minutes-per-step 1000   # the committed results (2026-12-06)
     python -m experiments.continual --scale 0.05 --model-size tiny --embedder tfidf \\
         --max-steps-per-step 30 --build-max-steps 60   # a toy run
@@ -326,8 +326,16 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     # Settings that do not change what a step computes (baselines are kept apart).
-    outputs = ("strategies", "results", "work", "name", "device", "eval_batch_size", "progress")
-    outputs += ("baselines",)
+    outputs = (
+        "strategies",
+        "results",
+        "work",
+        "name",
+        "device",
+        "eval_batch_size",
+        "progress",
+        "baselines",
+    )
     settings = {k: v for k, v in vars(args).items() if k not in outputs}
     if args.docids == "ngram":  # measured for docid kinds only: an n-gram run's work stays
         settings.pop("memorization_sample")
@@ -522,11 +530,10 @@ def write_report(
     tasks: list[Task],
     d0: dict,
     results: dict[str, list[dict]],
-    baselines: dict[str, dict[str, Any]] | None = None,
+    baselines: dict[str, dict[str, Any]],
 ) -> None:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    baselines = baselines or {}
     # The issue's order (fine-tuning, replays, retraining), whichever run finished which.
     ordered = sorted(results, key=STRATEGIES.index)
     summary = {name: summarize(results[name], True) for name in ordered}

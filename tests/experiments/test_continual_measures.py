@@ -121,8 +121,8 @@ def test_hits_per_split_judges_only_the_documents_indexed_so_far():
     assert found["per_query"] == {"q1": 1.0, "q2": 0.0, "q3": 1.0}
     assert found["per_task"] == [0.5, 1.0] and found["all"] == pytest.approx(2 / 3)
     # After D0 only, q2's d3 is not a document yet: its judgement of d2 alone counts.
-    found = continual.hits_per_split({"q1": [("d1", 1.0)], "q2": [("d2", 1.0)]}, tasks, 0, qrels,
-                                     {"d1", "d2"})  # fmt: skip
+    after_d0 = {"q1": [("d1", 1.0)], "q2": [("d2", 1.0)]}
+    found = continual.hits_per_split(after_d0, tasks, 0, qrels, {"d1", "d2"})
     assert found["per_task"] == [1.0] and found["queries"] == 2
 
 
