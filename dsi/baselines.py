@@ -9,8 +9,8 @@
 - ``bm25+rm3``: BM25 with RM3-style pseudo-relevance feedback (settings chosen on dev), the matching baseline for a model
   trained without queries (``bm25_prf.py`` is the reference);
 - ``dense``: all-MiniLM-L6-v2 sentence embeddings (the offline ``embeddings`` extra), cosine;
-  the corpus's vectors are kept in a cache (:func:`cache_dir`), so a second evaluation of the
-  same corpus does not embed it again.
+  each document's vector is kept in a cache (:func:`cache_dir`), so a second evaluation of the
+  same corpus does not embed it again, and a grown corpus embeds only its new documents.
 
 Build one with :func:`build_baseline`; every baseline answers ``search(queries, k)`` with the top
 ``k`` ``(doc_id, score)`` per query, best first, and states its settings in ``parameters``.
@@ -23,6 +23,7 @@ import hashlib
 import io
 import logging
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -242,40 +243,86 @@ def cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsi"
 
 
+def _length_prefixed_digest(parts: Sequence[str]) -> bytes:
+    """sha256 of ``parts``, each prefixed by its length, so ("ab", "c") and ("a", "bc") differ."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.digest()
+
+
+def _read_shards(folder: Path) -> tuple[dict[bytes, tuple[int, int]], list[np.ndarray]]:
+    """The rows kept in ``folder``'s shards: text digest -> (shard, row), and each shard's vectors.
+    A shard that is not one finite float32 row per digest, of the others' width, is skipped
+    with a warning and removed, so that its texts are computed and kept again."""
+    where: dict[bytes, tuple[int, int]] = {}
+    shards: list[np.ndarray] = []
+    for path in sorted(folder.glob("*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids, vectors = data["ids"], data["vectors"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            problem = f"unreadable ({exc})"
+        else:
+            width = shards[0].shape[1] if shards else None
+            fits = (ids.dtype == np.uint8 and ids.ndim == 2 and ids.shape[1] == 32
+                    and vectors.dtype == np.float32 and vectors.ndim == 2
+                    and len(vectors) == len(ids) and width in (None, vectors.shape[1])
+                    and bool(np.isfinite(vectors).all()))  # fmt: skip
+            if fits:
+                for row, text_id in enumerate(ids):
+                    where.setdefault(text_id.tobytes(), (len(shards), row))
+                shards.append(vectors)
+                continue
+            problem = "not one finite float32 row per text"
+        log.warning("Ignoring the cached vectors %s: %s.", path, problem)
+        path.unlink(missing_ok=True)
+    return where, shards
+
+
 def cached_vectors(
     key: Sequence[str],
     texts: Sequence[str],
     compute: Callable[[list[str]], np.ndarray],
     folder: Path | None,
 ) -> np.ndarray:
-    """``compute(texts)``, kept in ``folder`` under a digest of ``key`` (what else decides the
-    vectors: model, settings, ids) and ``texts``; read back instead of computed when a file of
-    that digest holds a finite float32 array of one row per text. A cache that cannot be written
-    is skipped with a warning: the vectors are still returned."""
-    digest = hashlib.sha256()
-    for part in (*key, *texts):
-        data = part.encode("utf-8")
-        digest.update(len(data).to_bytes(8, "little") + data)
-    path = None if folder is None else Path(folder) / "dense" / f"{digest.hexdigest()}.npy"
-    if path is not None and path.is_file():
-        try:
-            vectors = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring the unreadable cached vectors %s (%s).", path, exc)
-        else:
-            if (vectors.dtype == np.float32 and vectors.ndim == 2
-                    and len(vectors) == len(texts) and np.isfinite(vectors).all()):  # fmt: skip
-                log.info("Read %d cached vectors from %s.", len(vectors), path)
-                return vectors
-            log.warning("Ignoring the cached vectors %s: not one finite row per text.", path)
-    vectors = np.ascontiguousarray(compute(list(texts)), dtype=np.float32)
-    if path is not None:
+    """``compute(texts)`` with every text's vector kept in ``folder``: under a digest of ``key``
+    (what else decides the vectors: model, settings), each text's row is read back by the digest
+    of its text, and only the texts never seen with that key are computed (once each), then kept
+    as a new shard. So a corpus that grows (continual indexing) embeds only its new documents.
+    A cache that cannot be written is skipped with a warning: the vectors are still returned."""
+    if folder is None:
+        return np.ascontiguousarray(compute(list(texts)), dtype=np.float32)
+    shard_folder = Path(folder) / "dense" / _length_prefixed_digest(key).hex()
+    text_ids = [hashlib.sha256(text.encode("utf-8")).digest() for text in texts]
+    where, shards = _read_shards(shard_folder) if shard_folder.is_dir() else ({}, [])
+    missing: list[int] = []  # the first position of each text not kept yet: computed once
+    for position, text_id in enumerate(text_ids):
+        if text_id not in where:
+            where[text_id] = (-1, position)
+            missing.append(position)
+    if missing:
+        computed = np.ascontiguousarray(compute([texts[i] for i in missing]), dtype=np.float32)
+        for row, i in enumerate(missing):
+            where[text_ids[i]] = (len(shards), row)
+        shards.append(computed)
+        new_ids = b"".join(text_ids[i] for i in missing)
         buffer = io.BytesIO()
-        np.save(buffer, vectors, allow_pickle=False)
+        np.savez(buffer, ids=np.frombuffer(new_ids, np.uint8).reshape(-1, 32), vectors=computed)
+        path = shard_folder / f"{hashlib.sha256(new_ids).hexdigest()}.npz"
         try:
             atomic_write_bytes(path, buffer.getvalue())
         except OSError as exc:
             log.warning("Could not cache the vectors at %s (%s); continuing without.", path, exc)
+    if len(missing) < len(texts):
+        log.info("Read the vectors of %d of %d texts from %s.", len(texts) - len(missing), len(texts),
+                 shard_folder)  # fmt: skip
+    width = shards[0].shape[1] if shards else 0
+    vectors = np.empty((len(texts), width), dtype=np.float32)
+    for position, text_id in enumerate(text_ids):
+        shard, row = where[text_id]
+        vectors[position] = shards[shard][row]
     return vectors
 
 
@@ -292,7 +339,7 @@ class DenseBaseline:
         self.max_length = max_length
         self.embed = MiniLMEmbedder(max_length=max_length, show_progress=show_progress)
         self.doc_ids = list(corpus.doc_ids)
-        key = ("dense", *map(str, self.parameters().values()), *self.doc_ids)
+        key = ("dense", *map(str, self.parameters().values()))
         self.vectors = cached_vectors(key, corpus.full_texts(), self.embed, cache_dir())
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[Ranking]:

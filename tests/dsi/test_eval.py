@@ -201,7 +201,7 @@ def test_dense_baseline_reads_its_corpus_vectors_back_from_the_cache(tmp_path, m
     monkeypatch.setenv("DSI_CACHE", str(tmp_path / "cache"))
     corpus = load_corpus(TINY_DATA)
     first = build_baseline("dense", corpus)
-    assert len(list((tmp_path / "cache" / "dense").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "cache" / "dense").glob("*/*.npz"))) == 1
     calls = []
     monkeypatch.setattr("docid.embed.MiniLMEmbedder.__call__", lambda self, t: calls.append(t))
     again = build_baseline("dense", corpus)
