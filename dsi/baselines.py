@@ -252,33 +252,36 @@ def _length_prefixed_digest(parts: Sequence[str]) -> bytes:
     return digest.digest()
 
 
-def _read_shards(folder: Path) -> tuple[dict[bytes, tuple[int, int]], list[np.ndarray]]:
-    """The rows kept in ``folder``'s shards: text digest -> (shard, row), and each shard's vectors.
-    A shard that is not one finite float32 row per digest, of the others' width, is skipped
-    with a warning and removed, so that its texts are computed and kept again."""
-    where: dict[bytes, tuple[int, int]] = {}
-    shards: list[np.ndarray] = []
-    for path in sorted(folder.glob("*.npz")):
+def _kept_rows(folder: Path, wanted: set[bytes]) -> dict[bytes, np.ndarray]:
+    """The kept vectors of the ``wanted`` text digests among ``folder``'s shards (npz files of
+    ``ids``, one sha256 per row, and ``vectors``). Only shards holding a wanted text have their
+    vectors read. A shard that is not one finite float32 row per id, of the others' width, is
+    skipped with a warning and removed, so that its texts are computed and kept again."""
+    found: dict[bytes, np.ndarray] = {}
+    width = None
+    for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
         try:
             with np.load(path, allow_pickle=False) as data:
-                ids, vectors = data["ids"], data["vectors"]
+                ids = data["ids"]
+                if ids.dtype != np.uint8 or ids.ndim != 2 or ids.shape[1] != 32:
+                    raise ValueError("its ids are not sha256 digests")
+                keys = [row.tobytes() for row in ids]
+                rows = [i for i, key in enumerate(keys) if key in wanted and key not in found]
+                if not rows:
+                    continue
+                vectors = data["vectors"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             problem = f"unreadable ({exc})"
         else:
-            width = shards[0].shape[1] if shards else None
-            fits = (ids.dtype == np.uint8 and ids.ndim == 2 and ids.shape[1] == 32
-                    and vectors.dtype == np.float32 and vectors.ndim == 2
-                    and len(vectors) == len(ids) and width in (None, vectors.shape[1])
-                    and bool(np.isfinite(vectors).all()))  # fmt: skip
-            if fits:
-                for row, text_id in enumerate(ids):
-                    where.setdefault(text_id.tobytes(), (len(shards), row))
-                shards.append(vectors)
+            if (vectors.dtype == np.float32 and vectors.ndim == 2 and len(vectors) == len(ids)
+                    and width in (None, vectors.shape[1]) and np.isfinite(vectors).all()):  # fmt: skip
+                width = vectors.shape[1]
+                found.update((keys[i], vectors[i]) for i in rows)
                 continue
             problem = "not one finite float32 row per text"
         log.warning("Ignoring the cached vectors %s: %s.", path, problem)
         path.unlink(missing_ok=True)
-    return where, shards
+    return found
 
 
 def cached_vectors(
@@ -296,18 +299,18 @@ def cached_vectors(
         return np.ascontiguousarray(compute(list(texts)), dtype=np.float32)
     shard_folder = Path(folder) / "dense" / _length_prefixed_digest(key).hex()
     text_ids = [hashlib.sha256(text.encode("utf-8")).digest() for text in texts]
-    where, shards = _read_shards(shard_folder) if shard_folder.is_dir() else ({}, [])
-    missing: list[int] = []  # the first position of each text not kept yet: computed once
+    found = _kept_rows(shard_folder, set(text_ids))
+    first: dict[bytes, int] = {}  # each text not kept yet, at its first position: computed once
     for position, text_id in enumerate(text_ids):
-        if text_id not in where:
-            where[text_id] = (-1, position)
-            missing.append(position)
+        if text_id not in found:
+            first.setdefault(text_id, position)
+    missing = list(first.values())
+    if found:
+        log.info("Read the vectors of %d texts from %s.", len(found), shard_folder)
     if missing:
         computed = np.ascontiguousarray(compute([texts[i] for i in missing]), dtype=np.float32)
-        for row, i in enumerate(missing):
-            where[text_ids[i]] = (len(shards), row)
-        shards.append(computed)
         new_ids = b"".join(text_ids[i] for i in missing)
+        found.update(zip((text_ids[i] for i in missing), computed, strict=True))
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.frombuffer(new_ids, np.uint8).reshape(-1, 32), vectors=computed)
         path = shard_folder / f"{hashlib.sha256(new_ids).hexdigest()}.npz"
@@ -315,15 +318,9 @@ def cached_vectors(
             atomic_write_bytes(path, buffer.getvalue())
         except OSError as exc:
             log.warning("Could not cache the vectors at %s (%s); continuing without.", path, exc)
-    if len(missing) < len(texts):
-        log.info("Read the vectors of %d of %d texts from %s.", len(texts) - len(missing), len(texts),
-                 shard_folder)  # fmt: skip
-    width = shards[0].shape[1] if shards else 0
-    vectors = np.empty((len(texts), width), dtype=np.float32)
-    for position, text_id in enumerate(text_ids):
-        shard, row = where[text_id]
-        vectors[position] = shards[shard][row]
-    return vectors
+    if not text_ids:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([found[text_id] for text_id in text_ids])
 
 
 class DenseBaseline:

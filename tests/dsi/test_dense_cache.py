@@ -49,6 +49,20 @@ def test_a_grown_corpus_computes_only_its_new_texts(tmp_path):
     assert again.tolist() == [[8, 3], [5, 2]] and len(calls) == 2 and len(_shards(tmp_path)) == 2
 
 
+def test_only_shards_holding_an_asked_text_have_their_vectors_read(tmp_path, caplog):
+    calls, compute = _counting()
+    cached_vectors(("m",), ["a cat"], compute, tmp_path)
+    cached_vectors(("m",), ["banana"], compute, tmp_path)
+    for path in _shards(tmp_path):
+        with np.load(path) as kept:
+            ids, vectors = kept["ids"], kept["vectors"]
+        if vectors[0, 0] == 6:  # banana's shard: its vectors spoilt, its ids intact
+            _npz(path, ids=ids, vectors=np.full_like(vectors, np.nan))
+    with caplog.at_level(logging.WARNING):
+        assert cached_vectors(("m",), ["a cat"], compute, tmp_path).tolist() == [[5, 2]]
+    assert len(calls) == 2 and not caplog.text and len(_shards(tmp_path)) == 2
+
+
 def test_without_a_folder_nothing_is_kept(tmp_path):
     calls, compute = _counting()
     cached_vectors(("m",), ["x"], compute, None)
