@@ -266,6 +266,7 @@ def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    baseline_styles = iter([":", "-.", "--", (0, (1, 4))])
     for row in rows:
         if "curve" in row:
             xs = [p["minutes"] for p in row["curve"]]
@@ -282,8 +283,11 @@ def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
                     linestyle="--", color=color, label=f"{row['name']}, docid words removed",
                 )  # fmt: skip
         elif "dev" in row and "training" not in row:
-            left.axhline(row["dev"]["nDCG@10"], linestyle=":", color="black", alpha=0.6)
-            left.annotate(row["name"], (0, row["dev"]["nDCG@10"]), fontsize=8)
+            # In the legend: a label written at x=0 fell left of the first point, outside the axes.
+            left.axhline(
+                row["dev"]["nDCG@10"], linestyle=next(baseline_styles, ":"), color="black",
+                alpha=0.6, label=row["name"],
+            )  # fmt: skip
     left.set_title(f"{name}: dev nDCG@10")
     right.set_title(f"{name}: memorization@1")
     for ax in (left, right):
@@ -321,7 +325,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "docid_kinds")
     parser.add_argument("--results", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--quiet", action="store_true", help="no training progress bars")
+    parser.add_argument(
+        "--replot", type=Path, nargs="+", metavar="JSON",
+        help="only draw again the plot of these saved results (the .png beside each), no runs",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.replot:
+        for path in args.replot:
+            payload = json.loads(path.read_text())
+            plot(payload["dataset"], payload["results"], path.with_suffix(".png"))
+        return
     if not args.data.exists():
         parser.error(f"{args.data} is missing: the datasets live in ../shared/data.")
     code_state()  # the commit of the code that runs, read before any training

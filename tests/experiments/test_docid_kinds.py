@@ -67,6 +67,36 @@ def test_report_table_json_and_plot(tmp_path) -> None:
     assert (tmp_path / "docid_kinds_toy.png").stat().st_size > 0
 
 
+def test_replot_draws_the_saved_results_again_with_the_baselines_in_the_legend(
+    tmp_path, monkeypatch
+) -> None:
+    import matplotlib.pyplot as plt
+
+    corpus = Corpus(doc_ids=["a"], titles=[""], texts=["x"], source="toy")
+    data = {"name": "toy", "corpus": corpus, "dev": {"q1": {"a": 1}}}
+    curve = [_point(10.0, 0.01, 0.20), _point(20.0, 0.03, 0.60)]
+    rows = [
+        {"name": "bm25", "dev": {"nDCG@10": 0.6, "Hits@10": 0.8}},
+        {"name": "bm25+rm3", "dev": {"nDCG@10": 0.65, "Hits@10": 0.8}},
+        {
+            "name": "naive",
+            "curve": curve,
+            "dev": curve[-1],
+            "training": {"steps": 9, "seconds": 60.0},
+        },
+    ]
+    docid_kinds.write_report(data, rows, _args(tmp_path))
+    png = tmp_path / "docid_kinds_toy.png"
+    drawn = png.read_bytes()
+    png.unlink()
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    docid_kinds.main(["--replot", str(tmp_path / "docid_kinds_toy.json")])
+    assert png.read_bytes() == drawn
+    (left, _) = figures[0].axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["bm25", "bm25+rm3", "naive"]
+
+
 def test_each_kind_is_built_as_dsi_index_builds_it(tmp_path) -> None:
     args = _args(tmp_path, minutes=20.0, max_steps=4728, embedder="tfidf")
     semantic = docid_kinds.kind_config("semantic", args)
