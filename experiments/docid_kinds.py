@@ -5,6 +5,7 @@
     python -m experiments.docid_kinds --datasets cranfield --kinds atomic keywords \\
         --set model_config.size=tiny --max-steps 40 --eval-every 0.1 --memorization-sample 50 \\
         --work runs/docid_kinds_smoke --results runs/docid_kinds_smoke   # a smoke run
+    python -m experiments.docid_kinds --replot experiments/results/docid_kinds_cranfield.json
 
 Each kind (``--kinds``: semantic, atomic, naive, title, keywords) is built as ``dsi index
 --docids KIND`` builds it, every other setting at its default (``--set KEY=VALUE`` changes one
@@ -28,7 +29,8 @@ curve), ``.md`` (the last point of each kind beside bm25 and bm25+queries, or bm
 training queries, on dev) and ``.png`` (dev nDCG@10 and memorization@1 against training
 minutes). Finished runs are kept in ``--work`` and only reported when the command runs again
 with the same settings, so the same command regenerates the tables and plots; a killed run
-resumes from its last checkpoint with the points it had measured.
+resumes from its last checkpoint with the points it had measured. ``--replot`` draws the plot of
+saved results again without their work directories.
 """
 
 from __future__ import annotations
