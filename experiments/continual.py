@@ -692,28 +692,48 @@ def plot(
     except ImportError:
         log.warning("matplotlib is not installed: %s was not written.", path)
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig = figure(summary, lexical)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def figure(summary: dict[str, dict[str, Any]], lexical: dict[str, dict[str, Any]] | None = None):
+    """Hits@10 on all queries so far and on D0's after each step (baselines dashed), and for a
+    docid kind a third panel: D0's memorization@1, what DSI++'s goal reads."""
+    import matplotlib.pyplot as plt
+
+    memorized = any(
+        any(v is not None for v in s.get("memorization_d0") or []) for s in summary.values()
+    )
+    fig, axes = plt.subplots(1, 3 if memorized else 2, figsize=(14 if memorized else 10, 4))
+    axes[1].sharey(axes[0])
     for name, s in summary.items():
         steps = list(range(len(s["hits10_all"])))
         axes[0].plot(steps, [_nan(v) for v in s["hits10_all"]], marker="o", label=name)
         axes[1].plot(steps, [_nan(v) for v in s["hits10_d0"]], marker="o", label=name)
+        if memorized:
+            axes[2].plot(steps, [_nan(v) for v in s["memorization_d0"]], marker="o", label=name)
     for name, s in (lexical or {}).items():
         steps = list(range(len(s["hits10_all"])))
-        for ax, key in zip(axes, ("hits10_all", "hits10_d0"), strict=True):
+        for ax, key in zip(axes, ("hits10_all", "hits10_d0"), strict=False):
             ax.plot(steps, [_nan(v) for v in s[key]], linestyle="--", label=name)
     axes[0].set_title("Hits@10, test queries of D0..Dn")
     axes[1].set_title("Hits@10, test queries of D0")
+    axes[0].set_ylabel("Hits@10")
+    if memorized:
+        axes[2].set_title("memorization@1 of D0's documents")
+        axes[2].set_ylim(-0.03, 1.03)
     for ax in axes:
         ax.set_xticks(range(max(len(s["hits10_all"]) for s in summary.values())))
         ax.set_xlabel("step n (documents D0..Dn indexed)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("Hits@10")
-    axes[1].legend()
+    # One legend below the panels (saved with bbox_inches="tight"): inside, it hid the lines.
+    handles, labels = axes[1].get_legend_handles_labels()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=5)
+    return fig
 
 
 def _nan(value: float | None) -> float:

@@ -167,3 +167,19 @@ def test_baselines_do_not_change_the_settings_of_a_finished_run():
     assert args.baselines == "bm25,bm25+queries,dense"
     with pytest.raises(SystemExit, match="Unknown baseline 'bm26'"):
         continual.main(["--baselines", "bm26", "--data", "/nonexistent"])
+
+
+def test_the_plot_shows_d0_memorization_for_docid_kinds_only():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    d0 = _memorized([0.5], 1000, 0.90)
+    docids = {"generative": continual.summarize([d0, _memorized([0.5, 0.6], 10, 0.3)], True)}
+    fig = continual.figure(docids)
+    assert [ax.get_title() for ax in fig.axes][2] == "memorization@1 of D0's documents"
+    assert list(fig.axes[2].lines[0].get_ydata()) == [0.90, 0.3]
+    plt.close(fig)
+    plain = {"generative": continual.summarize([_step([0.5], 1000), _step([0.5, 0.6], 10)], True)}
+    fig = continual.figure(plain)
+    assert len(fig.axes) == 2
+    plt.close(fig)
