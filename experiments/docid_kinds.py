@@ -296,6 +296,8 @@ def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("training minutes")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+    # A share of all documents: on its whole scale, so that 0.006 does not look like a climb.
+    right.set_ylim(0, 1.02)
     left.legend(fontsize=8)
     right.legend(fontsize=8)
     fig.tight_layout()

@@ -93,8 +93,10 @@ def test_replot_draws_the_saved_results_again_with_the_baselines_in_the_legend(
     monkeypatch.setattr(plt, "close", figures.append)
     docid_kinds.main(["--replot", str(tmp_path / "docid_kinds_toy.json")])
     assert png.read_bytes() == drawn
-    (left, _) = figures[0].axes
+    (left, right) = figures[0].axes
     assert [t.get_text() for t in left.get_legend().get_texts()] == ["bm25", "bm25+rm3", "naive"]
+    # Memorization is a share of all documents: drawn on its whole scale, not zoomed to 0.6.
+    assert right.get_ylim() == (0.0, 1.02)
 
 
 def test_each_kind_is_built_as_dsi_index_builds_it(tmp_path) -> None:
