@@ -64,7 +64,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docid.io import atomic_write_text
+from docid.io import atomic_open, atomic_write_text
 from dsi.baselines import NEEDS_TRAINING_QUERIES, build_baseline, parse_baselines
 from dsi.config import (
     MODEL_SIZES,
@@ -693,10 +693,9 @@ def plot(
         log.warning("matplotlib is not installed: %s was not written.", path)
         return
     fig = figure(summary, lexical)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def figure(summary: dict[str, dict[str, Any]], lexical: dict[str, dict[str, Any]] | None = None):
@@ -717,7 +716,7 @@ def figure(summary: dict[str, dict[str, Any]], lexical: dict[str, dict[str, Any]
             axes[2].plot(steps, [_nan(v) for v in s["memorization_d0"]], marker="o", label=name)
     for name, s in (lexical or {}).items():
         steps = list(range(len(s["hits10_all"])))
-        for ax, key in zip(axes, ("hits10_all", "hits10_d0"), strict=False):
+        for ax, key in zip(axes[:2], ("hits10_all", "hits10_d0"), strict=True):
             ax.plot(steps, [_nan(v) for v in s[key]], linestyle="--", label=name)
     axes[0].set_title("Hits@10, test queries of D0..Dn")
     axes[1].set_title("Hits@10, test queries of D0")

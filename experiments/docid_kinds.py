@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from docid import available_schemes
-from docid.io import atomic_write_text
+from docid.io import atomic_open, atomic_write_text
 from dsi.baselines import build_baseline
 from dsi.config import IndexConfig, parse_assignments
 from dsi.evaluation import MASKED_MEMORIZATION_KEYS, memorization
@@ -294,17 +294,16 @@ def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     right.set_title(f"{name}: memorization@1")
     for ax in (left, right):
         ax.set_xlabel("training minutes")
-        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+    left.set_ylim(bottom=0)
     # A share of all documents: on its whole scale, so that 0.006 does not look like a climb.
     right.set_ylim(0, 1.02)
     left.legend(fontsize=8)
     right.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docid.io import atomic_write_text
+from docid.io import atomic_open, atomic_write_text
 from dsi.bm25 import BM25Retriever
 from dsi.config import IndexConfig
 from dsi.data import TrainingQueries, load_corpus, load_qrels, load_queries
@@ -738,10 +738,9 @@ def plot(name: str, rows: list[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
